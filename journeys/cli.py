@@ -1,0 +1,39 @@
+"""The `journeys` console script: one group, one module of commands per concern."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from schemas.errors import JourneysError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Track B2B customer journeys: events in, journeys, transitions and alerts out."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _register() -> None:
+    from journeys import cmd_core
+
+    for command in cmd_core.COMMANDS:
+        main.add_command(command)
+
+
+_register()
+
+
+def run() -> None:
+    """Entry point that turns the project's own errors into a clean message and exit code 1."""
+    try:
+        main(standalone_mode=True)
+    except JourneysError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Where events come from: the producer client, collectors, webhook adapters, the simulator."""

@@ -1,0 +1,117 @@
+"""What the journey engine produces and the sinks store (contract sections 4 and 5).
+
+Times are milliseconds since the epoch, UTC. Every row carries what makes
+its write idempotent: a deterministic key and a `version` that only grows,
+so writing the same rows twice, or a newer row over an older one, leaves one
+row per key when ClickHouse tables are read with FINAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.event import EventRecord
+
+
+@dataclass(slots=True, frozen=True)
+class StoredEvent:
+    """An event as stored: the record, the account it was attributed to, whether it was late."""
+
+    record: EventRecord
+    account_id: str | None
+    late: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class TransitionRow:
+    """A phase change of an account. Keyed by (account_id, to_phase): a journey enters a
+    phase at most once. A retroactive identity merge may move or remove a transition;
+    the newer version wins and `deleted` marks one that no longer happened."""
+
+    account_id: str
+    from_phase: str | None
+    to_phase: str
+    transitioned_at: int
+    event_id: str
+    event_type: str
+    channel: str
+    version: int
+    deleted: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class JourneyRow:
+    """The latest state of one account's journey; the highest version is current."""
+
+    account_id: str
+    phase: str
+    phase_since: int
+    first_seen: int
+    last_seen: int
+    last_activity: int | None
+    events: int
+    contacts: int
+    dmu_roles: tuple[str, ...]
+    segment: str | None
+    version: int
+
+
+@dataclass(slots=True, frozen=True)
+class AlertRow:
+    """An alert raised (and later, when the episode ends, resolved) in event time."""
+
+    alert_id: str
+    kind: str
+    account_id: str
+    raised_at: int
+    details: str
+    version: int
+    resolved_at: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class IdentityLink:
+    """An alias (anonymous_id, contact_id or email) learnt to belong to an account."""
+
+    kind: str
+    alias: str
+    account_id: str
+    linked_at: int
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetterRow:
+    """Rejected input with its reason and the original bytes."""
+
+    dead_letter_id: str
+    received_at: int
+    reason: str
+    payload: bytes
+    source: str
+
+
+@dataclass(slots=True)
+class Output:
+    """Everything one engine step produced, in the order it happened."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    transitions: list[TransitionRow] = field(default_factory=list)
+    journeys: list[JourneyRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+    links: list[IdentityLink] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        """Append another step's output to this one."""
+        self.events.extend(other.events)
+        self.transitions.extend(other.transitions)
+        self.journeys.extend(other.journeys)
+        self.alerts.extend(other.alerts)
+        self.links.extend(other.links)
+        self.dead_letters.extend(other.dead_letters)
+
+    def __len__(self) -> int:
+        return (
+            len(self.events) + len(self.transitions) + len(self.journeys)
+            + len(self.alerts) + len(self.links) + len(self.dead_letters)
+        )

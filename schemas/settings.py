@@ -1,0 +1,65 @@
+"""Settings, read once from `JOURNEYS_*` environment variables and `--flag` twins.
+
+Build one `Settings` at the entry point (the CLI does) and pass it down; no
+module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.durations import parse_duration_ms
+
+#: A duration such as `4h`, held as milliseconds.
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+class Settings(BaseSettings):
+    """Every setting of every process type; each field is `JOURNEYS_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="JOURNEYS_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(default=Path(".journeys"), description="where local state lives")
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="chdb:///path for the embedded engine or http(s)://user:pass@host:8123",
+    )
+    clickhouse_database: str = Field(default="journeys", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    rules_file: Path | None = Field(default=None, description="phase rules (TOML)")
+    cart_abandon_after: DurationMs = Field(default="4h", validate_default=True)
+    deal_stall_after: DurationMs = Field(default="14d", validate_default=True)
+    allowed_lateness: DurationMs = Field(default="10m", validate_default=True)
+    visitor_ttl: DurationMs = Field(
+        default="90d", validate_default=True,
+        description="forget anonymous visitors not seen for this long (event time)",
+    )
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092")
+    topic_prefix: str = Field(default="")
+    topic_partitions: int = Field(default=4, ge=1)
+    kafka_home: Path | None = Field(default=None, description="cache of the broker's jars")
+    kafka_version: str = Field(default="3.9.2")
+    kafka_heap: str = Field(default="768m")
+    kafka_controller_port: int = Field(default=9093)
+
+    collect_port: int = Field(default=8080)
+    write_keys: str = Field(default="", description="comma-separated Segment write keys")
+    sendgrid_public_key: str | None = None
+    mandrill_webhook_key: SecretStr | None = None
+    shopify_secret: SecretStr | None = None
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The ClickHouse URL, defaulting to the embedded engine under the data dir."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def topic(self, name: str) -> str:
+        """A public topic name (`events`, `transitions`, ...) with the configured prefix."""
+        return f"{self.topic_prefix}journeys.{name}"

@@ -1,0 +1,1 @@
+"""Where the engine's output is stored: the ClickHouse schema, migrations and writers."""
