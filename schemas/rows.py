@@ -41,7 +41,8 @@ class TransitionRow:
 
 @dataclass(slots=True, frozen=True)
 class JourneyRow:
-    """The latest state of one account's journey; the highest version is current."""
+    """The latest state of one account's journey; the highest version is current.
+    `deleted` marks an account that was merged into another (its identity learnt later)."""
 
     account_id: str
     phase: str
@@ -54,6 +55,7 @@ class JourneyRow:
     dmu_roles: tuple[str, ...]
     segment: str | None
     version: int
+    deleted: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,7 +73,11 @@ class AlertRow:
 
 @dataclass(slots=True, frozen=True)
 class IdentityLink:
-    """An alias (anonymous_id, contact_id or email) learnt to belong to an account."""
+    """An alias learnt to belong to an account, from the moment `linked_at` on.
+
+    `kind` is `anonymous_id`, `contact_id` or `email` (events carrying that alias and
+    stored without an account now belong to `account_id`), or `account` (an account
+    merged into another: events stored under the alias account move to `account_id`)."""
 
     kind: str
     alias: str
