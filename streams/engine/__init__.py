@@ -1,1 +1,19 @@
+"""The pure journey engine: identity, phases, transitions and alerts in event time.
 
+Imports no I/O library. `JourneyEngine` applies ordered events; `Sequencer`
+orders them; `load_rules` reads the phase rules.
+"""
+
+from streams.engine.engine import CART_ABANDONED, DEAL_STALLED, EngineConfig, JourneyEngine
+from streams.engine.rules import Rules, load_rules
+from streams.engine.sequencer import Sequencer
+
+__all__ = [
+    "CART_ABANDONED",
+    "DEAL_STALLED",
+    "EngineConfig",
+    "JourneyEngine",
+    "Rules",
+    "Sequencer",
+    "load_rules",
+]
