@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from schemas.rows import Output
+from dataclasses import dataclass, replace
+from typing import Any
+
+from schemas.rows import IdentityLink, Output, StoredEvent
 
 
 class Sink(Protocol):
@@ -52,3 +55,73 @@ class MemorySink:
     def close(self) -> None:
         """Flush what is left."""
         self.flush()
+
+    def final(self) -> FinalTables:
+        """What the written rows look like read with FINAL."""
+        return final_tables(self.written)
+
+
+@dataclass(frozen=True)
+class FinalTables:
+    """The tables as `SELECT ... FINAL` shows them: per key the newest version, deletions gone."""
+
+    events: dict[str, Any]
+    transitions: dict[tuple[str, str], Any]
+    journeys: dict[str, Any]
+    alerts: dict[str, Any]
+    links: dict[tuple[str, str], Any]
+    dead_letters: dict[str, Any]
+
+
+def final_tables(output: Output) -> FinalTables:
+    """Collapse rows the way the ClickHouse tables do (ReplacingMergeTree read with FINAL)."""
+
+    def newest(rows: list[Any], key: Any, version: Any) -> dict[Any, Any]:
+        best: dict[Any, Any] = {}
+        for row in rows:
+            k = key(row)
+            if k not in best or version(row) >= version(best[k]):
+                best[k] = row
+        return best
+
+    links = newest(output.links, lambda r: (r.kind, r.alias), lambda r: -r.linked_at)
+    transitions = newest(output.transitions, lambda r: (r.account_id, r.to_phase), lambda r: r.version)
+    journeys = newest(output.journeys, lambda r: r.account_id, lambda r: r.version)
+    events = {
+        event_id: replace(row, account_id=attributed_account(row, links))
+        for event_id, row in newest(output.events, lambda r: r.record.event_id, lambda r: 0).items()
+    }
+    return FinalTables(
+        events=events,
+        transitions={k: r for k, r in transitions.items() if not r.deleted},
+        journeys={k: r for k, r in journeys.items() if not r.deleted},
+        alerts=newest(output.alerts, lambda r: r.alert_id, lambda r: r.version),
+        links=links,
+        dead_letters=newest(output.dead_letters, lambda r: r.dead_letter_id, lambda r: 0),
+    )
+
+
+def attributed_account(row: StoredEvent, links: dict[tuple[str, str], IdentityLink]) -> str | None:
+    """The account a stored event belongs to once identity links are applied.
+
+    An event stored without an account takes the account its contact_id, else
+    its anonymous_id, else its email was linked to; an account merged into
+    another hands its events on (following the chain).
+    """
+    account = row.account_id
+    if account is None:
+        record = row.record
+        for kind, alias in (
+            ("contact_id", record.contact_id),
+            ("anonymous_id", record.anonymous_id),
+            ("email", record.email),
+        ):
+            link = links.get((kind, alias)) if alias else None
+            if link is not None:
+                account = link.account_id
+                break
+    seen = set()
+    while account is not None and ("account", account) in links and account not in seen:
+        seen.add(account)
+        account = links[("account", account)].account_id
+    return account

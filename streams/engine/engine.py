@@ -172,7 +172,9 @@ class JourneyEngine:
         while root in redirects:
             root = redirects[root]
         while key != root:  # path compression
-            key, redirects[key] = redirects[key], root
+            following = redirects[key]
+            redirects[key] = root
+            key = following
         return root
 
     def _own(self, event: EventRecord) -> tuple[str, int]:

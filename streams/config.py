@@ -1,0 +1,17 @@
+"""The engine's configuration, built from settings at the entry point."""
+
+from __future__ import annotations
+
+from schemas.settings import Settings
+from streams.engine import EngineConfig, load_rules
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """Rules and thresholds from settings (the same for replay and the worker)."""
+    return EngineConfig(
+        rules=load_rules(settings.rules_file),
+        cart_abandon_after=settings.cart_abandon_after,
+        deal_stall_after=settings.deal_stall_after,
+        visitor_ttl=settings.visitor_ttl,
+        dedupe_window=max(settings.allowed_lateness, 3_600_000),
+    )
