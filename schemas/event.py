@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -232,8 +232,12 @@ class Event(BaseModel):
         )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // _MS
 
 
 def derive_event_id(event: Event) -> str:
@@ -305,6 +309,14 @@ def format_ms(ts: int) -> str:
 def parse_event(raw: bytes | str) -> EventRecord:
     """Validate one event from its JSON bytes; raise `InvalidEvent` with the reason."""
     try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    else:
+        record = fast_record(data)
+        if record is not None:
+            return record
+    try:
         return Event.model_validate_json(raw).to_record()
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from exc
@@ -312,6 +324,14 @@ def parse_event(raw: bytes | str) -> EventRecord:
 
 def validate_event(data: Any) -> EventRecord:
     """Validate one event from an already-parsed object (collectors, simulators)."""
+    record = fast_record(data)
+    if record is not None:
+        return record
+    return reference_record(data)
+
+
+def reference_record(data: Any) -> EventRecord:
+    """Validate with the reference (pydantic) validator only."""
     try:
         return Event.model_validate(data).to_record()
     except ValidationError as exc:
@@ -337,3 +357,6 @@ def event_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "journeys event"
     return schema
+
+
+from schemas.fastpath import fast_record  # noqa: E402  (the fast path builds EventRecords)
