@@ -13,5 +13,4 @@ def engine_config(settings: Settings) -> EngineConfig:
         cart_abandon_after=settings.cart_abandon_after,
         deal_stall_after=settings.deal_stall_after,
         visitor_ttl=settings.visitor_ttl,
-        dedupe_window=max(settings.allowed_lateness, 3_600_000),
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -69,7 +68,6 @@ class EngineConfig:
     cart_abandon_after: int = 4 * 3_600_000
     deal_stall_after: int = 14 * 86_400_000
     visitor_ttl: int = 90 * 86_400_000
-    dedupe_window: int = 3_600_000
 
     @classmethod
     def default(cls) -> EngineConfig:
@@ -104,10 +102,15 @@ class JourneyEngine:
         self.late = 0
         self.duplicates = 0
         self._timers: list[tuple[int, str, str]] = []
-        self._seen: dict[str, int] = {}
-        self._seen_order: deque[tuple[int, str]] = deque()
+        #: event_ids applied at the current clock millisecond: in (ts, event_id) order a
+        #: duplicate delivery is always adjacent to the original, so this is all it takes.
+        self._seen: set[str] = set()
         self._dirty: dict[str, Holder] = {}
         self._out = Output()
+        #: What changed since the last `changes()`, for incremental checkpoints.
+        self._touched: set[str] = set()
+        self._touched_aliases: set[str] = set()
+        self._touched_redirects: set[str] = set()
 
     # ------------------------------------------------------------------ input
 
@@ -118,12 +121,14 @@ class JourneyEngine:
             if self._timers and self._timers[0][0] < ts:
                 self._fire(ts, inclusive=False)
             self.clock = ts
-            self._expire_seen(ts)
+            self._seen.clear()
+        elif ts < self.clock:
+            self.process_late(event)
+            return
         if event.event_id in self._seen:
             self.duplicates += 1
             return
-        self._seen[event.event_id] = ts
-        self._seen_order.append((ts, event.event_id))
+        self._seen.add(event.event_id)
         holder = self._resolve(event)
         self._apply(holder, event)
         self._out.events.append(
@@ -137,9 +142,6 @@ class JourneyEngine:
 
     def process_late(self, event: EventRecord) -> None:
         """Store an event that came after its time was settled; it moves nothing."""
-        if event.event_id in self._seen:
-            self.duplicates += 1
-            return
         self.late += 1
         holder_key = self._lookup(event)
         holder = self.holders.get(holder_key) if holder_key else None
@@ -227,6 +229,7 @@ class JourneyEngine:
             holder = holders.get(self._find(key))
             if holder is None:
                 del self.aliases[alias]  # its visitor was forgotten
+                self._touched_aliases.add(alias)
             elif holder is not own and holder not in found:
                 found.append(holder)
 
@@ -237,6 +240,7 @@ class JourneyEngine:
                 winner, win_rank = holder, holder.rank
         if winner is None:
             winner = holders[own_key] = Holder(own_key, own_rank, event.ts)
+            self._touched.add(own_key)
             if own_rank < ACCOUNT_RANK:
                 winner.aliases = []
                 self._schedule(winner, _EVICT, event.ts + self.config.visitor_ttl)
@@ -254,6 +258,7 @@ class JourneyEngine:
 
     def _link(self, alias: str, holder: Holder, ts: int, new: bool = True) -> None:
         self.aliases[alias] = holder.key
+        self._touched_aliases.add(alias)
         if new and alias[0] == "c":
             holder.contacts += 1
         if holder.rank >= ACCOUNT_RANK:
@@ -288,8 +293,11 @@ class JourneyEngine:
 
         del self.holders[loser.key]
         self._dirty.pop(loser.key, None)
+        self._touched.add(loser.key)
+        self._touched.add(winner.key)
         if loser.rank >= ACCOUNT_RANK:
             self.redirects[loser.key] = winner.key
+            self._touched_redirects.add(loser.key)
             self._out.links.append(IdentityLink("account", loser.key, winner.key, ts))
             self._retract(loser)
         for alias in loser.aliases or ():
@@ -346,6 +354,7 @@ class JourneyEngine:
         if flags or (active and holder.open_alerts):
             self._cart_and_deal(holder, flags, active, ts)
         self._dirty[holder.key] = holder
+        self._touched.add(holder.key)
 
     def _cart_and_deal(self, holder: Holder, flags: int, active: bool, ts: int) -> None:
         if flags & CART_END:
@@ -414,6 +423,7 @@ class JourneyEngine:
             holder = self.holders.get(key)
             if holder is None:
                 continue
+            self._touched.add(key)
             if kind == _EVICT:
                 self._fire_evict(holder, deadline)
                 continue
@@ -447,6 +457,7 @@ class JourneyEngine:
         for alias in holder.aliases or ():
             if self.aliases.get(alias) == holder.key:
                 del self.aliases[alias]
+                self._touched_aliases.add(alias)
 
     # ----------------------------------------------------------------- alerts
 
@@ -535,10 +546,60 @@ class JourneyEngine:
             version=holder.version,
         )
 
-    def _expire_seen(self, ts: int) -> None:
-        order, seen, horizon = self._seen_order, self._seen, ts - self.config.dedupe_window
-        while order and order[0][0] < horizon:
-            _, event_id = order.popleft()
-            if seen.get(event_id, horizon) < horizon:
-                del seen[event_id]
+    # ------------------------------------------------------------ checkpoints
 
+    def changes(self) -> EngineChanges:
+        """What changed since the last call: holders, aliases and redirects to write or delete."""
+        changes = EngineChanges(
+            holders={k: self.holders.get(k) for k in self._touched},
+            aliases={k: self.aliases.get(k) for k in self._touched_aliases},
+            redirects={k: self.redirects[k] for k in self._touched_redirects},
+            meta=self.meta(),
+        )
+        self._touched, self._touched_aliases, self._touched_redirects = set(), set(), set()
+        return changes
+
+    def meta(self) -> dict[str, object]:
+        """The engine's own counters and clock."""
+        return {
+            "clock": self.clock, "late": self.late, "duplicates": self.duplicates,
+            "seen": sorted(self._seen),
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        config: EngineConfig,
+        holders: dict[str, Holder],
+        aliases: dict[str, str],
+        redirects: dict[str, str],
+        meta: dict[str, object],
+    ) -> JourneyEngine:
+        """An engine continuing from a checkpoint; timers are rebuilt from the holders."""
+        engine = cls(config)
+        engine.holders, engine.aliases, engine.redirects = holders, aliases, redirects
+        engine.clock = int(meta.get("clock", 0))  # type: ignore[call-overload]
+        engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
+        engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
+        engine._seen = set(meta.get("seen", ()))  # type: ignore[call-overload]
+        timers = engine._timers
+        for key, holder in holders.items():
+            for kind, deadline in (
+                (CART_ABANDONED, holder.sched_cart),
+                (DEAL_STALLED, holder.sched_stall),
+                (_EVICT, holder.sched_evict),
+            ):
+                if deadline is not None:
+                    timers.append((deadline, key, kind))
+        heapq.heapify(timers)
+        return engine
+
+
+@dataclass
+class EngineChanges:
+    """An incremental checkpoint: None values are deletions."""
+
+    holders: dict[str, Holder | None]
+    aliases: dict[str, str | None]
+    redirects: dict[str, str]
+    meta: dict[str, object]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up and run journeys from a fresh clone: needs Python 3.11+, and for Kafka a JDK 17 and Maven.
+#   ./run.sh demo [ARGS]   the main job on the embedded default, end to end
+#   ./run.sh test [ARGS]   the test suite, with a local Kafka broker started and stopped for it
+#   ./run.sh journeys ...  any journeys command inside the project's environment
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${JOURNEYS_VENV:-.venv}"
+
+find_python() {
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "journeys needs Python 3.11 or newer on PATH" >&2; return 1
+}
+
+setup() {
+  local stamp="$VENV/.installed" want
+  want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtual environment in $VENV" >&2
+    "$(find_python)" -m venv "$VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> installing journeys and its pinned dependencies" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+run_tests() {
+  local started=0 status=0
+  if ! "$VENV/bin/journeys" kafka status >/dev/null 2>&1; then
+    "$VENV/bin/journeys" kafka start
+    started=1
+  fi
+  "$VENV/bin/python" -m pytest "$@" || status=$?
+  if [ "$started" = 1 ]; then "$VENV/bin/journeys" kafka stop || true; fi
+  return "$status"
+}
+
+command="${1:-demo}"
+shift || true
+setup
+case "$command" in
+  demo) exec "$VENV/bin/journeys" demo "$@" ;;
+  test) run_tests "$@" ;;
+  journeys) exec "$VENV/bin/journeys" "$@" ;;
+  *) echo "usage: ./run.sh demo|test|journeys [ARGS]" >&2; exit 2 ;;
+esac
