@@ -21,10 +21,11 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from journeys import cmd_core
+    from journeys import cmd_core, cmd_stream
 
-    for command in cmd_core.COMMANDS:
-        main.add_command(command)
+    for module in (cmd_core, cmd_stream):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register()

@@ -18,6 +18,10 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 
+#: Extra spellings of a few flags.
+ALIASES = {"rules_file": ("--rules",)}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -41,6 +45,7 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
             shown = f" [default: {default}]" if default not in (None, "") else ""
             wrapper = click.option(
                 _flag(name),
+                *ALIASES.get(name, ()),
                 name,
                 default=None,
                 help=f"{help_text}{shown} [env: JOURNEYS_{name.upper()}]",

@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(default=None, description="phase rules (TOML)")
     cart_abandon_after: DurationMs = Field(default="4h", validate_default=True)
     deal_stall_after: DurationMs = Field(default="14d", validate_default=True)
-    allowed_lateness: DurationMs = Field(default="10m", validate_default=True)
+    allowed_lateness: DurationMs = Field(
+        default="30s", validate_default=True,
+        description="how late (event time) an event may arrive and still move journeys",
+    )
     visitor_ttl: DurationMs = Field(
         default="90d", validate_default=True,
         description="forget anonymous visitors not seen for this long (event time)",

@@ -1,0 +1,158 @@
+"""Streaming commands: `worker`, `sink`, and `run` which starts both kinds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from journeys.options import settings_options
+from schemas.durations import format_duration_ms
+from schemas.errors import BrokerError
+from schemas.settings import Settings
+
+KAFKA_SETTINGS = ("kafka_bootstrap", "topic_prefix", "topic_partitions")
+ENGINE_SETTINGS = ("rules_file", "cart_abandon_after", "deal_stall_after", "allowed_lateness", "visitor_ttl")
+CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
+DURATIONS = frozenset({"cart_abandon_after", "deal_stall_after", "allowed_lateness", "visitor_ttl"})
+
+
+def source_partitions(settings: Settings) -> int:
+    """Make sure the public topics exist; the events topic's partition count."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    from producers.topics import ensure_topics
+
+    ensure_topics(settings)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            partitions = consumer.partitions_for_topic(settings.topic("events"))
+        finally:
+            consumer.close()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read topic metadata from {settings.kafka_bootstrap}: {exc}") from exc
+    if not partitions:
+        raise BrokerError(f"topic {settings.topic('events')} has no partitions")
+    return len(partitions)
+
+
+def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning") -> None:
+    """Run one Faust worker in the foreground until stopped."""
+    from faust.worker import Worker
+
+    from streams.app import create_app
+
+    app = create_app(settings, source_partitions(settings), idle_after=idle_after)
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@click.command()
+@click.option("--idle-after", default=2.0, show_default=True, type=float,
+              help="Seconds of silence after which an input partition stops holding event time "
+              "back [env: JOURNEYS_IDLE_AFTER]", envvar="JOURNEYS_IDLE_AFTER")
+@click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")
+@settings_options("data_dir", *KAFKA_SETTINGS, *ENGINE_SETTINGS)
+def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
+    """One Faust worker: validates input, runs the journey stage when it owns it."""
+    run_worker(settings, idle_after, loglevel)
+
+
+def run_sink(settings: Settings) -> None:
+    """Run the sink in the foreground until SIGINT/SIGTERM."""
+    from sinks.clickhouse.writer import ClickHouseSink
+    from sinks.consumer import TopicSink
+
+    topic_sink = TopicSink(settings, ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database))
+    topic_sink.setup()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        topic_sink.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    topic_sink.run()
+
+
+@click.command()
+@settings_options("data_dir", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS)
+def sink(settings: Settings) -> None:
+    """Write the pipeline's output topics to ClickHouse (one per embedded database)."""
+    run_sink(settings)
+
+
+def start_processes(workers: int, extra_env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
+    """Start N workers and one sink as child processes of this one."""
+    env = {**os.environ, **(extra_env or {})}
+    command = [sys.executable, "-m", "journeys"]
+    processes = [subprocess.Popen([*command, "sink"], env=env)]
+    for _ in range(workers):
+        processes.append(subprocess.Popen([*command, "worker"], env=env))
+    return processes
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM every process, then SIGKILL what is left after `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@click.command()
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Faust worker processes [env: JOURNEYS_WORKERS]", envvar="JOURNEYS_WORKERS")
+@settings_options("data_dir", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS)
+def run(workers: int, settings: Settings) -> None:
+    """The whole streaming pipeline on this machine, until Ctrl-C or SIGTERM."""
+    source_partitions(settings)
+    env = _settings_env(settings)
+    processes = start_processes(workers, env)
+    click.echo(f"running {workers} worker(s) and the sink; Ctrl-C to stop", err=True)
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            for process in processes:
+                if process.poll() is not None:
+                    raise click.ClickException(
+                        f"process {process.args} exited with {process.returncode}; stopping the rest"
+                    )
+            time.sleep(0.5)
+    finally:
+        stop_processes(processes)
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """Settings as JOURNEYS_* variables, so child processes see the flags given here."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if name in DURATIONS:
+            value = format_duration_ms(value)
+        env[f"JOURNEYS_{name.upper()}"] = str(value)
+    return env
+
+
+COMMANDS: list[click.Command] = [worker, sink, run]
