@@ -87,11 +87,13 @@ def sink(settings: Settings) -> None:
     run_sink(settings)
 
 
-def start_processes(workers: int, extra_env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
-    """Start N workers and one sink as child processes of this one."""
+def start_processes(
+    workers: int, extra_env: dict[str, str] | None = None, with_sink: bool = True
+) -> list[subprocess.Popen[bytes]]:
+    """Start N workers (and the sink) as child processes of this one."""
     env = {**os.environ, **(extra_env or {})}
     command = [sys.executable, "-m", "journeys"]
-    processes = [subprocess.Popen([*command, "sink"], env=env)]
+    processes = [subprocess.Popen([*command, "sink"], env=env)] if with_sink else []
     for _ in range(workers):
         processes.append(subprocess.Popen([*command, "worker"], env=env))
     return processes
