@@ -53,6 +53,7 @@ class Runtime:
 
 def create_app(settings: Settings, source_partitions: int, idle_after: float = 2.0) -> faust.App:
     """A Faust app for these settings; `source_partitions` is the events topic's count."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}journeys",
         broker=f"kafka://{settings.kafka_bootstrap}",
