@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from schemas.event import EventRecord
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class StoredEvent:
     """An event as stored: the record, the account it was attributed to, whether it was late."""
 

@@ -35,6 +35,7 @@ from streams.engine.rules import (
     CART_START,
     DEAL_CLOSE,
     DEAL_OPEN,
+    NEUTRAL,
     SUPPLIER,
     Rules,
     load_rules,
@@ -92,6 +93,7 @@ class JourneyEngine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig.default()
         self._rules = self.config.rules
+        self._classes = self._rules.classes
         self._phases = self._rules.phases
         self.holders: dict[str, Holder] = {}
         #: alias key ("a:…", "c:…", "e:…") -> holder key
@@ -216,8 +218,18 @@ class JourneyEngine:
     def _resolve(self, event: EventRecord) -> Holder:
         holders = self.holders
         own_key, own_rank = self._own(event)
-        own_key = self._find(own_key)
+        if own_key in self.redirects:
+            own_key = self._find(own_key)
         own = holders.get(own_key)
+        if own is not None and own.rank >= own_rank:
+            # The common case: a known account whose aliases in this event all point to it.
+            aliases = self.aliases
+            if (
+                (event.contact_id is None or aliases.get("c:" + event.contact_id) == own_key)
+                and (event.email is None or aliases.get("e:" + event.email) == own_key)
+                and (event.anonymous_id is None or aliases.get("a:" + event.anonymous_id) == own_key)
+            ):
+                return own
         if own is not None and own.rank < own_rank:
             own.rank = own_rank  # an explicit account id names a known domain, say
         alias_keys = self._alias_keys(event)
@@ -325,7 +337,7 @@ class JourneyEngine:
         holder.version += 1
         if ts > holder.last_seen:
             holder.last_seen = ts
-        cls = self._rules.classify(event.channel, event.type)
+        cls = self._classes[event.channel].get(event.type, NEUTRAL)
         flags = cls.flags
         active = not flags & SUPPLIER
         if active:
