@@ -1,0 +1,58 @@
+"""Versioned, idempotent schema migrations.
+
+Each `migrations/NNNN_name.sql` file is applied once, in order, and recorded
+in `schema_migrations`; statements are written with `IF NOT EXISTS` so a
+half-applied file can be applied again. `{db}` in a file is the database
+name, which `Settings` restricts to an identifier; values are always bound
+as parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from clickhouse_connect.driver.client import Client
+
+from sinks.clickhouse.client import run
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, SQL) of every migration, in order."""
+    folder = resources.files("sinks.clickhouse").joinpath("migrations")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in names]
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a migration file, comments dropped."""
+    body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def migrate(client: Client, database: str) -> list[str]:
+    """Create the database and apply pending migrations; the names applied."""
+    if not _IDENTIFIER.match(database):
+        raise ValueError(f"not a database name: {database!r}")
+    run(client, f"CREATE DATABASE IF NOT EXISTS {database}")
+    run(
+        client,
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY name",
+    )
+    done = {
+        row[0]
+        for row in client.query(f"SELECT name FROM {database}.schema_migrations FINAL").result_rows
+    }
+    applied = []
+    for name, sql in migration_files():
+        if name in done:
+            continue
+        for statement in statements(sql):
+            run(client, statement.replace("{db}", database))
+        client.insert(f"{database}.schema_migrations", [[name]], column_names=["name"])
+        applied.append(name)
+    return applied

@@ -1,0 +1,91 @@
+"""Read-side queries: what `journeys demo` prints and what tests compare.
+
+Every query reads with FINAL (current state) and binds its values as
+parameters; the database name is an identifier checked by `Settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+TABLES = ("events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links")
+
+
+def accounts_per_phase(client: Client, db: str) -> list[tuple[str, int]]:
+    """(phase, accounts currently in it)."""
+    rows = client.query(
+        f"SELECT phase, count() FROM {db}.journeys FINAL GROUP BY phase ORDER BY phase"
+    ).result_rows
+    return [(str(phase), int(n)) for phase, n in rows]
+
+
+def funnel(client: Client, db: str, phases: list[str]) -> list[tuple[str, int]]:
+    """(phase, accounts that reached it or a later phase), in phase order."""
+    rows = client.query(
+        f"SELECT indexOf({{phases:Array(String)}}, phase) AS i, count() "
+        f"FROM {db}.journeys FINAL GROUP BY i",
+        parameters={"phases": phases},
+    ).result_rows
+    current = {int(i): int(n) for i, n in rows}
+    return [
+        (phase, sum(n for i, n in current.items() if i >= position))
+        for position, phase in enumerate(phases, start=1)
+    ]
+
+
+def median_days_between_phases(client: Client, db: str) -> list[tuple[str, str, float]]:
+    """(from, to, median days between entering `from` and entering `to`) per transition."""
+    rows = client.query(
+        f"SELECT from_phase, to_phase, "
+        f"median(dateDiff('second', p.transitioned_at, t.transitioned_at)) / 86400 AS days, "
+        f"min(t.transitioned_at) AS first "
+        f"FROM {db}.phase_transitions AS t FINAL "
+        f"INNER JOIN (SELECT account_id, to_phase AS phase, transitioned_at "
+        f"FROM {db}.phase_transitions FINAL) AS p "
+        f"ON t.account_id = p.account_id AND t.from_phase = p.phase "
+        f"WHERE t.from_phase != '' GROUP BY from_phase, to_phase ORDER BY days"
+    ).result_rows
+    return [(str(a), str(b), float(days)) for a, b, days, _ in rows]
+
+
+def open_alerts(client: Client, db: str) -> list[tuple[str, int]]:
+    """(kind, alerts raised and not resolved)."""
+    rows = client.query(
+        f"SELECT kind, count() FROM {db}.alerts FINAL WHERE resolved_at IS NULL "
+        "GROUP BY kind ORDER BY kind"
+    ).result_rows
+    return [(str(kind), int(n)) for kind, n in rows]
+
+
+def table_counts(client: Client, db: str) -> dict[str, int]:
+    """Rows per table as read with FINAL."""
+    parts = " UNION ALL ".join(
+        f"SELECT '{name}' AS t, count() AS n FROM {db}.{name} FINAL" for name in TABLES
+    )
+    return {str(t): int(n) for t, n in client.query(parts).result_rows}
+
+
+_ORDER = {
+    "events": "event_id",
+    "phase_transitions": "account_id, to_phase",
+    "journeys": "account_id",
+    "alerts": "alert_id",
+    "dead_letters": "dead_letter_id",
+    "identity_links": "kind, alias",
+}
+_SKIP = {"inserted_at", "version", "is_deleted"}
+
+
+def snapshot(client: Client, db: str) -> dict[str, list[dict[str, Any]]]:
+    """Every table's current rows (FINAL), sorted by key, without write bookkeeping."""
+    out = {}
+    for table, order in _ORDER.items():
+        result = client.query(f"SELECT * FROM {db}.{table} FINAL ORDER BY {order}")
+        names = [n for n in result.column_names if n not in _SKIP]
+        out[table] = [
+            {n: v for n, v in zip(result.column_names, row, strict=True) if n in names}
+            for row in result.result_rows
+        ]
+    return out
