@@ -84,6 +84,9 @@ def test_replaying_twice_or_with_duplicates_leaves_the_same_tables(
     first = snapshot(connect(chdb_dsn), name)
     run_replay(tmp_path, chdb_dsn, name, "dup")
     second = snapshot(connect(chdb_dsn), name)
+    for snap in (first, second):  # when a dead letter was received is the one thing that moves
+        for row in snap["dead_letters"]:
+            row.pop("received_at")
     assert second == first
 
 
