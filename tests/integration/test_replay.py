@@ -33,10 +33,10 @@ BAD = [b"{not json", b'{"channel":"web","type":"x","occurred_at":"2026-01-01T00:
 
 
 def write_input(path: Path, duplicate: bool = False) -> Path:
-    lines = [e.to_json() for e in GOOD] + BAD
+    lines = list(reversed([e.to_json() for e in GOOD] + BAD))  # order does not matter
     if duplicate:
         lines += [GOOD[0].to_json(), GOOD[4].to_json()]
-    path.write_bytes(b"\n".join(reversed(lines)) + b"\n")
+    path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 
 
