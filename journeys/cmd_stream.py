@@ -24,23 +24,13 @@ DURATIONS = frozenset({"cart_abandon_after", "deal_stall_after", "allowed_latene
 
 def source_partitions(settings: Settings) -> int:
     """Make sure the public topics exist; the events topic's partition count."""
-    from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
-
     from producers.topics import ensure_topics
 
-    ensure_topics(settings)
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-        try:
-            partitions = consumer.partitions_for_topic(settings.topic("events"))
-        finally:
-            consumer.close()
-    except KafkaError as exc:
-        raise BrokerError(f"cannot read topic metadata from {settings.kafka_bootstrap}: {exc}") from exc
+    counts = ensure_topics(settings)
+    partitions = counts.get(settings.topic("events"), 0)
     if not partitions:
         raise BrokerError(f"topic {settings.topic('events')} has no partitions")
-    return len(partitions)
+    return partitions
 
 
 def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning") -> None:
