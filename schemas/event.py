@@ -300,10 +300,19 @@ class EventRecord:
         return orjson.dumps(body)
 
 
+_DATES: dict[int, str] = {}
+
+
 def format_ms(ts: int) -> str:
     """ISO 8601 UTC with milliseconds, as the contract writes times."""
-    moment = datetime.fromtimestamp(ts / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts % 1000:03d}Z"
+    day, rest = divmod(ts, 86_400_000)
+    date = _DATES.get(day)
+    if date is None:
+        date = _DATES[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+    seconds, millis = divmod(rest, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{date}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
 def parse_event(raw: bytes | str) -> EventRecord:
