@@ -350,13 +350,15 @@ def reference_record(data: Any) -> EventRecord:
 def _reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in error["loc"]) or "event"
+        where = ".".join(str(p) for p in error["loc"])
         if error["type"] == "json_invalid":
             parts.append(f"invalid JSON: {error['msg']}")
         elif error["type"] == "model_type" and not error["loc"]:
             parts.append("not a JSON object")
+        elif not error["loc"]:
+            parts.append(error["msg"].removeprefix("Value error, "))
         else:
-            parts.append(f"{where}: {error['msg']}")
+            parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)[:1000]
 
 

@@ -1,0 +1,147 @@
+"""`journeys demo`: simulate accounts, run them through the pipeline, show what matters first."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from journeys.options import settings_options
+from schemas.errors import InvalidEvent, JourneysError
+from schemas.event import parse_event
+from schemas.settings import Settings
+
+
+@click.command()
+@click.option("--accounts", default=300, show_default=True, help="Simulated companies.")
+@click.option("--days", default=120, show_default=True, help="Days of history to simulate.")
+@click.option("--seed", default=7, show_default=True, help="Simulation seed.")
+@click.option("--kafka/--no-kafka", "via_kafka", default=True, show_default=True,
+              help="Stream through a local Kafka broker, or replay without one.")
+@click.option("--workers", default=1, show_default=True, help="Faust workers (with --kafka).")
+@settings_options("data_dir", "kafka_bootstrap", "topic_partitions", "cart_abandon_after",
+                  "deal_stall_after", "rules_file")
+def demo(accounts: int, days: int, seed: int, via_kafka: bool, workers: int, settings: Settings) -> None:
+    """Simulate B2B journeys, run them through the pipeline, print the summary.
+
+    Data goes to a fresh embedded ClickHouse under DATA_DIR/demo, which stays
+    there for you to query afterwards.
+    """
+    from producers.simulator import simulate
+
+    home = settings.data_dir / "demo"
+    if home.exists():
+        shutil.rmtree(home)
+    settings = settings.model_copy(
+        update={"data_dir": home, "clickhouse_url": None, "topic_prefix": f"demo{int(time.time())}."}
+    )
+    started = time.monotonic()
+    lines = list(simulate(accounts=accounts, days=days, seed=seed))
+    click.echo(f"simulated {len(lines):,} events of {accounts} accounts over {days} days", err=True)
+    if via_kafka:
+        _through_kafka(lines, settings, workers)
+    else:
+        _through_replay(lines, settings)
+    click.echo(f"done in {time.monotonic() - started:.1f}s\n", err=True)
+    _report(settings)
+
+
+def _through_replay(lines: list[bytes], settings: Settings) -> None:
+    from journeys.cmd_core import replay_files
+
+    path = settings.data_dir / "simulated.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    replay_files((str(path),), settings)
+
+
+def _expected_events(lines: list[bytes]) -> int:
+    ids = set()
+    for line in lines:
+        try:
+            ids.add(parse_event(line).event_id)
+        except InvalidEvent:
+            pass
+    return len(ids)
+
+
+def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None:
+    from journeys.cmd_stream import source_partitions, start_processes, stop_processes, _settings_env
+    from journeys.kafka_broker import ensure_broker
+    from producers.client import EventProducer
+    from sinks.clickhouse.writer import ClickHouseSink
+    from sinks.consumer import TopicSink
+
+    try:
+        ensure_broker(settings)
+    except JourneysError as exc:
+        raise click.ClickException(f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)") from exc
+    source_partitions(settings)
+    producer = EventProducer(settings)
+    producer.start()
+    try:
+        producer.send_raw(lines)
+    finally:
+        producer.close()
+    click.echo(f"produced {len(lines):,} events to {settings.topic('events')}", err=True)
+
+    expected = _expected_events(lines)
+    writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
+    topic_sink = TopicSink(settings, writer)
+    topic_sink.setup()
+    thread = threading.Thread(target=topic_sink.run, name="sink", daemon=True)
+    thread.start()
+    processes = start_processes(
+        workers, {**_settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
+    )
+    try:
+        _wait_until_settled(writer, settings, expected, processes)
+    finally:
+        stop_processes(processes)
+        topic_sink.stop()
+        thread.join(timeout=30)
+
+
+def _wait_until_settled(writer: Any, settings: Settings, expected: int, processes: list[Any]) -> None:
+    """Until every event is stored and nothing has been written for a few seconds."""
+    from sinks.clickhouse.queries import table_counts
+
+    client = writer.client
+    last_change, last_seen = time.monotonic(), None
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                raise click.ClickException(f"a worker exited with {process.returncode}")
+        counts = table_counts(client, settings.clickhouse_database)
+        seen = tuple(sorted(counts.items()))
+        if seen != last_seen:
+            last_seen, last_change = seen, time.monotonic()
+        stored = counts.get("events", 0)
+        if sys.stderr.isatty():
+            click.echo(f"\r  stored {stored:,}/{expected:,} events, {counts.get('alerts', 0):,} alerts ", err=True, nl=False)
+        if stored >= expected and time.monotonic() - last_change > 4:
+            break
+        if time.monotonic() - last_change > 120:
+            raise click.ClickException("the pipeline stopped making progress; see .journeys/demo logs")
+        time.sleep(0.5)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+
+
+def _report(settings: Settings) -> None:
+    from sinks.clickhouse.client import connect
+    from journeys.report import print_report
+
+    print_report(connect(settings.clickhouse_dsn), settings.clickhouse_database)
+    click.echo(
+        f"\nThe data stays in {Path(settings.data_dir).resolve()}: query it with\n"
+        f"  JOURNEYS_CLICKHOUSE_URL={settings.clickhouse_dsn} (database {settings.clickhouse_database})"
+    )
+
+
+COMMANDS: list[click.Command] = [demo]
