@@ -23,6 +23,10 @@ def test_bad_duration_says_how_to_write_one() -> None:
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in [n for n in os.environ if n.startswith("JOURNEYS_")]:
+        monkeypatch.delenv(name)
     defaults = Settings()
     assert (defaults.cart_abandon_after, defaults.deal_stall_after) == (14_400_000, 1_209_600_000)
     assert defaults.kafka_bootstrap == "127.0.0.1:9092"
