@@ -20,10 +20,12 @@ generates: writing to a file or to Kafka is the caller's business.
 
 from __future__ import annotations
 
-import heapq
 import random
+from bisect import bisect_left
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import accumulate
+from operator import itemgetter
 
 import orjson
 
@@ -43,15 +45,18 @@ from producers.simulator_story import (
 from producers.simulator_world import Company, make_company
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
+#: Event time merged and sorted at a time (bounds memory; larger windows sort fewer times).
+WINDOW = 3 * DAY
 #: How far accounts get: ANONYMOUS_ONLY, then awareness .. loyalty (a funnel, cut further
 #: by the end of the period for accounts that start late).
 DEPTHS: tuple[int, ...] = (ANONYMOUS_ONLY, 0, 1, 2, 3, 4, 5)
 DEPTH_WEIGHTS: tuple[int, ...] = (12, 16, 17, 13, 5, 8, 29)
+_DEPTH_CUMULATIVE: tuple[int, ...] = tuple(accumulate(DEPTH_WEIGHTS))
 
 
 def choose_plan(rnd: random.Random, company: Company) -> Plan:
     """Where this account's journey ends and what happens on the way."""
-    depth = rnd.choices(DEPTHS, DEPTH_WEIGHTS)[0]
+    depth = rnd.choices(DEPTHS, cum_weights=_DEPTH_CUMULATIVE)[0]
     sales_led = rnd.random() < (0.6 if company.erp_id else 0.3)
     return Plan(
         depth=depth,
@@ -100,8 +105,8 @@ def _check(accounts: int, days: int, start: datetime, shares: tuple[float, ...])
 
 def account_streams(
     accounts: int, days: int, seed: int, start: datetime
-) -> Iterator[tuple[int, bytes, list[Raw]]]:
-    """Each account's events (with its event-id prefix), built lazily in order of first event.
+) -> Iterator[tuple[int, list[Raw]]]:
+    """Each account's first moment and events, built lazily in order of first moment.
 
     Every account has its own random stream, so an account is the same whatever the
     number of accounts simulated beside it.
@@ -118,34 +123,44 @@ def account_streams(
     pending.sort(key=lambda item: (item[0], item[1]))
     for begin, _index, rnd, company, plan in pending:
         prefix = b"e%016x" % rnd.getrandbits(64)
-        yield begin, prefix, tell(Story(company, rnd, begin, end, sends), plan)
+        yield begin, tell(Story(company, rnd, begin, end, sends, prefix), plan)
 
 
-def _merged(streams: Iterator[tuple[int, bytes, list[Raw]]]) -> Iterator[tuple[Raw, bytes]]:
-    """All accounts' events in time order, building an account only when its time comes."""
-    heap: list[tuple[int, int, int]] = []
-    lists: dict[int, tuple[list[Raw], bytes]] = {}
+def _windows(streams: Iterator[tuple[int, list[Raw]]], window: int = WINDOW) -> Iterator[list[Raw]]:
+    """All accounts' events in time order, a window of event time at a time.
+
+    An account is built only when its first moment falls in the current window; each
+    window's events are gathered per account and sorted once (stably, so equal times
+    keep the order of accounts and of events within one account).
+    """
+    active: list[tuple[list[Raw], list[int], list[int]]] = []  # (events, times, [next])
     upcoming = next(streams, None)
-    serial = 0
-    while heap or upcoming is not None:
-        while upcoming is not None and (not heap or upcoming[0] <= heap[0][0]):
-            _begin_ts, prefix, events = upcoming
+    if upcoming is None:
+        return
+    until = upcoming[0] - upcoming[0] % window + window
+    first = itemgetter(0)
+    while active or upcoming is not None:
+        while upcoming is not None and upcoming[0] < until:
+            events = upcoming[1]
             if events:
-                lists[serial] = (events, prefix)
-                heapq.heappush(heap, (events[0][0], serial, 0))
-                serial += 1
+                active.append((events, [event[0] for event in events], [0]))
             upcoming = next(streams, None)
-        if not heap:
-            continue
-        _ts, key, pos = heap[0]
-        events, prefix = lists[key]
-        yield events[pos], b"%s%05x" % (prefix, pos)
-        pos += 1
-        if pos < len(events):
-            heapq.heapreplace(heap, (events[pos][0], key, pos))
-        else:
-            heapq.heappop(heap)
-            del lists[key]
+        batch: list[Raw] = []
+        keep = []
+        for entry in active:
+            events, times, cursor = entry
+            pos = cursor[0]
+            stop = bisect_left(times, until, pos)
+            if stop > pos:
+                batch += events[pos:stop]
+                cursor[0] = stop
+            if stop < len(events):
+                keep.append(entry)
+        active = keep
+        batch.sort(key=first)
+        if batch:
+            yield batch
+        until += window
 
 
 def simulate(
@@ -169,17 +184,19 @@ def simulate(
     dup_to = extra + duplicate_share
     missing_to = dup_to + missing_id_share
     when = _Clock()
-    for (ts, tail), event_id in _merged(account_streams(accounts, days, seed, start)):
-        roll = noise.random()
-        if roll >= missing_to:
-            yield b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
-        elif roll < extra:
-            line = b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
-            yield malformed(noise, orjson.loads(line))
-            yield line
-        elif roll < dup_to:
-            line = b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
-            yield line
-            yield line
-        else:
-            yield b'{"occurred_at":"%s",%s' % (when(ts), tail)
+    roll_of = noise.random
+    for batch in _windows(account_streams(accounts, days, seed, start)):
+        for ts, event_id, tail in batch:
+            roll = roll_of()
+            if roll >= missing_to:
+                yield b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
+            elif roll < extra:
+                line = b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
+                yield malformed(noise, orjson.loads(line))
+                yield line
+            elif roll < dup_to:
+                line = b'{"event_id":"%s","occurred_at":"%s",%s' % (event_id, when(ts), tail)
+                yield line
+                yield line
+            else:
+                yield b'{"occurred_at":"%s",%s' % (when(ts), tail)

@@ -278,10 +278,7 @@ def _loyal(s: Story, buyer: Contact, order_id: str, amount: float) -> None:
     while s.random() > 0.12:  # each cycle, some accounts stop reordering
         if not s.wait(cadence * 7 // 10, cadence * 13 // 10):
             return
-        if s.random() < 0.25:
-            user = c.actor("user")
-            if user.contact_id in s.known:
-                s.browse(user, "web", 1, HOUR)
+        _keep_in_touch(s)
         if c.erp_id and s.random() < 0.5:
             s.sales_touch("call", buyer, "buyer")
             s.soon(5 * MINUTE, 30 * MINUTE)
@@ -301,6 +298,15 @@ def _loyal(s: Story, buyer: Contact, order_id: str, amount: float) -> None:
         if s.random() < 0.08:
             s.wait(DAY, 5 * DAY)
             s.sales_touch("meeting", c.actor("decider"), "decider")
+
+
+def _keep_in_touch(s: Story) -> None:
+    """Between orders, known contacts read post-purchase content and look at new products."""
+    known = [contact for contact in s.c.contacts if contact.contact_id in s.known]
+    if known and s.random() < 0.6:
+        who = s.pick(known)
+        if s.browse(who, "web", s.between(1, 3), 2 * DAY) and s.random() < 0.5:
+            s.compare(who, "web", s.between(1, 3))
 
 
 def _existing(s: Story) -> None:

@@ -26,8 +26,8 @@ from schemas.event import KNOWN_TYPES
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T = TypeVar("T")
 
-#: (ts, the event's JSON after its event_id and occurred_at: `"channel":...}`)
-Raw = tuple[int, bytes]
+#: (ts, event_id, the event's JSON after its event_id and occurred_at: `"channel":...}`)
+Raw = tuple[int, bytes, bytes]
 
 #: channel -> type -> the JSON members that open an event's tail.
 HEADS: dict[str, dict[str, bytes]] = {
@@ -76,12 +76,19 @@ class Campaign:
 
 
 class Story:
-    """Builds one account's events; `run` returns them sorted by time."""
+    """Builds one account's events (`simulator_plot.tell` plays the scenes)."""
 
     def __init__(
-        self, company: Company, rnd: random.Random, start: int, end: int, campaigns: list[Campaign]
+        self,
+        company: Company,
+        rnd: random.Random,
+        start: int,
+        end: int,
+        campaigns: list[Campaign],
+        prefix: bytes,
     ) -> None:
         self.c = company
+        self.prefix = prefix  # event ids are the prefix and a serial number
         self.rnd = rnd
         self.random = rnd.random
         self.t = start
@@ -138,7 +145,14 @@ class Story:
         supplier acting on the contact (segment only); None for an unknown visitor.
         """
         context = None if role is None else who.contexts[role]
-        self.events.append((self.t, encode(channel, type_, who.ids[kind], props, context)))
+        events = self.events
+        events.append(
+            (
+                self.t,
+                b"%s%05x" % (self.prefix, len(events)),
+                encode(channel, type_, who.ids[kind], props, context),
+            )
+        )
 
     def add(
         self,
@@ -150,7 +164,14 @@ class Story:
         context: bytes | None,
     ) -> None:
         """Record one event at `ts` (scenes laid over the story, such as newsletters)."""
-        self.events.append((ts, encode(channel, type_, ident, props, context)))
+        events = self.events
+        events.append(
+            (
+                ts,
+                b"%s%05x" % (self.prefix, len(events)),
+                encode(channel, type_, ident, props, context),
+            )
+        )
 
     def go_quiet(self, until: int) -> None:
         """Nothing from the account until `until` (a stalled deal): mail goes unread too."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import orjson
 
@@ -259,6 +260,10 @@ _CONTEXTS: dict[str, dict[str, bytes]] = {
     | {role: orjson.dumps({"dmu_role": role, "segment": segment}) for role in DMU_ROLES}
     for segment in SEGMENTS
 }
+_SEGMENT_CUMULATIVE: tuple[int, ...] = tuple(accumulate(SEGMENT_WEIGHTS))
+#: Contacts per company (DMU size) and how common each size is.
+_SIZES: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+_SIZE_CUMULATIVE: tuple[int, ...] = tuple(accumulate((2, 4, 5, 4, 2, 1)))
 _PRODUCTS_BY_GROUP: dict[str, list[tuple[str, str, float, str]]] = {
     group: [p for p in PRODUCTS if group in p[3]] for group in CONTENT
 }
@@ -273,10 +278,11 @@ def _contact(
     domain: str | None,
     segment: str,
 ) -> Contact:
-    first = rnd.choice(FIRST_NAMES)
-    last = _SLUGS[surname] if rnd.random() < 0.5 else _SLUGS[rnd.choice(SURNAMES)]
+    random = rnd.random
+    first = FIRST_NAMES[int(random() * len(FIRST_NAMES))]
+    last = _SLUGS[surname] if random() < 0.5 else _SLUGS[SURNAMES[int(random() * len(SURNAMES))]]
     if domain is None:
-        email = f"{first}{last}{company_index}@{rnd.choice(FREE_MAIL)}"
+        email = f"{first}{last}{company_index}@{FREE_MAIL[int(random() * len(FREE_MAIL))]}"
     elif number > 0 and roles[0] in JOB_MAILBOXES and rnd.random() < 0.4:
         email = f"{JOB_MAILBOXES[roles[0]]}@{domain}"
     else:
@@ -290,31 +296,32 @@ def _contact(
     )
 
 
-def _members(fields: dict[str, str]) -> bytes:
-    return orjson.dumps(fields)[1:-1]
-
-
 def _identities(contact: Contact, erp_id: str | None) -> None:
-    cookie, cid, email = contact.cookie, contact.contact_id, contact.email
-    contact.ids["anon"] = _members({"anonymous_id": cookie})
-    contact.ids["web"] = _members({"anonymous_id": cookie, "contact_id": cid})
-    contact.ids["signup"] = _members({"anonymous_id": cookie, "contact_id": cid, "email": email})
-    contact.ids["mail"] = _members({"email": email})
-    contact.ids["crm"] = _members({"contact_id": cid, "email": email})
-    contact.ids["erp"] = (
-        _members({"account_id": erp_id, "contact_id": cid}) if erp_id else contact.ids["crm"]
+    # Every id and address is plain ASCII without quotes or backslashes, so the JSON
+    # members can be written directly (the tests parse every line).
+    anon = b'"anonymous_id":"%s"' % contact.cookie.encode()
+    cid = b'"contact_id":"%s"' % contact.contact_id.encode()
+    email = b'"email":"%s"' % contact.email.encode()
+    crm = cid + b"," + email
+    contact.ids.update(
+        anon=anon,
+        web=anon + b"," + cid,
+        signup=anon + b"," + crm,
+        mail=email,
+        crm=crm,
+        erp=b'"account_id":"%s",%s' % (erp_id.encode(), cid) if erp_id else crm,
     )
 
 
 def make_company(rnd: random.Random, index: int) -> Company:
     """The company at `index`; unique names, domains and ids for every index."""
-    segment = rnd.choices(SEGMENT_NAMES, SEGMENT_WEIGHTS)[0]
+    segment = rnd.choices(SEGMENT_NAMES, cum_weights=_SEGMENT_CUMULATIVE)[0]
     kinds, group = SEGMENTS[segment]
     kind, surname, place = rnd.choice(kinds), rnd.choice(SURNAMES), rnd.choice(PLACES)
     name = f"{kind} {surname} {place}"
     sole_trader = rnd.random() < 0.07
     domain = None if sole_trader else f"{_SLUGS[kind]}-{_SLUGS[surname]}-{_SLUGS[place]}-{index}.nl"
-    size = 1 if sole_trader else rnd.choices((1, 2, 3, 4, 5, 6), (2, 4, 5, 4, 2, 1))[0]
+    size = 1 if sole_trader else rnd.choices(_SIZES, cum_weights=_SIZE_CUMULATIVE)[0]
     contacts = [
         _contact(rnd, index, n, roles, surname, domain, segment)
         for n, roles in enumerate(ROLE_SETS[size])
