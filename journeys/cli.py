@@ -21,9 +21,9 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from journeys import cmd_core, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream
+    from journeys import cmd_collect, cmd_core, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream
 
-    for module in (cmd_core, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream):
+    for module in (cmd_core, cmd_collect, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -51,10 +51,27 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(default=9093)
 
     collect_port: int = Field(default=8080)
+    collect_host: str = Field(default="127.0.0.1", description="address the collector listens on")
+    collect_max_body: int = Field(default=512 * 1024, ge=1024, description="largest request body, bytes")
+    collect_rate_limit: float = Field(
+        default=0, ge=0, description="events per second per write key (0: no limit)"
+    )
+    collect_truncate_ip: bool = Field(default=False, description="drop the last octet of client IPs")
+    collect_hash_emails: bool = Field(
+        default=False, description="store sha256 of the local part of emails (keeps the domain)"
+    )
     write_keys: str = Field(default="", description="comma-separated Segment write keys")
-    sendgrid_public_key: str | None = None
-    mandrill_webhook_key: SecretStr | None = None
-    shopify_secret: SecretStr | None = None
+    sendgrid_public_key: str | None = Field(default=None, description="SendGrid verification key (base64)")
+    mandrill_webhook_key: SecretStr | None = Field(default=None, description="Mandrill webhook key")
+    mandrill_webhook_url: str | None = Field(
+        default=None, description="the public URL Mandrill posts to (it is part of the signature)"
+    )
+    shopify_secret: SecretStr | None = Field(default=None, description="Shopify webhook secret")
+
+    @property
+    def write_key_set(self) -> frozenset[str]:
+        """The accepted write keys."""
+        return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
 
     @property
     def clickhouse_dsn(self) -> str:

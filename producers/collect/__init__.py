@@ -1,0 +1,1 @@
+"""`journeys collect`: the HTTP collector for web SDKs, email and order webhooks."""

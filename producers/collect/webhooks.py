@@ -1,0 +1,177 @@
+"""Email and order webhooks: payload mappings and signature checks (pure functions).
+
+- SendGrid Event Webhook: a JSON array; `sg_event_id` is the dedupe key;
+  signed with ECDSA P-256/SHA-256 over `timestamp + body`
+  (`X-Twilio-Email-Event-Webhook-Signature` / `-Timestamp`).
+- Mandrill: form field `mandrill_events` (a JSON array); `X-Mandrill-Signature`
+  is base64(HMAC-SHA1(key, URL + every POST key and value, keys sorted)).
+- Shopify: `orders/create` → `order_placed`, `checkouts/create` →
+  `checkout_started`; `X-Shopify-Hmac-Sha256` is base64(HMAC-SHA256(secret,
+  raw body)); `X-Shopify-Event-Id` (or the webhook id) is the dedupe key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+SENDGRID_TYPES = {
+    "processed": "sent", "delivered": "delivered", "open": "open", "click": "click",
+    "bounce": "bounce", "dropped": "bounce", "spamreport": "spam_report",
+    "unsubscribe": "unsubscribe", "group_unsubscribe": "unsubscribe", "deferred": "deferred",
+}
+MANDRILL_TYPES = {
+    "send": "sent", "deferral": "deferred", "hard_bounce": "bounce", "soft_bounce": "bounce",
+    "open": "open", "click": "click", "spam": "spam_report", "unsub": "unsubscribe", "reject": "bounce",
+}
+SHOPIFY_TOPICS = {"orders/create": "order_placed", "checkouts/create": "checkout_started"}
+#: Custom arguments a sender may attach to an email to name the contact or account.
+IDENTITY_ARGS = ("contact_id", "account_id", "anonymous_id")
+
+
+def _iso_from_unix(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        moment = datetime.fromtimestamp(float(value), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def verify_sendgrid(public_key_b64: str, signature_b64: str, timestamp: str, body: bytes) -> bool:
+    """SendGrid's ECDSA signature over timestamp + body."""
+    try:
+        key = load_der_public_key(base64.b64decode(public_key_b64))
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        key.verify(base64.b64decode(signature_b64), timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+
+
+def mandrill_signature(key: str, url: str, form: dict[str, str]) -> str:
+    """What Mandrill puts in X-Mandrill-Signature for this URL and form."""
+    signed = url + "".join(k + form[k] for k in sorted(form))
+    return base64.b64encode(hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+
+
+def shopify_signature(secret: str, body: bytes) -> str:
+    """What Shopify puts in X-Shopify-Hmac-Sha256 for this body."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def signatures_match(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of two signatures."""
+    return given is not None and hmac.compare_digest(expected.encode(), given.strip().encode())
+
+
+def sendgrid_event(item: Any) -> dict[str, Any]:
+    """One SendGrid event as a contract event (not yet validated)."""
+    if not isinstance(item, dict):
+        raise ValueError("a SendGrid event must be a JSON object")
+    kind = str(item.get("event", ""))
+    event: dict[str, Any] = {
+        "channel": "email",
+        "type": SENDGRID_TYPES.get(kind, kind or "unknown"),
+        "occurred_at": _iso_from_unix(item.get("timestamp")),
+        "email": item.get("email"),
+        "properties": {
+            k: item[k] for k in ("sg_message_id", "url", "reason", "status", "category", "useragent")
+            if k in item
+        } | ({"campaign_id": str(item["marketing_campaign_id"])} if "marketing_campaign_id" in item else {}),
+    }
+    for name in IDENTITY_ARGS:
+        if isinstance(item.get(name), str):
+            event[name] = item[name]
+    if item.get("sg_event_id"):
+        event["event_id"] = f"sendgrid:{item['sg_event_id']}"
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def mandrill_event(item: Any) -> dict[str, Any]:
+    """One Mandrill event as a contract event (not yet validated)."""
+    if not isinstance(item, dict):
+        raise ValueError("a Mandrill event must be a JSON object")
+    msg = item.get("msg") if isinstance(item.get("msg"), dict) else {}
+    kind = str(item.get("event", ""))
+    metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
+    event: dict[str, Any] = {
+        "channel": "email",
+        "type": MANDRILL_TYPES.get(kind, kind or "unknown"),
+        "occurred_at": _iso_from_unix(item.get("ts")),
+        "email": msg.get("email"),
+        "properties": {
+            k: v for k, v in {
+                "message_id": msg.get("_id") or item.get("_id"), "subject": msg.get("subject"),
+                "url": item.get("url"), "campaign_id": metadata.get("campaign_id"),
+            }.items() if isinstance(v, str)
+        },
+    }
+    for name in IDENTITY_ARGS:
+        if isinstance(metadata.get(name), str):
+            event[name] = metadata[name]
+    # Mandrill's _id names the message; one message has several events.
+    key = f"{item.get('_id') or msg.get('_id')}:{kind}:{item.get('ts')}:{item.get('url', '')}"
+    event["event_id"] = "mandrill:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def _money(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]:
+    """A Shopify order or checkout as a contract event (not yet validated)."""
+    if topic not in SHOPIFY_TOPICS:
+        raise ValueError(f"unsupported Shopify topic {topic!r}; send orders/create or checkouts/create")
+    if not isinstance(body, dict):
+        raise ValueError("a Shopify webhook body must be a JSON object")
+    customer = body.get("customer") if isinstance(body.get("customer"), dict) else {}
+    items = []
+    for line in body.get("line_items") or []:
+        if isinstance(line, dict):
+            quantity = line.get("quantity")
+            item: dict[str, Any] = {
+                "sku": str(line.get("sku") or line.get("variant_id") or line.get("product_id") or "unknown"),
+                "quantity": quantity if isinstance(quantity, int) and quantity >= 0 else 1,
+            }
+            price = _money(line.get("price"))
+            if price is not None:
+                item["price"] = price
+            items.append(item)
+    order = topic == "orders/create"
+    properties: dict[str, Any] = {
+        "items": items,
+        "amount": _money(body.get("total_price")),
+        "currency": body.get("currency") if isinstance(body.get("currency"), str) else None,
+    }
+    if order:
+        properties["order_id"] = str(body.get("id")) if body.get("id") is not None else None
+        terms = body.get("payment_terms")
+        properties["payment_terms"] = "invoice" if terms else "immediate"
+    else:
+        properties["cart_id"] = str(body.get("token") or body.get("cart_token") or "") or None
+    event = {
+        "channel": "order" if order else "web",
+        "type": SHOPIFY_TOPICS[topic],
+        "occurred_at": body.get("created_at"),
+        "email": body.get("email") or customer.get("email"),
+        "contact_id": f"shopify:{customer['id']}" if customer.get("id") is not None else None,
+        "properties": {k: v for k, v in properties.items() if v is not None},
+    }
+    if event_id:
+        event["event_id"] = f"shopify:{event_id}"
+    return {k: v for k, v in event.items() if v is not None}

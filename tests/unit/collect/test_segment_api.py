@@ -1,0 +1,151 @@
+"""The Segment tracking API: auth, mapping, batches, errors, durability."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+
+from producers.collect.publisher import MemoryPublisher
+from tests.unit.collect.client import AUTH, request, settings
+
+TRACK = {
+    "type": "track", "event": "Product Viewed", "messageId": "m-1", "anonymousId": "anon-1",
+    "userId": "c-17", "timestamp": "2026-11-02T09:15:00.000Z",
+    "properties": {"sku": "KAS-200", "url": "https://shop.example/p/kas"},
+    "context": {"groupId": "kwekerij-x", "traits": {"email": "Inkoop@Kwekerij-X.nl", "dmu_role": "buyer"}},
+}
+
+
+def test_track_is_stored_with_the_contract_fields() -> None:
+    publisher = MemoryPublisher()
+    answer = request("POST", "/v1/track", publisher, json=TRACK, headers=AUTH)
+    assert answer.status == 200 and answer.body["accepted"] == 1
+    (record,) = publisher.records
+    assert (record.event_id, record.channel, record.type) == ("m-1", "web", "product_view")
+    assert (record.anonymous_id, record.contact_id, record.email, record.account_id) == (
+        "anon-1", "c-17", "inkoop@kwekerij-x.nl", "kwekerij-x",
+    )
+    assert record.dmu_role == "buyer" and orjson.loads(record.properties)["sku"] == "KAS-200"
+
+
+def test_write_key_is_required() -> None:
+    assert request("POST", "/v1/track", json=TRACK).status == 401
+    bad = {"Authorization": "Basic " + "d3Jvbmc6"}  # "wrong:"
+    assert request("POST", "/v1/track", json=TRACK, headers=bad).status == 401
+    assert request("POST", "/v1/track", json={**TRACK, "writeKey": "wk_test"}).status == 200
+
+
+def test_malformed_json_is_400_with_a_reason() -> None:
+    answer = request("POST", "/v1/track", data=b"{nope", headers=AUTH)
+    assert answer.status == 400 and "malformed JSON" in answer.body["error"]
+
+
+def test_invalid_single_event_is_400_and_a_dead_letter() -> None:
+    publisher = MemoryPublisher()
+    answer = request("POST", "/v1/track", publisher, json={"type": "track", "event": "x"}, headers=AUTH)
+    assert answer.status == 400 and "no identity" in answer.body["error"]
+    assert len(publisher.dead_letters) == 1 and publisher.records == []
+
+
+def test_batch_keeps_valid_events_and_dead_letters_the_rest() -> None:
+    publisher = MemoryPublisher()
+    batch = {"batch": [TRACK, {**TRACK, "messageId": "m-2", "type": "page"}, {"type": "track", "event": "x"}, 7]}
+    answer = request("POST", "/v1/batch", publisher, json=batch, headers=AUTH)
+    assert answer.status == 200 and (answer.body["accepted"], answer.body["rejected"]) == (2, 2)
+    assert [r.type for r in publisher.records] == ["product_view", "page_view"]
+    assert [e["index"] for e in answer.body["errors"]] == [2, 3]
+    assert len(publisher.dead_letters) == 2
+
+
+def test_gzip_bodies_like_the_sdks_send() -> None:
+    publisher = MemoryPublisher()
+    body = gzip.compress(orjson.dumps({"batch": [TRACK]}))
+    headers = {**AUTH, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    assert request("POST", "/v1/batch", publisher, data=body, headers=headers).status == 200
+    assert len(publisher.records) == 1
+
+
+def test_body_over_the_limit_is_413() -> None:
+    big = {"batch": [TRACK] * 2000}
+    answer = request("POST", "/v1/batch", json=big, headers=AUTH, config=settings(collect_max_body=64 * 1024))
+    assert answer.status == 413
+
+
+def test_kafka_down_is_503_with_retry_after_never_200() -> None:
+    publisher = MemoryPublisher()
+    publisher.fail = True
+    answer = request("POST", "/v1/track", publisher, json=TRACK, headers=AUTH)
+    assert answer.status == 503 and answer.headers["Retry-After"] == "5"
+
+
+def test_rate_limit_per_write_key() -> None:
+    config = settings(collect_rate_limit=1)
+    answer = request("POST", "/v1/batch", json={"batch": [TRACK] * 5}, headers=AUTH, config=config)
+    assert answer.status == 429 and int(answer.headers["Retry-After"]) >= 1
+
+
+def test_ecommerce_order_completed_is_an_order() -> None:
+    publisher = MemoryPublisher()
+    order = {
+        **TRACK, "event": "Order Completed", "messageId": "m-3",
+        "properties": {"order_id": 5001, "total": 1250.5, "currency": "eur",
+                       "products": [{"sku": "KAS-200", "quantity": 2, "price": 625.25}]},
+    }
+    assert request("POST", "/v1/track", publisher, json=order, headers=AUTH).status == 200
+    (record,) = publisher.records
+    props = orjson.loads(record.properties)
+    assert (record.channel, record.type, props["order_id"], props["amount"], props["currency"]) == (
+        "order", "order_placed", "5001", 1250.5, "EUR",
+    )
+    assert props["items"] == [{"sku": "KAS-200", "quantity": 2, "price": 625.25}]
+
+
+def test_clock_skew_is_corrected_from_sent_at() -> None:
+    from datetime import UTC, datetime
+
+    from producers.collect.segment import occurred_at
+
+    received = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
+    message = {"timestamp": "2026-11-02T09:00:00Z", "sentAt": "2026-11-02T09:30:00Z"}
+    assert occurred_at(message, received) == "2026-11-02T09:30:00Z"  # device clock 30 min behind
+
+
+def test_identify_group_and_alias_carry_the_links() -> None:
+    publisher = MemoryPublisher()
+    batch = {"batch": [
+        {"type": "identify", "anonymousId": "a1", "userId": "c1", "traits": {"email": "jan@acme.nl"}, "messageId": "i1"},
+        {"type": "group", "userId": "c1", "groupId": "erp-7", "traits": {"name": "Acme"}, "messageId": "g1"},
+        {"type": "alias", "previousId": "a2", "userId": "c1", "messageId": "l1"},
+    ]}
+    assert request("POST", "/v1/batch", publisher, json=batch, headers=AUTH).status == 200
+    assert [(r.type, r.anonymous_id, r.contact_id, r.email, r.account_id) for r in publisher.records] == [
+        ("identify", "a1", "c1", "jan@acme.nl", None),
+        ("group", None, "c1", None, "erp-7"),
+        ("alias", "a2", "c1", None, None),
+    ]
+
+
+def test_privacy_options_hash_emails_but_keep_the_company() -> None:
+    publisher = MemoryPublisher()
+    config = settings(collect_hash_emails=True)
+    assert request("POST", "/v1/track", publisher, json=TRACK, headers=AUTH, config=config).status == 200
+    email = publisher.records[0].email or ""
+    assert email.endswith("@kwekerij-x.nl") and not email.startswith("inkoop")
+
+
+def test_health_metrics_and_openapi() -> None:
+    assert request("GET", "/health").body == {"status": "ok"}
+    paths = request("GET", "/openapi.json").body["paths"]
+    assert {"/v1/track", "/v1/batch", "/webhooks/sendgrid", "/webhooks/mandrill", "/webhooks/shopify",
+            "/webhooks/orders", "/health", "/metrics"} <= set(paths)
+    assert "journeys_collect_requests" in request("GET", "/metrics").body
+
+
+def test_orders_webhook_takes_contract_events() -> None:
+    publisher = MemoryPublisher()
+    event = {"event_id": "o-1", "channel": "order", "type": "order_placed", "occurred_at": "2026-11-02T09:15:00Z",
+             "account_id": "erp-1", "properties": {"order_id": "o-1", "payment_terms": "invoice"}}
+    assert request("POST", "/webhooks/orders", publisher, json=[event, {**event, "channel": "fax"}], headers=AUTH).body["accepted"] == 1
+    assert request("POST", "/webhooks/orders", publisher, json={**event, "channel": "fax"}, headers=AUTH).status == 400
+    assert len(publisher.records) == 1 and len(publisher.dead_letters) == 2
