@@ -231,9 +231,8 @@ class Story:
 
     def identify(self, who: Contact, type_: str, form: str) -> None:
         """The sign-up, login or form that ties the browser's cookie to the contact."""
-        props: dict[str, Any] = {
-            "url": self._page("/aanmelden" if type_ != "form_submit" else "/contact")
-        }
+        path = "/formulier/" + form.replace(" ", "-") if type_ == "form_submit" else "/aanmelden"
+        props: dict[str, Any] = {"url": self._page(path if type_ != "login" else "/inloggen")}
         if type_ != "login":
             props["form"] = form
             props["company"] = self.c.name
