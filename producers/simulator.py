@@ -46,7 +46,7 @@ from producers.simulator_world import Company, make_company
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 #: Event time merged and sorted at a time (bounds memory; larger windows sort fewer times).
-WINDOW = 3 * DAY
+WINDOW = 7 * DAY
 #: How far accounts get: ANONYMOUS_ONLY, then awareness .. loyalty (a funnel, cut further
 #: by the end of the period for accounts that start late).
 DEPTHS: tuple[int, ...] = (ANONYMOUS_ONLY, 0, 1, 2, 3, 4, 5)
