@@ -120,8 +120,9 @@ def account_streams(
         company = make_company(rnd, index)
         plan = choose_plan(rnd, company)
         pending.append((_begin(rnd, plan, t0, days), index, rnd, company, plan))
-    pending.sort(key=lambda item: (item[0], item[1]))
-    for begin, _index, rnd, company, plan in pending:
+    pending.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    while pending:  # popped, so a told account's company can be freed
+        begin, _index, rnd, company, plan = pending.pop()
         prefix = b"e%016x" % rnd.getrandbits(64)
         yield begin, tell(Story(company, rnd, begin, end, sends, prefix), plan)
 
