@@ -61,14 +61,10 @@ class KafkaPublisher:
         self._started = False
 
     async def start(self) -> None:
-        """Connect (in a thread: kafka-python blocks); a broker that is down now is retried later."""
-        try:
-            await self._connect()
-        except BrokerError:
-            pass  # requests answer 503 until the broker is back
+        """Nothing yet: the first publish connects, so the collector serves (503) while Kafka is down."""
 
     async def _connect(self) -> None:
-        if not self._started:
+        if not self._started:  # kafka-python blocks: connect in a thread
             await asyncio.get_running_loop().run_in_executor(None, self._producer.start)
             self._started = True
 
