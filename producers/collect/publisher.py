@@ -24,7 +24,7 @@ class Publisher(Protocol):
         """Connect."""
 
     async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
-        """Store both; raise BrokerError if that is not certain."""
+        """Store both; raise BrokerError if that is not certain. Return only once stored."""
 
     async def close(self) -> None:
         """Disconnect."""
@@ -53,30 +53,49 @@ class MemoryPublisher:
 
 
 class KafkaPublisher:
-    """Produces to the events and dead-letter topics; blocks until Kafka acknowledged."""
+    """Produces to the events and dead-letter topics; returns once Kafka acknowledged.
 
-    def __init__(self, settings: Settings) -> None:
-        self._producer = EventProducer(settings, timeout=10.0)
-        self._lock = asyncio.Lock()
+    kafka-python blocks, so its calls run in the loop's executor; concurrent
+    requests send concurrently (the producer is thread-safe and batches them
+    together). The producer connects on the first publish, so the collector
+    serves, and answers 503, while Kafka is down. A publish that takes longer
+    than `timeout` seconds is reported as a BrokerError: the client retries,
+    and a late acknowledgement of the first try is one event downstream
+    (event ids are idempotency keys).
+    """
+
+    def __init__(self, settings: Settings, timeout: float = 15.0) -> None:
+        self._producer = EventProducer(settings, timeout=timeout)
+        self._timeout = timeout
+        self._connecting = asyncio.Lock()
         self._started = False
 
     async def start(self) -> None:
-        """Nothing yet: the first publish connects, so the collector serves (503) while Kafka is down."""
+        """Nothing yet: the first publish connects."""
 
     async def _connect(self) -> None:
-        if not self._started:  # kafka-python blocks: connect in a thread
-            await asyncio.get_running_loop().run_in_executor(None, self._producer.start)
-            self._started = True
+        async with self._connecting:
+            if not self._started:
+                await asyncio.get_running_loop().run_in_executor(None, self._producer.start)
+                self._started = True
+
+    async def _send(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._started:
+            await self._connect()
+        sends = []
+        if records:
+            sends.append(loop.run_in_executor(None, self._producer.send, list(records)))
+        if dead_letters:
+            sends.append(loop.run_in_executor(None, self._producer.send_dead_letters, list(dead_letters)))
+        await asyncio.gather(*sends)
 
     async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
-        """Send and wait for the acknowledgements."""
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            await self._connect()
-            if records:
-                await loop.run_in_executor(None, self._producer.send, list(records))
-            if dead_letters:
-                await loop.run_in_executor(None, self._producer.send_dead_letters, list(dead_letters))
+        """Send both and wait for the acknowledgements; BrokerError if they do not come."""
+        try:
+            await asyncio.wait_for(self._send(records, dead_letters), self._timeout)
+        except TimeoutError as exc:
+            raise BrokerError(f"Kafka did not acknowledge within {self._timeout:g}s") from exc
 
     async def close(self) -> None:
         """Flush and disconnect."""

@@ -12,11 +12,16 @@ Any Segment or RudderStack SDK can point at the collector unchanged:
 - `page` / `screen` → `page_view`; `identify` → `identify`; `group` →
   `group` (it links the user to the account); `alias` → `alias`, with
   `previousId` as the anonymous id it links to `userId`. These identity calls
-  are stored as web events of those (unknown) types.
+  are stored as web events of those (unknown) types: they count as the
+  account's activity and carry the identity links, but move no phase. They
+  are not mapped to `login`: websites call `identify` on every page load of a
+  known user, which would make every page a login. A sign-up is the
+  `Signed Up` track call (→ `signup`), a login `Signed In` (→ `login`).
 - Clock skew: `timestamp = receivedAt - (sentAt - timestamp)` when the SDK
   sent `sentAt`, as Segment does.
 - `traits.dmu_role` / `traits.segment` (or the same in `context`) fill the
-  event's context.
+  event's context (a role outside the contract's six is left out);
+  `context.ip` is kept as `context.ip` (the collector may truncate it).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.event import KNOWN_TYPES
+from schemas.event import DMU_ROLES, KNOWN_TYPES
 
 #: Segment spec event names (e-commerce, B2B SaaS) → (channel, type).
 TRACK_NAMES: dict[str, tuple[str, str]] = {
     "products searched": ("web", "search"),
-    "product list viewed": ("web", "content_view"),
-    "product list filtered": ("web", "content_view"),
+    "product list viewed": ("web", "search"),
+    "product list filtered": ("web", "search"),
     "product clicked": ("web", "product_view"),
     "product viewed": ("web", "product_view"),
     "product added": ("web", "add_to_cart"),
@@ -117,6 +122,15 @@ def _items(products: Any) -> list[dict[str, Any]] | None:
     return items
 
 
+def dmu_role(value: Any) -> str | None:
+    """A DMU role trait, lower-cased; a value outside the contract's roles is left out
+    (a CRM's own role names should not cost the event)."""
+    if not isinstance(value, str):
+        return None
+    role = value.strip().lower()
+    return role if role in DMU_ROLES else None
+
+
 def _track(message: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     name = str(message.get("event") or "")
     properties = dict(_dict(message.get("properties")))
@@ -179,9 +193,10 @@ def to_event(message: dict[str, Any], received: datetime, call: str | None = Non
         "properties": properties,
         "context": {
             k: v for k, v in {
-                "dmu_role": traits.get("dmu_role") or context.get("dmu_role"),
-                "segment": traits.get("segment") or context.get("segment"),
+                "dmu_role": dmu_role(traits.get("dmu_role") or context.get("dmu_role")),
+                "segment": _text(traits.get("segment") or context.get("segment")),
                 "library": _dict(context.get("library")).get("name"),
+                "ip": _text(context.get("ip")),
             }.items() if v is not None
         },
     }
