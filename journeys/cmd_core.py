@@ -41,9 +41,10 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[str, bytes]]:
 
 
 def _open_sink(settings: Settings):  # type: ignore[no-untyped-def]
+    from sinks.base import BackgroundSink
     from sinks.clickhouse.writer import ClickHouseSink
 
-    sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
+    sink = BackgroundSink(ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000))
     sink.setup()
     return sink
 
