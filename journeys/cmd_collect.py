@@ -9,24 +9,38 @@ from schemas.settings import Settings
 
 
 @click.command()
+@click.option("--host", default=None, help="Shorthand for --collect-host (listen address).")
+@click.option("--port", default=None, type=int, help="Shorthand for --collect-port.")
 @settings_options(
-    "collect_host", "collect_port", "kafka_bootstrap", "topic_prefix", "topic_partitions", "write_keys",
+    "collect_host", "collect_port", "kafka_bootstrap", "topic_prefix", "write_keys",
     "collect_max_body", "collect_rate_limit", "collect_truncate_ip", "collect_hash_emails",
     "sendgrid_public_key", "mandrill_webhook_key", "mandrill_webhook_url", "shopify_secret",
 )
-def collect(settings: Settings) -> None:
-    """Serve the Segment tracking API and email/order webhooks; events go to Kafka."""
+def collect(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve the Segment tracking API and email/order webhooks; events go to Kafka.
+
+    Listens on 127.0.0.1 unless told otherwise; give --host 0.0.0.0 behind a
+    load balancer or in a container. A request is answered 200 only once
+    Kafka acknowledged its events (503 with Retry-After while Kafka is down).
+    """
     from aiohttp import web
 
     from producers.collect.app import create_app
     from producers.collect.publisher import KafkaPublisher
 
+    overrides = {k: v for k, v in (("collect_host", host), ("collect_port", port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
     if not settings.write_key_set:
         click.echo("warning: no write keys (JOURNEYS_WRITE_KEYS): Segment calls will get 401", err=True)
-    click.echo(f"collecting on http://{settings.collect_host}:{settings.collect_port} -> {settings.topic('events')}", err=True)
+    click.echo(
+        f"collecting on http://{settings.collect_host}:{settings.collect_port} "
+        f"-> {settings.kafka_bootstrap} {settings.topic('events')}",
+        err=True,
+    )
     web.run_app(
         create_app(settings, KafkaPublisher(settings)),
-        host=settings.collect_host, port=settings.collect_port, print=None,
+        host=settings.collect_host, port=settings.collect_port, print=None, access_log=None,
     )
 
 

@@ -47,10 +47,20 @@ def _iso_from_unix(value: Any) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def verify_sendgrid(public_key_b64: str, signature_b64: str, timestamp: str, body: bytes) -> bool:
-    """SendGrid's ECDSA signature over timestamp + body."""
+def _sendgrid_key_der(public_key: str) -> bytes:
+    """The key's DER bytes from SendGrid's base64 text, with or without PEM armour."""
+    lines = [line for line in public_key.strip().splitlines() if not line.startswith("-----")]
+    return base64.b64decode("".join(lines), validate=True)
+
+
+def verify_sendgrid(public_key: str, signature_b64: str, timestamp: str, body: bytes) -> bool:
+    """SendGrid's ECDSA (P-256, SHA-256) signature over timestamp + raw body.
+
+    `public_key` is the verification key as SendGrid's settings page shows it
+    (base64 of the DER public key); a PEM block works too.
+    """
     try:
-        key = load_der_public_key(base64.b64decode(public_key_b64))
+        key = load_der_public_key(_sendgrid_key_der(public_key))
         if not isinstance(key, ec.EllipticCurvePublicKey):
             return False
         key.verify(base64.b64decode(signature_b64), timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
@@ -88,7 +98,9 @@ def sendgrid_event(item: Any) -> dict[str, Any]:
         "properties": {
             k: item[k] for k in ("sg_message_id", "url", "reason", "status", "category", "useragent")
             if k in item
-        } | ({"campaign_id": str(item["marketing_campaign_id"])} if "marketing_campaign_id" in item else {}),
+        }
+        | ({"message_id": item["sg_message_id"]} if isinstance(item.get("sg_message_id"), str) else {})
+        | ({"campaign_id": str(item["marketing_campaign_id"])} if "marketing_campaign_id" in item else {}),
     }
     for name in IDENTITY_ARGS:
         if isinstance(item.get(name), str):
@@ -146,7 +158,8 @@ def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]
             quantity = line.get("quantity")
             item: dict[str, Any] = {
                 "sku": str(line.get("sku") or line.get("variant_id") or line.get("product_id") or "unknown"),
-                "quantity": quantity if isinstance(quantity, int) and quantity >= 0 else 1,
+                "quantity": quantity
+                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0 else 1,
             }
             price = _money(line.get("price"))
             if price is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
@@ -164,3 +165,65 @@ def test_orders_webhook_takes_contract_events() -> None:
     assert request("POST", "/webhooks/orders", publisher, json=[event, {**event, "channel": "fax"}], headers=AUTH).body["accepted"] == 1
     assert request("POST", "/webhooks/orders", publisher, json={**event, "channel": "fax"}, headers=AUTH).status == 400
     assert len(publisher.records) == 1 and len(publisher.dead_letters) == 2
+
+
+def test_errors_are_json_and_auth_comes_before_parsing() -> None:
+    assert request("POST", "/v1/track", data=b"{nope").status == 401
+    assert request("POST", "/webhooks/orders", data=b"{nope").status == 401
+    missing = request("GET", "/nowhere")
+    assert (missing.status, missing.body) == (404, {"error": "Not Found"})
+    wrong_method = request("GET", "/v1/track")
+    assert wrong_method.status == 405 and wrong_method.body["allow"] == "POST"
+    assert request("POST", "/v1/bogus", json=TRACK, headers=AUTH).status == 404
+
+
+def test_batch_with_kafka_down_is_503_and_nothing_is_kept() -> None:
+    publisher = MemoryPublisher()
+    publisher.fail = True
+    answer = request("POST", "/v1/batch", publisher, json={"batch": [TRACK, 7]}, headers=AUTH)
+    assert answer.status == 503 and answer.headers["Retry-After"] == "5"
+    assert "events not stored" in answer.body["error"]
+    assert publisher.records == [] and publisher.dead_letters == []
+
+
+def test_client_ip_from_the_proxy_header_truncated() -> None:
+    publisher = MemoryPublisher()
+    config = settings(collect_truncate_ip=True)
+    headers = {**AUTH, "X-Forwarded-For": "203.0.113.77, 10.0.0.1"}
+    assert request("POST", "/v1/page", publisher, json=TRACK, headers=headers, config=config).status == 200
+    assert orjson.loads(publisher.records[0].context)["ip"] == "203.0.113.0"
+
+
+def test_batch_shares_context_and_sent_at() -> None:
+    publisher = MemoryPublisher()
+    message = {"type": "track", "event": "Signed Up", "userId": "c1", "timestamp": "2026-11-02T09:00:00Z"}
+    body = {"batch": [message], "sentAt": "2026-11-02T09:00:00Z", "context": {"groupId": "acme"}}
+    assert request("POST", "/v1/batch", publisher, json=body, headers=AUTH).status == 200
+    (record,) = publisher.records
+    assert (record.type, record.account_id) == ("signup", "acme")
+    assert abs(record.ts - int(time.time() * 1000)) < 60_000  # sentAt == timestamp: now
+
+
+def test_metrics_count_events_per_source() -> None:
+    publisher = MemoryPublisher()
+
+    async def go() -> str:
+        app = create_app(settings(), publisher)
+        async with TestClient(TestServer(app)) as client:
+            await client.post("/v1/batch", json={"batch": [TRACK, 7, TRACK]}, headers=AUTH)
+            return await (await client.get("/metrics")).text()
+
+    text = asyncio.run(go())
+    assert 'journeys_collect_events_accepted_total{source="/v1/batch"} 2.0' in text
+    assert 'journeys_collect_events_rejected_total{source="/v1/batch"} 1.0' in text
+    assert 'journeys_collect_requests_total{route="/v1/batch",status="200"} 1.0' in text
+    assert 'journeys_collect_request_seconds_count{route="/v1/batch"} 1.0' in text
+
+
+def test_openapi_lists_every_route() -> None:
+    app = create_app(settings(), MemoryPublisher())
+    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    routes = {"/v1/" + c for c in ("track", "page", "screen", "identify", "group", "alias")} | (
+        routes - {"/v1/{call}"}
+    )
+    assert set(request("GET", "/openapi.json").body["paths"]) == routes

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from producers.collect.publisher import MemoryPublisher
 from producers.collect.webhooks import mandrill_signature, shopify_signature
-from tests.unit.collect.client import request, settings
+from tests.unit.collect.client import Answer, request, settings
 
 PRIVATE = ec.generate_private_key(ec.SECP256R1())
 PUBLIC = base64.b64encode(
@@ -104,3 +104,73 @@ def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
     assert (checkout.channel, checkout.type) == ("web", "checkout_started")
     headers = {"X-Shopify-Hmac-Sha256": "bm9wZQ==", "X-Shopify-Topic": "orders/create"}
     assert request("POST", "/webhooks/shopify", data=body, headers=headers, config=config).status == 401
+
+
+def test_sendgrid_key_as_pem_works_too() -> None:
+    pem = PRIVATE.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    answer = request("POST", "/webhooks/sendgrid", data=SENDGRID_BODY, headers=sendgrid_headers(SENDGRID_BODY),
+                     config=settings(sendgrid_public_key=pem))
+    assert (answer.status, answer.body["accepted"]) == (200, 2)
+
+
+def test_sendgrid_types_map_to_contract_email_types() -> None:
+    from producers.collect.webhooks import sendgrid_event
+
+    kinds = ["processed", "delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe",
+             "group_unsubscribe"]
+    types = [sendgrid_event({"event": k, "email": "a@b.nl", "timestamp": 1})["type"] for k in kinds]
+    assert types == ["sent", "delivered", "open", "click", "bounce", "bounce", "spam_report", "unsubscribe",
+                     "unsubscribe"]
+
+
+def test_unconfigured_providers_are_401() -> None:
+    for path in ("/webhooks/sendgrid", "/webhooks/mandrill", "/webhooks/shopify"):
+        answer = request("POST", path, data=b"[]")
+        assert answer.status == 401 and "not configured" in answer.body["error"]
+
+
+def test_mandrill_url_derived_from_the_request_when_not_configured() -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from producers.collect.app import create_app
+
+    form = {"mandrill_events": orjson.dumps(MANDRILL_EVENTS).decode()}
+    publisher = MemoryPublisher()
+
+    async def go() -> int:
+        app = create_app(settings(mandrill_webhook_key=SecretStr("mk")), publisher)
+        async with TestClient(TestServer(app)) as client:
+            url = str(client.make_url("/webhooks/mandrill"))
+            response = await client.post("/webhooks/mandrill", data=form,
+                                         headers={"X-Mandrill-Signature": mandrill_signature("mk", url, form)})
+            return response.status
+
+    assert asyncio.run(go()) == 200 and len(publisher.records) == 2
+
+
+def shopify_post(body: bytes, topic: str, publisher: MemoryPublisher, event_id: str = "e-9") -> Answer:
+    headers = {"X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body), "X-Shopify-Topic": topic,
+               "X-Shopify-Event-Id": event_id, "Content-Type": "application/json"}
+    return request("POST", "/webhooks/shopify", publisher, data=body, headers=headers,
+                   config=settings(shopify_secret=SecretStr("shp-secret")))
+
+
+def test_shopify_topics_we_do_not_map_are_acknowledged_and_ignored() -> None:
+    publisher = MemoryPublisher()
+    answer = shopify_post(orjson.dumps(SHOPIFY_ORDER), "orders/updated", publisher)
+    assert (answer.status, answer.body["ignored"], answer.body["accepted"]) == (200, "orders/updated", 0)
+    assert publisher.records == [] and publisher.dead_letters == []
+
+
+def test_shopify_order_without_identity_is_a_dead_letter_not_a_retry_loop() -> None:
+    publisher = MemoryPublisher()
+    guest = {k: v for k, v in SHOPIFY_ORDER.items() if k not in ("email", "customer")}
+    answer = shopify_post(orjson.dumps(guest), "orders/create", publisher)
+    assert (answer.status, answer.body["rejected"]) == (200, 1)
+    (dead,) = publisher.dead_letters
+    assert dead.source == "collect:/webhooks/shopify" and "no identity" in dead.reason
+    assert dead.payload == orjson.dumps(guest)
