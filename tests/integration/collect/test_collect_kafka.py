@@ -1,0 +1,83 @@
+"""The collector's Kafka publisher and HTTP answers against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+import requests
+from kafka import KafkaConsumer
+
+from producers.client import partition_key
+from producers.collect.publisher import KafkaPublisher
+from producers.topics import ensure_topics
+from schemas.codec import dead_letter_json
+from schemas.event import parse_event, validate_event
+from schemas.settings import Settings
+from streams.replay import dead_letter
+from tests.unit.collect.client import KEY
+from tests.unit.collect.server import running
+
+pytestmark = [pytest.mark.kafka, pytest.mark.integration]
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=4000)
+    try:
+        return [(m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def test_publisher_returns_after_the_broker_has_the_events(
+    kafka_bootstrap: str, topic_prefix: Callable[[], str]
+) -> None:
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=1)
+    ensure_topics(settings)
+    records = [
+        validate_event({"event_id": f"e{i}", "channel": "web", "type": "page_view",
+                        "occurred_at": "2026-11-02T09:15:00Z", "email": f"jan@co{i}.nl"})
+        for i in range(3)
+    ]
+    dead = [dead_letter(b"{nope", "malformed JSON", "collect:/v1/track", 1_793_610_900_000)]
+    publisher = KafkaPublisher(settings)
+
+    async def go() -> None:
+        await publisher.start()
+        await asyncio.gather(publisher.publish(records[:2], dead), publisher.publish(records[2:], []))
+        await publisher.close()
+
+    asyncio.run(go())
+    events = read_topic(kafka_bootstrap, settings.topic("events"))
+    assert sorted((key, parse_event(value)) for key, value in events) == [
+        (partition_key(r), r) for r in records
+    ]
+    assert read_topic(kafka_bootstrap, settings.topic("dead-letters")) == [(None, dead_letter_json(dead[0]))]
+
+
+def test_batch_over_http_is_acknowledged_once_in_kafka(
+    kafka_bootstrap: str, topic_prefix: Callable[[], str]
+) -> None:
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=1,
+                        write_keys=KEY)
+    ensure_topics(settings)
+    batch = {"batch": [
+        {"type": "track", "event": "Product Added", "messageId": "m-1", "anonymousId": "cookie-1",
+         "timestamp": "2026-11-02T09:15:00Z", "properties": {"sku": "KAS-200", "quantity": 2}},
+        {"type": "page", "messageId": "m-2", "userId": "c-1", "timestamp": "2026-11-02T09:16:00Z"},
+        {"type": "track", "event": "no identity"},
+    ]}
+    with running(settings, KafkaPublisher(settings)) as url:
+        answer = requests.post(f"{url}/v1/batch", json=batch, auth=(KEY, ""), timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["accepted"], answer.json()["rejected"]) == (2, 1)
+    events = [orjson.loads(value) for _, value in read_topic(kafka_bootstrap, settings.topic("events"))]
+    assert [(e["event_id"], e["type"], e["occurred_at"]) for e in events] == [
+        ("m-1", "add_to_cart", "2026-11-02T09:15:00.000Z"), ("m-2", "page_view", "2026-11-02T09:16:00.000Z"),
+    ]
+    assert events[0]["properties"]["items"] == [{"sku": "KAS-200", "quantity": 2}]
+    (dead,) = [orjson.loads(v) for _, v in read_topic(kafka_bootstrap, settings.topic("dead-letters"))]
+    assert dead["source"] == "collect:/v1/batch" and "no identity" in dead["reason"]
