@@ -67,22 +67,28 @@ class KafkaPublisher:
     def __init__(self, settings: Settings, timeout: float = 15.0) -> None:
         self._producer = EventProducer(settings, timeout=timeout)
         self._timeout = timeout
-        self._connecting = asyncio.Lock()
-        self._started = False
+        self._starting: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Nothing yet: the first publish connects."""
 
     async def _connect(self) -> None:
-        async with self._connecting:
-            if not self._started:
-                await asyncio.get_running_loop().run_in_executor(None, self._producer.start)
-                self._started = True
+        """One connection attempt at a time, shared by every request waiting for it; an
+        attempt outlives a request that gave up on it, and a failed one is tried again."""
+        attempt = self._starting
+        if attempt is None:
+            attempt = asyncio.get_running_loop().run_in_executor(None, self._producer.start)
+            self._starting = attempt
+        try:
+            await asyncio.shield(attempt)
+        except Exception:
+            if self._starting is attempt:
+                self._starting = None
+            raise
 
     async def _send(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
         loop = asyncio.get_running_loop()
-        if not self._started:
-            await self._connect()
+        await self._connect()
         sends = []
         if records:
             sends.append(loop.run_in_executor(None, self._producer.send, list(records)))

@@ -20,7 +20,7 @@ from streams.replay import dead_letter
 from tests.unit.collect.client import KEY
 from tests.unit.collect.server import running
 
-pytestmark = [pytest.mark.kafka, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
@@ -32,6 +32,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
         consumer.close()
 
 
+@pytest.mark.kafka
 def test_publisher_returns_after_the_broker_has_the_events(
     kafka_bootstrap: str, topic_prefix: Callable[[], str]
 ) -> None:
@@ -58,6 +59,7 @@ def test_publisher_returns_after_the_broker_has_the_events(
     assert read_topic(kafka_bootstrap, settings.topic("dead-letters")) == [(None, dead_letter_json(dead[0]))]
 
 
+@pytest.mark.kafka
 def test_batch_over_http_is_acknowledged_once_in_kafka(
     kafka_bootstrap: str, topic_prefix: Callable[[], str]
 ) -> None:
@@ -81,3 +83,15 @@ def test_batch_over_http_is_acknowledged_once_in_kafka(
     assert events[0]["properties"]["items"] == [{"sku": "KAS-200", "quantity": 2}]
     (dead,) = [orjson.loads(v) for _, v in read_topic(kafka_bootstrap, settings.topic("dead-letters"))]
     assert dead["source"] == "collect:/v1/batch" and "no identity" in dead["reason"]
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
+def test_no_broker_is_503_and_the_next_request_tries_again(path: str) -> None:
+    """Nothing listens on port 1: every request is a 503 with Retry-After, none hangs, none is 200."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", write_keys=KEY)
+    message = {"type": "track", "event": "Product Viewed", "anonymousId": "a", "messageId": "m"}
+    body = {"batch": [message]} if path == "/v1/batch" else message
+    with running(settings, KafkaPublisher(settings, timeout=5)) as url:
+        answers = [requests.post(f"{url}{path}", json=body, auth=(KEY, ""), timeout=30) for _ in range(2)]
+    assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [(503, "5"), (503, "5")]
+    assert all("events not stored" in a.json()["error"] for a in answers)
