@@ -46,7 +46,9 @@ RETRY_AFTER = 5
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     retry_after = extra.pop("retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = None
+    if retry_after is not None:  # analytics.js reads X-RateLimit-Reset, HTTP clients Retry-After
+        headers = {"Retry-After": str(retry_after), "X-RateLimit-Reset": str(retry_after)}
     return web.json_response(
         {"error": message, **extra}, status=status, headers=headers,
         dumps=lambda v: orjson.dumps(v).decode(),
@@ -79,10 +81,22 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         log.exception("collector failure on %s %s", request.method, request.path)
         response = _error(500, "internal error; the events were not stored")
+    if request.path.startswith("/v1/"):  # browsers post from the website's own origin
+        response.headers["Access-Control-Allow-Origin"] = "*"
     route = _route(request)
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - started)
     return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """OPTIONS /v1/...: CORS preflight, for browsers that send headers beyond a simple POST."""
+    asked = request.headers.get("Access-Control-Request-Headers", "Content-Type, Authorization")
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": asked,
+        "Access-Control-Max-Age": "86400",
+    })
 
 
 async def health(request: web.Request) -> web.Response:
@@ -108,12 +122,16 @@ def create_app(settings: Settings, publisher: Publisher) -> web.Application:
         settings=settings, publisher=publisher, metrics=Metrics.create(),
         limiter=RateLimiter(settings.collect_rate_limit),
     )
-    app.router.add_post("/v1/batch", handlers.segment_batch)
-    app.router.add_post("/v1/import", handlers.segment_batch)
-    app.router.add_post("/v1/{call:track|page|screen|identify|group|alias}", handlers.segment_call)
+    for path in ("/v1/batch", "/v1/import", "/v1/b"):
+        app.router.add_post(path, handlers.segment_batch)
+        app.router.add_route("OPTIONS", path, preflight)
+    calls = "|".join((*handlers.CALLS, *handlers.SHORT_CALLS))
+    app.router.add_post(f"/v1/{{call:{calls}}}", handlers.segment_call)
+    app.router.add_route("OPTIONS", f"/v1/{{call:{calls}}}", preflight)
     app.router.add_post("/webhooks/orders", handlers.orders)
     app.router.add_post("/webhooks/sendgrid", handlers.sendgrid)
-    app.router.add_route("*", "/webhooks/mandrill", handlers.mandrill)
+    app.router.add_post("/webhooks/mandrill", handlers.mandrill)
+    app.router.add_get("/webhooks/mandrill", handlers.mandrill)  # and HEAD: Mandrill's URL check
     app.router.add_post("/webhooks/shopify", handlers.shopify)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

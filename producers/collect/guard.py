@@ -75,7 +75,9 @@ class RateLimiter:
         if tokens < min(events, capacity):
             self._buckets[key] = (tokens, now)
             wait = (min(events, capacity) - tokens) / self.rate
-            raise Rejected(429, "rate limit exceeded for this write key", retry_after=max(1, math.ceil(wait)))
+            raise Rejected(
+                429, "rate limit exceeded for this write key", retry_after=max(1, math.ceil(wait))
+            )
         self._buckets[key] = (tokens - events, now)
 
 

@@ -154,9 +154,15 @@ def _segment_ip(request: web.Request) -> str | None:
     return client_ip(request.headers.get("X-Forwarded-For"), request.remote)
 
 
+#: analytics.js posts single calls to one-letter paths (`/v1/t`, `/v1/p`, ...).
+SHORT_CALLS = {"t": "track", "p": "page", "s": "screen", "i": "identify", "g": "group", "a": "alias"}
+CALLS = ("track", "page", "screen", "identify", "group", "alias")
+
+
 async def segment_call(request: web.Request) -> web.Response:
-    """POST /v1/{track,page,screen,identify,group,alias}: one Segment call."""
+    """POST /v1/{track,page,screen,identify,group,alias} (or analytics.js's /v1/t, ...): one call."""
     call = request.match_info["call"]
+    call = SHORT_CALLS.get(call, call)
     key, body, raw = await _authorised_json(request)
     if not isinstance(body, dict):
         raise Rejected(400, "a Segment call body must be a JSON object")
@@ -180,7 +186,8 @@ def _batch_message(message: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def segment_batch(request: web.Request) -> web.Response:
-    """POST /v1/batch (and /v1/import): `{"batch": [calls]}`, each call with its own `type`."""
+    """POST /v1/batch (and /v1/import, analytics.js's /v1/b): `{"batch": [calls]}`, each call
+    with its own `type`."""
     key, body, _ = await _authorised_json(request)
     batch = body.get("batch") if isinstance(body, dict) else None
     if not isinstance(batch, list):
@@ -238,8 +245,6 @@ async def mandrill(request: web.Request) -> web.Response:
     """
     if request.method in ("HEAD", "GET"):
         return web.Response(status=200)
-    if request.method != "POST":
-        raise web.HTTPMethodNotAllowed(request.method, ["POST", "HEAD", "GET"])
     settings = request.app[COLLECTOR].settings
     raw = await request.read()
     if settings.mandrill_webhook_key is None:

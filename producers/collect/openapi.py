@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from producers.collect.handlers import CALLS, SHORT_CALLS
 from schemas.event import event_json_schema
 
 _RESULT = {
@@ -24,7 +25,12 @@ _ANSWERS = {
 }
 
 
-def _post(summary: str, content_type: str = "application/json", security: bool = True) -> dict[str, Any]:
+_PREFLIGHT = {"summary": "CORS preflight", "responses": {"204": {"description": "allowed"}}}
+
+
+def _post(
+    summary: str, content_type: str = "application/json", security: bool = True, cors: bool = False
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "requestBody": {"required": True, "content": {content_type: {"schema": {"type": "object"}}}},
@@ -32,24 +38,32 @@ def _post(summary: str, content_type: str = "application/json", security: bool =
     }
     if security:
         operation["security"] = [{"writeKey": []}]
-    return {"post": operation}
+    return {"post": operation, "options": _PREFLIGHT} if cors else {"post": operation}
 
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "journeys collector", "version": "1"},
     "components": {
-        "securitySchemes": {"writeKey": {"type": "http", "scheme": "basic", "description": "write key as the user"}},
+        "securitySchemes": {"writeKey": {
+            "type": "http", "scheme": "basic",
+            "description": "write key as the user (or `writeKey` in the JSON body, as analytics.js sends it)",
+        }},
         "schemas": {"Event": event_json_schema()},
     },
     "paths": {
-        **{f"/v1/{call}": _post(f"Segment {call} call") for call in ("track", "page", "screen", "identify", "group", "alias")},
-        "/v1/batch": _post("Segment batch: {batch: [calls]}"),
-        "/v1/import": _post("Segment import (same as batch)"),
+        **{f"/v1/{call}": _post(f"Segment {call} call", cors=True) for call in CALLS},
+        **{f"/v1/{short}": _post(f"Segment {call} call (analytics.js path)", cors=True) for short, call in SHORT_CALLS.items()},
+        "/v1/batch": _post("Segment batch: {batch: [calls]}", cors=True),
+        "/v1/import": _post("Segment import (same as batch)", cors=True),
+        "/v1/b": _post("Segment batch (analytics.js batching path)", cors=True),
         "/webhooks/orders": _post("Contract events from an ERP or shop: one object or an array"),
         "/webhooks/sendgrid": _post("SendGrid Event Webhook (ECDSA-signed)", security=False),
-        "/webhooks/mandrill": _post("Mandrill webhook (form field mandrill_events, HMAC-SHA1-signed)",
-                                    "application/x-www-form-urlencoded", security=False),
+        "/webhooks/mandrill": {
+            **_post("Mandrill webhook (form field mandrill_events, HMAC-SHA1-signed)",
+                    "application/x-www-form-urlencoded", security=False),
+            "get": {"summary": "Mandrill's URL check (HEAD too)", "responses": {"200": {"description": "ok"}}},
+        },
         "/webhooks/shopify": _post("Shopify orders/create and checkouts/create (HMAC-SHA256-signed)", security=False),
         "/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},

@@ -16,8 +16,9 @@ json_values = st.recursive(
     max_leaves=12,
 )
 bodies = st.one_of(st.binary(max_size=200), json_values.map(orjson.dumps))
-PATHS = ["/v1/track", "/v1/page", "/v1/identify", "/v1/group", "/v1/alias", "/v1/batch", "/webhooks/orders",
-         "/webhooks/sendgrid", "/webhooks/mandrill", "/webhooks/shopify"]
+PATHS = ["/v1/track", "/v1/page", "/v1/screen", "/v1/identify", "/v1/group", "/v1/alias", "/v1/batch",
+         "/v1/import", "/v1/t", "/v1/b", "/webhooks/orders", "/webhooks/sendgrid", "/webhooks/mandrill",
+         "/webhooks/shopify"]
 VALID = {"type": "track", "event": "Product Viewed", "anonymousId": "a", "messageId": "ok-1",
          "timestamp": "2026-11-02T09:15:00Z"}
 

@@ -173,7 +173,7 @@ def test_errors_are_json_and_auth_comes_before_parsing() -> None:
     missing = request("GET", "/nowhere")
     assert (missing.status, missing.body) == (404, {"error": "Not Found"})
     wrong_method = request("GET", "/v1/track")
-    assert wrong_method.status == 405 and wrong_method.body["allow"] == "POST"
+    assert wrong_method.status == 405 and set(wrong_method.body["allow"].split(",")) == {"POST", "OPTIONS"}
     assert request("POST", "/v1/bogus", json=TRACK, headers=AUTH).status == 404
 
 
@@ -222,8 +222,31 @@ def test_metrics_count_events_per_source() -> None:
 
 def test_openapi_lists_every_route() -> None:
     app = create_app(settings(), MemoryPublisher())
-    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    routes = {"/v1/" + c for c in ("track", "page", "screen", "identify", "group", "alias")} | (
-        routes - {"/v1/{call}"}
-    )
-    assert set(request("GET", "/openapi.json").body["paths"]) == routes
+    routes = {(r.resource.canonical, r.method.lower()) for r in app.router.routes() if r.resource is not None}
+    calls = ("track", "page", "screen", "identify", "group", "alias", "t", "p", "s", "i", "g", "a")
+    expected = {(path, method) for path, method in routes if "{" not in path and method != "head"}
+    expected |= {(f"/v1/{c}", m) for c in calls for m in ("post", "options")}
+    expected |= {(p, "options") for p, _ in expected if p.startswith("/v1/")}
+    paths = request("GET", "/openapi.json").body["paths"]
+    assert {(path, method) for path, item in paths.items() for method in item} == expected
+
+
+def test_analytics_js_paths_text_plain_and_cors() -> None:
+    """analytics.js posts text/plain to /v1/t, /v1/p, ... (or /v1/b) with writeKey in the body."""
+    publisher = MemoryPublisher()
+    for path, body in (("/v1/t", TRACK), ("/v1/p", {**TRACK, "messageId": "m-p"}),
+                       ("/v1/b", {"batch": [{**TRACK, "messageId": "m-b"}]})):
+        answer = request("POST", path, publisher, data=orjson.dumps({**body, "writeKey": "wk_test"}),
+                         headers={"Content-Type": "text/plain", "Origin": "https://shop.example"})
+        assert (answer.status, answer.headers["Access-Control-Allow-Origin"]) == (200, "*")
+    assert [(r.event_id, r.type) for r in publisher.records] == [
+        ("m-1", "product_view"), ("m-p", "page_view"), ("m-b", "product_view"),
+    ]
+    preflight = request("OPTIONS", "/v1/t", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-custom"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "content-type,x-custom"
+    limited = request("POST", "/v1/t", data=b"{}", headers={"Origin": "https://shop.example"})
+    assert limited.status == 401 and limited.headers["Access-Control-Allow-Origin"] == "*"
