@@ -110,14 +110,23 @@ def encode_row(row: Row) -> bytes:
     return orjson.dumps({"t": kind, "v": [getattr(row, name) for name in _FIELDS[kind]]})
 
 
-def decode_row(raw: bytes) -> Row:
-    """The row in an internal `rows` message."""
+def decode_rows(raw: bytes) -> list[Row]:
+    """The rows in an internal `rows` message: one row, or a packed JSON array of them."""
     body = orjson.loads(raw)
+    return [_row(item) for item in body] if isinstance(body, list) else [_row(body)]
+
+
+def decode_row(raw: bytes) -> Row:
+    """The row in an internal `rows` message holding one row."""
+    return _row(orjson.loads(raw))
+
+
+def _row(body: dict[str, Any]) -> Row:
     kind = body["t"]
     if kind == "event":
         return StoredEvent(EventRecord(*body["e"]), body["a"], body["l"])
     if kind == "dead_letter":
-        return decode_dead_letter(orjson.dumps(body["v"]))
+        return decode_dead_letter(orjson.dumps(body["v"]))  # rare: keep one decoder
     values = body["v"]
     if kind == "journey":
         values[8] = tuple(values[8])  # dmu_roles

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from schemas.codec import decode_dead_letter, decode_row
+from schemas.codec import decode_dead_letter, decode_rows
 from schemas.errors import BrokerError, SinkUnavailable
 from schemas.rows import AlertRow, DeadLetterRow, IdentityLink, JourneyRow, Output, StoredEvent, TransitionRow
 from schemas.settings import Settings
@@ -107,8 +107,11 @@ class TopicSink:
                     continue
                 rows: list[object] = []
                 for tp, messages in sorted(polled.items(), key=lambda kv: (kv[0].topic, kv[0].partition)):
-                    decode = decode_dead_letter if tp.topic == dead_letters_topic else decode_row
-                    rows.extend(decode(message.value) for message in messages)
+                    for message in messages:
+                        if tp.topic == dead_letters_topic:
+                            rows.append(decode_dead_letter(message.value))
+                        else:
+                            rows.extend(decode_rows(message.value))
                 self._write(rows_output(rows))
                 consumer.commit()
                 self.progress.rows += len(rows)
