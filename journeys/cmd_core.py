@@ -121,4 +121,15 @@ def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
     replay_files(files, settings, quiet)
 
 
-COMMANDS: list[click.Command] = [schema, rules, replay]
+@click.command()
+@settings_options(*CLICKHOUSE_SETTINGS)
+def migrate(settings: Settings) -> None:
+    """Create or upgrade the ClickHouse schema (the sink and replay also do this on start)."""
+    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.migrate import migrate as apply
+
+    applied = apply(connect(settings.clickhouse_dsn), settings.clickhouse_database)
+    click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+COMMANDS: list[click.Command] = [schema, rules, replay, migrate]

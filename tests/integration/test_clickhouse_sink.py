@@ -99,3 +99,16 @@ def test_queries_on_hand_built_journeys(chdb_dsn: str, database_name: Callable[[
     assert funnel(writer.client, name, ["awareness", "consideration", "purchase"]) == [
         ("awareness", 3), ("consideration", 2), ("purchase", 2),
     ]
+
+
+def test_migrate_command(chdb_dsn: str, database_name: Callable[[str], str]) -> None:
+    from click.testing import CliRunner
+
+    from journeys.cli import main
+
+    name = database_name("cli")
+    args = ["migrate", "--clickhouse-url", chdb_dsn, "--clickhouse-database", name]
+    first = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0 and "applied 0001_initial" in first.output
+    second = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert second.output.strip() == "schema is up to date"
