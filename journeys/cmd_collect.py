@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from journeys.options import settings_options
@@ -28,6 +30,9 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
     from producers.collect.app import create_app
     from producers.collect.publisher import KafkaPublisher
 
+    # kafka-python's sender thread needs the GIL to see acknowledgements; the default 5 ms
+    # switch interval behind a busy event loop adds up to that much to every request.
+    sys.setswitchinterval(0.001)
     overrides = {k: v for k, v in (("collect_host", host), ("collect_port", port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)

@@ -52,57 +52,101 @@ class MemoryPublisher:
         """Nothing to release."""
 
 
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a future's exception as seen (asyncio logs unseen ones)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class KafkaPublisher:
     """Produces to the events and dead-letter topics; returns once Kafka acknowledged.
 
-    kafka-python blocks, so its calls run in the loop's executor; concurrent
-    requests send concurrently (the producer is thread-safe and batches them
-    together). The producer connects on the first publish, so the collector
-    serves, and answers 503, while Kafka is down. A publish that takes longer
-    than `timeout` seconds is reported as a BrokerError: the client retries,
-    and a late acknowledgement of the first try is one event downstream
-    (event ids are idempotency keys).
+    Group commit: requests that arrive while a send is waiting for Kafka's
+    acknowledgement are sent together by the next one, so one flush
+    acknowledges many requests and throughput grows with concurrency instead
+    of being bound by one acknowledgement round trip per request.
+    kafka-python blocks, so its calls run in the loop's executor. The
+    producer connects on the first publish, so the collector serves (and
+    answers 503) while Kafka is down. A publish not acknowledged within
+    `timeout` seconds is a BrokerError: the client retries, and should the
+    first try still land, it is one event downstream (event ids are
+    idempotency keys).
     """
 
     def __init__(self, settings: Settings, timeout: float = 15.0) -> None:
         self._producer = EventProducer(settings, timeout=timeout)
         self._timeout = timeout
         self._starting: asyncio.Future[None] | None = None
+        self._pending: list[tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Nothing yet: the first publish connects."""
 
     async def _connect(self) -> None:
-        """One connection attempt at a time, shared by every request waiting for it; an
-        attempt outlives a request that gave up on it, and a failed one is tried again."""
+        """One connection attempt at a time; a failed one is tried again by the next group."""
         attempt = self._starting
         if attempt is None:
             attempt = asyncio.get_running_loop().run_in_executor(None, self._producer.start)
             self._starting = attempt
         try:
-            await asyncio.shield(attempt)
+            await attempt
         except Exception:
             if self._starting is attempt:
                 self._starting = None
             raise
 
-    async def _send(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
+    async def _send_group(self, records: list[EventRecord], dead_letters: list[DeadLetterRow]) -> None:
         loop = asyncio.get_running_loop()
         await self._connect()
         sends = []
         if records:
-            sends.append(loop.run_in_executor(None, self._producer.send, list(records)))
+            sends.append(loop.run_in_executor(None, self._producer.send, records))
         if dead_letters:
-            sends.append(loop.run_in_executor(None, self._producer.send_dead_letters, list(dead_letters)))
-        await asyncio.gather(*sends)
+            sends.append(loop.run_in_executor(None, self._producer.send_dead_letters, dead_letters))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _drain(self) -> None:
+        """Send what is pending, group by group, until nothing is."""
+        while self._pending:
+            group, self._pending = self._pending, []
+            records = [r for rs, _, _ in group for r in rs]
+            dead_letters = [d for _, ds, _ in group for d in ds]
+            try:
+                await self._send_group(records, dead_letters)
+            except Exception as exc:
+                for _, _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, _, done in group:
+                    if not done.done():
+                        done.set_result(None)
 
     async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
         """Send both and wait for the acknowledgements; BrokerError if they do not come."""
+        if not records and not dead_letters:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)  # a request that timed out no longer awaits it
+        self._pending.append((records, dead_letters, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._drain())
         try:
-            await asyncio.wait_for(self._send(records, dead_letters), self._timeout)
+            await asyncio.wait_for(asyncio.shield(done), self._timeout)
         except TimeoutError as exc:
             raise BrokerError(f"Kafka did not acknowledge within {self._timeout:g}s") from exc
 
     async def close(self) -> None:
-        """Flush and disconnect."""
+        """Send what is pending (for at most `timeout` seconds), then flush and disconnect."""
+        sender = self._sender
+        if sender is not None and not sender.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(sender), self._timeout)
+            except TimeoutError:  # their requests were answered 503 already
+                sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(None, self._producer.close)

@@ -18,6 +18,7 @@ import base64
 import multiprocessing
 import socket
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ def _serve(port: int, kafka: bool) -> None:
     from producers.collect.publisher import KafkaPublisher, MemoryPublisher
     from schemas.settings import Settings
 
+    sys.setswitchinterval(0.001)  # as `journeys collect` does
     settings = Settings(write_keys=KEY, collect_max_body=4 * 1024 * 1024, topic_prefix="benchcollect.")
     publisher: Any = KafkaPublisher(settings) if kafka else MemoryPublisher()
     if not kafka:
@@ -90,6 +92,23 @@ async def _load(port: int, seconds: float, batch: int, connections: int = 8) -> 
     return sent, latencies
 
 
+def floor(seconds: float) -> float:
+    """Events/s of the same work without HTTP: parse, map and validate a batch body in-process."""
+    from datetime import UTC, datetime
+
+    from producers.collect.segment import to_event
+    from schemas.event import validate_event
+
+    body = orjson.dumps({"batch": [_message(i) for i in range(100)]})
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        received = datetime.now(UTC)
+        for message in orjson.loads(body)["batch"]:
+            validate_event(to_event(message, received))
+        done += 100
+    return done / (time.perf_counter() - started)
+
+
 def run(kafka: bool, seconds: float) -> None:
     port = _free_port()
     server = multiprocessing.Process(target=_serve, args=(port, kafka), daemon=True)
@@ -121,6 +140,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--kafka", action="store_true", help="also measure with the real broker")
     args = parser.parse_args()
+    print(f"floor  parse+map+validate {floor(min(args.seconds, 3)):>9,.0f} events/s  (one core, no HTTP)")
     run(False, args.seconds)
     if args.kafka:
         from journeys.kafka_broker import ensure_broker
