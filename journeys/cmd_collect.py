@@ -14,9 +14,19 @@ from schemas.settings import Settings
 @click.option("--host", default=None, help="Shorthand for --collect-host (listen address).")
 @click.option("--port", default=None, type=int, help="Shorthand for --collect-port.")
 @settings_options(
-    "collect_host", "collect_port", "kafka_bootstrap", "topic_prefix", "write_keys",
-    "collect_max_body", "collect_rate_limit", "collect_truncate_ip", "collect_hash_emails",
-    "sendgrid_public_key", "mandrill_webhook_key", "mandrill_webhook_url", "shopify_secret",
+    "collect_host",
+    "collect_port",
+    "kafka_bootstrap",
+    "topic_prefix",
+    "write_keys",
+    "collect_max_body",
+    "collect_rate_limit",
+    "collect_truncate_ip",
+    "collect_hash_emails",
+    "sendgrid_public_key",
+    "mandrill_webhook_key",
+    "mandrill_webhook_url",
+    "shopify_secret",
 )
 def collect(settings: Settings, host: str | None, port: int | None) -> None:
     """Serve the Segment tracking API and email/order webhooks; events go to Kafka.
@@ -37,7 +47,9 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
     if overrides:
         settings = settings.model_copy(update=overrides)
     if not settings.write_key_set:
-        click.echo("warning: no write keys (JOURNEYS_WRITE_KEYS): Segment calls will get 401", err=True)
+        click.echo(
+            "warning: no write keys (JOURNEYS_WRITE_KEYS): Segment calls will get 401", err=True
+        )
     click.echo(
         f"collecting on http://{settings.collect_host}:{settings.collect_port} "
         f"-> {settings.kafka_bootstrap} {settings.topic('events')}",
@@ -45,7 +57,10 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
     )
     web.run_app(
         create_app(settings, KafkaPublisher(settings)),
-        host=settings.collect_host, port=settings.collect_port, print=None, access_log=None,
+        host=settings.collect_host,
+        port=settings.collect_port,
+        print=None,
+        access_log=None,
     )
 
 

@@ -50,7 +50,9 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     if retry_after is not None:  # analytics.js reads X-RateLimit-Reset, HTTP clients Retry-After
         headers = {"Retry-After": str(retry_after), "X-RateLimit-Reset": str(retry_after)}
     return web.json_response(
-        {"error": message, **extra}, status=status, headers=headers,
+        {"error": message, **extra},
+        status=status,
+        headers=headers,
         dumps=lambda v: orjson.dumps(v).decode(),
     )
 
@@ -73,8 +75,11 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         limit = request.app[COLLECTOR].settings.collect_max_body
         response = _error(413, f"body over the limit of {limit} bytes")
     except web.HTTPException as exc:
-        response = _error(exc.status, exc.reason, **({"allow": exc.headers["Allow"]}
-                                                    if "Allow" in exc.headers else {}))
+        response = _error(
+            exc.status,
+            exc.reason,
+            **({"allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}),
+        )
     except BrokerError as exc:
         log.warning("events not stored: %s", exc)
         response = _error(503, f"events not stored: {exc}", retry_after=RETRY_AFTER)
@@ -92,11 +97,14 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
 async def preflight(request: web.Request) -> web.Response:
     """OPTIONS /v1/...: CORS preflight, for browsers that send headers beyond a simple POST."""
     asked = request.headers.get("Access-Control-Request-Headers", "Content-Type, Authorization")
-    return web.Response(status=204, headers={
-        "Access-Control-Allow-Methods": "POST, OPTIONS",
-        "Access-Control-Allow-Headers": asked,
-        "Access-Control-Max-Age": "86400",
-    })
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": asked,
+            "Access-Control-Max-Age": "86400",
+        },
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -119,7 +127,9 @@ def create_app(settings: Settings, publisher: Publisher) -> web.Application:
     """The collector's aiohttp application; the publisher starts and closes with it."""
     app = web.Application(middlewares=[answer_errors], client_max_size=settings.collect_max_body)
     app[COLLECTOR] = Collector(
-        settings=settings, publisher=publisher, metrics=Metrics.create(),
+        settings=settings,
+        publisher=publisher,
+        metrics=Metrics.create(),
         limiter=RateLimiter(settings.collect_rate_limit),
     )
     for path in ("/v1/batch", "/v1/import", "/v1/b"):

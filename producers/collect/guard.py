@@ -51,7 +51,11 @@ def check_write_key(settings: Settings, authorization: str | None, body: Any = N
     given = basic_user(authorization)
     if given in keys:
         return given
-    if isinstance(body, dict) and isinstance(body.get("writeKey"), str) and body["writeKey"] in keys:
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("writeKey"), str)
+        and body["writeKey"] in keys
+    ):
         return str(body["writeKey"])
     raise Rejected(401, "missing or unknown write key (send it as the basic-auth user)")
 

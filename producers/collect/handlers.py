@@ -62,14 +62,21 @@ class Metrics:
         registry = CollectorRegistry()
         return cls(
             registry=registry,
-            requests=Counter("journeys_collect_requests", "HTTP requests", ["route", "status"],
-                             registry=registry),
-            accepted=Counter("journeys_collect_events_accepted", "Events stored", ["source"],
-                             registry=registry),
-            rejected=Counter("journeys_collect_events_rejected", "Events sent to dead letters",
-                             ["source"], registry=registry),
-            latency=Histogram("journeys_collect_request_seconds", "Request latency", ["route"],
-                              registry=registry),
+            requests=Counter(
+                "journeys_collect_requests", "HTTP requests", ["route", "status"], registry=registry
+            ),
+            accepted=Counter(
+                "journeys_collect_events_accepted", "Events stored", ["source"], registry=registry
+            ),
+            rejected=Counter(
+                "journeys_collect_events_rejected",
+                "Events sent to dead letters",
+                ["source"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "journeys_collect_request_seconds", "Request latency", ["route"], registry=registry
+            ),
         )
 
 
@@ -155,12 +162,19 @@ def _segment_ip(request: web.Request) -> str | None:
 
 
 #: analytics.js posts single calls to one-letter paths (`/v1/t`, `/v1/p`, ...).
-SHORT_CALLS = {"t": "track", "p": "page", "s": "screen", "i": "identify", "g": "group", "a": "alias"}
+SHORT_CALLS = {
+    "t": "track",
+    "p": "page",
+    "s": "screen",
+    "i": "identify",
+    "g": "group",
+    "a": "alias",
+}
 CALLS = ("track", "page", "screen", "identify", "group", "alias")
 
 
 async def segment_call(request: web.Request) -> web.Response:
-    """POST /v1/{track,page,screen,identify,group,alias} (or analytics.js's /v1/t, ...): one call."""
+    """POST /v1/{track,page,screen,identify,group,alias} (analytics.js: /v1/t, ...): one call."""
     call = request.match_info["call"]
     call = SHORT_CALLS.get(call, call)
     key, body, raw = await _authorised_json(request)
@@ -198,8 +212,9 @@ async def segment_batch(request: web.Request) -> web.Response:
     def item(message: Any) -> Item:
         return _raw(message), lambda: segment.to_event(_batch_message(message, body), received)
 
-    return await accept(request, "/v1/batch", [item(m) for m in batch], single=False,
-                        ip=_segment_ip(request))
+    return await accept(
+        request, "/v1/batch", [item(m) for m in batch], single=False, ip=_segment_ip(request)
+    )
 
 
 async def orders(request: web.Request) -> web.Response:
@@ -258,7 +273,8 @@ async def mandrill(request: web.Request) -> web.Response:
     )
     if not webhooks.signatures_match(expected, request.headers.get("X-Mandrill-Signature")):
         raise Rejected(
-            401, "bad Mandrill signature (is JOURNEYS_MANDRILL_WEBHOOK_URL the URL Mandrill posts to?)"
+            401,
+            "bad Mandrill signature (is JOURNEYS_MANDRILL_WEBHOOK_URL the URL Mandrill posts to?)",
         )
     events = parse_json(form.get("mandrill_events", "").encode())
     if not isinstance(events, list):
@@ -284,8 +300,11 @@ async def shopify(request: web.Request) -> web.Response:
     topic = request.headers.get("X-Shopify-Topic", "")
     if topic not in webhooks.SHOPIFY_TOPICS:
         return web.json_response(
-            {"success": True, "accepted": 0, "rejected": 0, "errors": [], "ignored": topic}, dumps=_dumps
+            {"success": True, "accepted": 0, "rejected": 0, "errors": [], "ignored": topic},
+            dumps=_dumps,
         )
-    event_id = request.headers.get("X-Shopify-Event-Id") or request.headers.get("X-Shopify-Webhook-Id")
+    event_id = request.headers.get("X-Shopify-Event-Id") or request.headers.get(
+        "X-Shopify-Webhook-Id"
+    )
     item: Item = (raw, lambda: webhooks.shopify_event(topic, body, event_id))
     return await accept(request, "/webhooks/shopify", [item], single=False)

@@ -10,14 +10,22 @@ from schemas.event import event_json_schema
 _RESULT = {
     "type": "object",
     "properties": {
-        "success": {"type": "boolean"}, "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
+        "success": {"type": "boolean"},
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
 }
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
 _ANSWERS = {
-    "200": {"description": "stored (Kafka acknowledged)", "content": {"application/json": {"schema": _RESULT}}},
-    "400": {"description": "malformed JSON or an invalid event", "content": {"application/json": {"schema": _ERROR}}},
+    "200": {
+        "description": "stored (Kafka acknowledged)",
+        "content": {"application/json": {"schema": _RESULT}},
+    },
+    "400": {
+        "description": "malformed JSON or an invalid event",
+        "content": {"application/json": {"schema": _ERROR}},
+    },
     "401": {"description": "missing or unknown write key, or a bad signature"},
     "413": {"description": "body over the limit"},
     "429": {"description": "over the write key's rate limit (Retry-After)"},
@@ -33,7 +41,10 @@ def _post(
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
-        "requestBody": {"required": True, "content": {content_type: {"schema": {"type": "object"}}}},
+        "requestBody": {
+            "required": True,
+            "content": {content_type: {"schema": {"type": "object"}}},
+        },
         "responses": _ANSWERS,
     }
     if security:
@@ -45,28 +56,50 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "journeys collector", "version": "1"},
     "components": {
-        "securitySchemes": {"writeKey": {
-            "type": "http", "scheme": "basic",
-            "description": "write key as the user (or `writeKey` in the JSON body, as analytics.js sends it)",
-        }},
+        "securitySchemes": {
+            "writeKey": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "write key as the user (or `writeKey` in the JSON body, "
+                "as analytics.js sends it)",
+            }
+        },
         "schemas": {"Event": event_json_schema()},
     },
     "paths": {
         **{f"/v1/{call}": _post(f"Segment {call} call", cors=True) for call in CALLS},
-        **{f"/v1/{short}": _post(f"Segment {call} call (analytics.js path)", cors=True) for short, call in SHORT_CALLS.items()},
+        **{
+            f"/v1/{short}": _post(f"Segment {call} call (analytics.js path)", cors=True)
+            for short, call in SHORT_CALLS.items()
+        },
         "/v1/batch": _post("Segment batch: {batch: [calls]}", cors=True),
         "/v1/import": _post("Segment import (same as batch)", cors=True),
         "/v1/b": _post("Segment batch (analytics.js batching path)", cors=True),
         "/webhooks/orders": _post("Contract events from an ERP or shop: one object or an array"),
         "/webhooks/sendgrid": _post("SendGrid Event Webhook (ECDSA-signed)", security=False),
         "/webhooks/mandrill": {
-            **_post("Mandrill webhook (form field mandrill_events, HMAC-SHA1-signed)",
-                    "application/x-www-form-urlencoded", security=False),
-            "get": {"summary": "Mandrill's URL check (HEAD too)", "responses": {"200": {"description": "ok"}}},
+            **_post(
+                "Mandrill webhook (form field mandrill_events, HMAC-SHA1-signed)",
+                "application/x-www-form-urlencoded",
+                security=False,
+            ),
+            "get": {
+                "summary": "Mandrill's URL check (HEAD too)",
+                "responses": {"200": {"description": "ok"}},
+            },
         },
-        "/webhooks/shopify": _post("Shopify orders/create and checkouts/create (HMAC-SHA256-signed)", security=False),
+        "/webhooks/shopify": _post(
+            "Shopify orders/create and checkouts/create (HMAC-SHA256-signed)", security=False
+        ),
         "/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
-        "/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text format"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}
+        },
     },
 }

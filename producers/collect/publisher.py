@@ -23,7 +23,9 @@ class Publisher(Protocol):
     async def start(self) -> None:
         """Connect."""
 
-    async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
+    async def publish(
+        self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]
+    ) -> None:
         """Store both; raise BrokerError if that is not certain. Return only once stored."""
 
     async def close(self) -> None:
@@ -41,7 +43,9 @@ class MemoryPublisher:
     async def start(self) -> None:
         """Nothing to connect to."""
 
-    async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
+    async def publish(
+        self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]
+    ) -> None:
         """Keep the rows, or fail like an unreachable broker."""
         if self.fail:
             raise BrokerError("broker unavailable (test)")
@@ -77,7 +81,9 @@ class KafkaPublisher:
         self._producer = EventProducer(settings, timeout=timeout)
         self._timeout = timeout
         self._starting: asyncio.Future[None] | None = None
-        self._pending: list[tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]] = []
+        self._pending: list[
+            tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
+        ] = []
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -96,7 +102,9 @@ class KafkaPublisher:
                 self._starting = None
             raise
 
-    async def _send_group(self, records: list[EventRecord], dead_letters: list[DeadLetterRow]) -> None:
+    async def _send_group(
+        self, records: list[EventRecord], dead_letters: list[DeadLetterRow]
+    ) -> None:
         loop = asyncio.get_running_loop()
         await self._connect()
         sends = []
@@ -126,7 +134,9 @@ class KafkaPublisher:
                     if not done.done():
                         done.set_result(None)
 
-    async def publish(self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]) -> None:
+    async def publish(
+        self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]
+    ) -> None:
         """Send both and wait for the acknowledgements; BrokerError if they do not come."""
         if not records and not dead_letters:
             return

@@ -113,11 +113,17 @@ def _items(products: Any) -> list[dict[str, Any]] | None:
     for product in products:
         if not isinstance(product, dict):
             continue
-        sku = _text(product.get("sku")) or _text(product.get("product_id")) or _text(product.get("id"))
+        sku = (
+            _text(product.get("sku"))
+            or _text(product.get("product_id"))
+            or _text(product.get("id"))
+        )
         quantity = product.get("quantity", 1)
         item: dict[str, Any] = {
             "sku": sku or "unknown",
-            "quantity": quantity if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0 else 1,
+            "quantity": quantity
+            if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
+            else 1,
         }
         price = product.get("price")
         if isinstance(price, int | float) and not isinstance(price, bool):
@@ -150,7 +156,11 @@ def _track(message: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
             properties["items"] = single
     if channel == "order":
         total = properties.get("total", properties.get("revenue"))
-        if "amount" not in properties and isinstance(total, int | float) and not isinstance(total, bool):
+        if (
+            "amount" not in properties
+            and isinstance(total, int | float)
+            and not isinstance(total, bool)
+        ):
             properties["amount"] = total
         if isinstance(properties.get("currency"), str):
             properties["currency"] = properties["currency"].upper()
@@ -162,7 +172,9 @@ def _track(message: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     return channel, type_, properties
 
 
-def to_event(message: dict[str, Any], received: datetime, call: str | None = None) -> dict[str, Any]:
+def to_event(
+    message: dict[str, Any], received: datetime, call: str | None = None
+) -> dict[str, Any]:
     """One Segment message as a contract event (not yet validated)."""
     kind = (call or str(message.get("type") or "")).lower()
     context = _dict(message.get("context"))
@@ -190,18 +202,22 @@ def to_event(message: dict[str, Any], received: datetime, call: str | None = Non
         "channel": channel,
         "type": type_,
         "occurred_at": occurred_at(message, received),
-        "anonymous_id": _text(message.get("previousId") if kind == "alias" else message.get("anonymousId")),
+        "anonymous_id": _text(
+            message.get("previousId") if kind == "alias" else message.get("anonymousId")
+        ),
         "contact_id": _text(message.get("userId")),
         "email": email if isinstance(email, str) else None,
         "account_id": _text(group) or _text(context.get("groupId")),
         "properties": properties,
         "context": {
-            k: v for k, v in {
+            k: v
+            for k, v in {
                 "dmu_role": dmu_role(traits.get("dmu_role") or context.get("dmu_role")),
                 "segment": _text(traits.get("segment") or context.get("segment")),
                 "library": _dict(context.get("library")).get("name"),
                 "ip": _text(context.get("ip")),
-            }.items() if v is not None
+            }.items()
+            if v is not None
         },
     }
     message_id = _text(message.get("messageId"))

@@ -24,13 +24,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 SENDGRID_TYPES = {
-    "processed": "sent", "delivered": "delivered", "open": "open", "click": "click",
-    "bounce": "bounce", "dropped": "bounce", "spamreport": "spam_report",
-    "unsubscribe": "unsubscribe", "group_unsubscribe": "unsubscribe", "deferred": "deferred",
+    "processed": "sent",
+    "delivered": "delivered",
+    "open": "open",
+    "click": "click",
+    "bounce": "bounce",
+    "dropped": "bounce",
+    "spamreport": "spam_report",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "unsubscribe",
+    "deferred": "deferred",
 }
 MANDRILL_TYPES = {
-    "send": "sent", "deferral": "deferred", "hard_bounce": "bounce", "soft_bounce": "bounce",
-    "open": "open", "click": "click", "spam": "spam_report", "unsub": "unsubscribe", "reject": "bounce",
+    "send": "sent",
+    "deferral": "deferred",
+    "hard_bounce": "bounce",
+    "soft_bounce": "bounce",
+    "open": "open",
+    "click": "click",
+    "spam": "spam_report",
+    "unsub": "unsubscribe",
+    "reject": "bounce",
 }
 SHOPIFY_TOPICS = {"orders/create": "order_placed", "checkouts/create": "checkout_started"}
 #: Custom arguments a sender may attach to an email to name the contact or account.
@@ -63,7 +77,9 @@ def verify_sendgrid(public_key: str, signature_b64: str, timestamp: str, body: b
         key = load_der_public_key(_sendgrid_key_der(public_key))
         if not isinstance(key, ec.EllipticCurvePublicKey):
             return False
-        key.verify(base64.b64decode(signature_b64), timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        key.verify(
+            base64.b64decode(signature_b64), timestamp.encode() + body, ec.ECDSA(hashes.SHA256())
+        )
         return True
     except (InvalidSignature, ValueError, TypeError):
         return False
@@ -96,11 +112,20 @@ def sendgrid_event(item: Any) -> dict[str, Any]:
         "occurred_at": _iso_from_unix(item.get("timestamp")),
         "email": item.get("email"),
         "properties": {
-            k: item[k] for k in ("sg_message_id", "url", "reason", "status", "category", "useragent")
+            k: item[k]
+            for k in ("sg_message_id", "url", "reason", "status", "category", "useragent")
             if k in item
         }
-        | ({"message_id": item["sg_message_id"]} if isinstance(item.get("sg_message_id"), str) else {})
-        | ({"campaign_id": str(item["marketing_campaign_id"])} if "marketing_campaign_id" in item else {}),
+        | (
+            {"message_id": item["sg_message_id"]}
+            if isinstance(item.get("sg_message_id"), str)
+            else {}
+        )
+        | (
+            {"campaign_id": str(item["marketing_campaign_id"])}
+            if "marketing_campaign_id" in item
+            else {}
+        ),
     }
     for name in IDENTITY_ARGS:
         if isinstance(item.get(name), str):
@@ -123,10 +148,14 @@ def mandrill_event(item: Any) -> dict[str, Any]:
         "occurred_at": _iso_from_unix(item.get("ts")),
         "email": msg.get("email"),
         "properties": {
-            k: v for k, v in {
-                "message_id": msg.get("_id") or item.get("_id"), "subject": msg.get("subject"),
-                "url": item.get("url"), "campaign_id": metadata.get("campaign_id"),
-            }.items() if isinstance(v, str)
+            k: v
+            for k, v in {
+                "message_id": msg.get("_id") or item.get("_id"),
+                "subject": msg.get("subject"),
+                "url": item.get("url"),
+                "campaign_id": metadata.get("campaign_id"),
+            }.items()
+            if isinstance(v, str)
         },
     }
     for name in IDENTITY_ARGS:
@@ -148,7 +177,9 @@ def _money(value: Any) -> float | None:
 def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]:
     """A Shopify order or checkout as a contract event (not yet validated)."""
     if topic not in SHOPIFY_TOPICS:
-        raise ValueError(f"unsupported Shopify topic {topic!r}; send orders/create or checkouts/create")
+        raise ValueError(
+            f"unsupported Shopify topic {topic!r}; send orders/create or checkouts/create"
+        )
     if not isinstance(body, dict):
         raise ValueError("a Shopify webhook body must be a JSON object")
     customer = body.get("customer") if isinstance(body.get("customer"), dict) else {}
@@ -157,9 +188,12 @@ def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]
         if isinstance(line, dict):
             quantity = line.get("quantity")
             item: dict[str, Any] = {
-                "sku": str(line.get("sku") or line.get("variant_id") or line.get("product_id") or "unknown"),
+                "sku": str(
+                    line.get("sku") or line.get("variant_id") or line.get("product_id") or "unknown"
+                ),
                 "quantity": quantity
-                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0 else 1,
+                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
+                else 1,
             }
             price = _money(line.get("price"))
             if price is not None:

@@ -35,9 +35,12 @@ def _serve(port: int, kafka: bool) -> None:
     from schemas.settings import Settings
 
     sys.setswitchinterval(0.001)  # as `journeys collect` does
-    settings = Settings(write_keys=KEY, collect_max_body=4 * 1024 * 1024, topic_prefix="benchcollect.")
+    settings = Settings(
+        write_keys=KEY, collect_max_body=4 * 1024 * 1024, topic_prefix="benchcollect."
+    )
     publisher: Any = KafkaPublisher(settings) if kafka else MemoryPublisher()
     if not kafka:
+
         async def drop(records: Any, dead: Any) -> None:  # keep memory flat over a long run
             return None
 
@@ -53,18 +56,29 @@ def _free_port() -> int:
 
 def _message(i: int) -> dict[str, Any]:
     return {
-        "type": "track", "event": "Product Viewed", "messageId": f"m-{i}", "userId": f"c-{i % 1000}",
-        "anonymousId": f"a-{i % 5000}", "timestamp": "2026-11-02T09:15:00.000Z",
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": f"m-{i}",
+        "userId": f"c-{i % 1000}",
+        "anonymousId": f"a-{i % 5000}",
+        "timestamp": "2026-11-02T09:15:00.000Z",
         "properties": {"sku": "KAS-200", "url": "https://shop.example/p/kas-200"},
-        "context": {"groupId": f"acct-{i % 300}", "traits": {"email": f"u{i % 1000}@co{i % 300}.nl"}},
+        "context": {
+            "groupId": f"acct-{i % 300}",
+            "traits": {"email": f"u{i % 1000}@co{i % 300}.nl"},
+        },
     }
 
 
-async def _load(port: int, seconds: float, batch: int, connections: int = 8) -> tuple[int, list[float]]:
+async def _load(
+    port: int, seconds: float, batch: int, connections: int = 8
+) -> tuple[int, list[float]]:
     import aiohttp
 
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
-            "Content-Type": "application/json"}
+    auth = {
+        "Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
+        "Content-Type": "application/json",
+    }
     path = "/v1/batch" if batch > 1 else "/v1/track"
     latencies: list[float] = []
     sent = 0
@@ -80,7 +94,9 @@ async def _load(port: int, seconds: float, batch: int, connections: int = 8) -> 
                 body = orjson.dumps(_message(i))
             i += batch
             started = time.perf_counter()
-            async with session.post(f"http://127.0.0.1:{port}{path}", data=body, headers=auth) as response:
+            async with session.post(
+                f"http://127.0.0.1:{port}{path}", data=body, headers=auth
+            ) as response:
                 await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"{response.status}: {await response.text()}")
@@ -127,7 +143,8 @@ def run(kafka: bool, seconds: float) -> None:
             p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
             print(
                 f"{label:6} {'batch of 100' if batch > 1 else 'single event':13} "
-                f"{sent / seconds:>9,.0f} events/s  p50 {statistics.median(latencies) * 1000:6.1f} ms  "
+                f"{sent / seconds:>9,.0f} events/s  "
+                f"p50 {statistics.median(latencies) * 1000:6.1f} ms  "
                 f"p99 {p99:6.1f} ms  ({len(latencies):,} requests)"
             )
     finally:
@@ -140,7 +157,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--kafka", action="store_true", help="also measure with the real broker")
     args = parser.parse_args()
-    print(f"floor  parse+map+validate {floor(min(args.seconds, 3)):>9,.0f} events/s  (one core, no HTTP)")
+    print(
+        f"floor  parse+map+validate {floor(min(args.seconds, 3)):>9,.0f} events/s  "
+        "(one core, no HTTP)"
+    )
     run(False, args.seconds)
     if args.kafka:
         from journeys.kafka_broker import ensure_broker

@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration]
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=4000)
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=4000
+    )
     try:
         return [(m.key, m.value) for m in consumer]
     finally:
@@ -36,11 +37,20 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
 def test_publisher_returns_after_the_broker_has_the_events(
     kafka_bootstrap: str, topic_prefix: Callable[[], str]
 ) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=1)
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=1
+    )
     ensure_topics(settings)
     records = [
-        validate_event({"event_id": f"e{i}", "channel": "web", "type": "page_view",
-                        "occurred_at": "2026-11-02T09:15:00Z", "email": f"jan@co{i}.nl"})
+        validate_event(
+            {
+                "event_id": f"e{i}",
+                "channel": "web",
+                "type": "page_view",
+                "occurred_at": "2026-11-02T09:15:00Z",
+                "email": f"jan@co{i}.nl",
+            }
+        )
         for i in range(3)
     ]
     dead = [dead_letter(b"{nope", "malformed JSON", "collect:/v1/track", 1_793_610_900_000)]
@@ -48,7 +58,9 @@ def test_publisher_returns_after_the_broker_has_the_events(
 
     async def go() -> None:
         await publisher.start()
-        await asyncio.gather(publisher.publish(records[:2], dead), publisher.publish(records[2:], []))
+        await asyncio.gather(
+            publisher.publish(records[:2], dead), publisher.publish(records[2:], [])
+        )
         await publisher.close()
 
     asyncio.run(go())
@@ -56,42 +68,71 @@ def test_publisher_returns_after_the_broker_has_the_events(
     assert sorted((key, parse_event(value)) for key, value in events) == [
         (partition_key(r), r) for r in records
     ]
-    assert read_topic(kafka_bootstrap, settings.topic("dead-letters")) == [(None, dead_letter_json(dead[0]))]
+    assert read_topic(kafka_bootstrap, settings.topic("dead-letters")) == [
+        (None, dead_letter_json(dead[0]))
+    ]
 
 
 @pytest.mark.kafka
 def test_batch_over_http_is_acknowledged_once_in_kafka(
     kafka_bootstrap: str, topic_prefix: Callable[[], str]
 ) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=1,
-                        write_keys=KEY)
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix(),
+        topic_partitions=1,
+        write_keys=KEY,
+    )
     ensure_topics(settings)
-    batch = {"batch": [
-        {"type": "track", "event": "Product Added", "messageId": "m-1", "anonymousId": "cookie-1",
-         "timestamp": "2026-11-02T09:15:00Z", "properties": {"sku": "KAS-200", "quantity": 2}},
-        {"type": "page", "messageId": "m-2", "userId": "c-1", "timestamp": "2026-11-02T09:16:00Z"},
-        {"type": "track", "event": "no identity"},
-    ]}
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "Product Added",
+                "messageId": "m-1",
+                "anonymousId": "cookie-1",
+                "timestamp": "2026-11-02T09:15:00Z",
+                "properties": {"sku": "KAS-200", "quantity": 2},
+            },
+            {
+                "type": "page",
+                "messageId": "m-2",
+                "userId": "c-1",
+                "timestamp": "2026-11-02T09:16:00Z",
+            },
+            {"type": "track", "event": "no identity"},
+        ]
+    }
     with running(settings, KafkaPublisher(settings)) as url:
         answer = requests.post(f"{url}/v1/batch", json=batch, auth=(KEY, ""), timeout=30)
     assert answer.status_code == 200, answer.text
     assert (answer.json()["accepted"], answer.json()["rejected"]) == (2, 1)
-    events = [orjson.loads(value) for _, value in read_topic(kafka_bootstrap, settings.topic("events"))]
+    events = [
+        orjson.loads(value) for _, value in read_topic(kafka_bootstrap, settings.topic("events"))
+    ]
     assert [(e["event_id"], e["type"], e["occurred_at"]) for e in events] == [
-        ("m-1", "add_to_cart", "2026-11-02T09:15:00.000Z"), ("m-2", "page_view", "2026-11-02T09:16:00.000Z"),
+        ("m-1", "add_to_cart", "2026-11-02T09:15:00.000Z"),
+        ("m-2", "page_view", "2026-11-02T09:16:00.000Z"),
     ]
     assert events[0]["properties"]["items"] == [{"sku": "KAS-200", "quantity": 2}]
-    (dead,) = [orjson.loads(v) for _, v in read_topic(kafka_bootstrap, settings.topic("dead-letters"))]
+    (dead,) = [
+        orjson.loads(v) for _, v in read_topic(kafka_bootstrap, settings.topic("dead-letters"))
+    ]
     assert dead["source"] == "collect:/v1/batch" and "no identity" in dead["reason"]
 
 
 @pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
 def test_no_broker_is_503_and_the_next_request_tries_again(path: str) -> None:
-    """Nothing listens on port 1: every request is a 503 with Retry-After, none hangs, none is 200."""
+    """Nothing listens on port 1: every request is a 503 with Retry-After; none hangs."""
     settings = Settings(kafka_bootstrap="127.0.0.1:1", write_keys=KEY)
     message = {"type": "track", "event": "Product Viewed", "anonymousId": "a", "messageId": "m"}
     body = {"batch": [message]} if path == "/v1/batch" else message
     with running(settings, KafkaPublisher(settings, timeout=5)) as url:
-        answers = [requests.post(f"{url}{path}", json=body, auth=(KEY, ""), timeout=30) for _ in range(2)]
-    assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [(503, "5"), (503, "5")]
+        answers = [
+            requests.post(f"{url}{path}", json=body, auth=(KEY, ""), timeout=30) for _ in range(2)
+        ]
+    assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [
+        (503, "5"),
+        (503, "5"),
+    ]
     assert all("events not stored" in a.json()["error"] for a in answers)

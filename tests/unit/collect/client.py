@@ -29,7 +29,11 @@ def settings(**changes: Any) -> Settings:
 
 
 def request(
-    method: str, path: str, publisher: MemoryPublisher | None = None, config: Settings | None = None, **kwargs: Any
+    method: str,
+    path: str,
+    publisher: MemoryPublisher | None = None,
+    config: Settings | None = None,
+    **kwargs: Any,
 ) -> Answer:
     """One request against a fresh app; returns status, JSON (or text) body and headers."""
     publisher = publisher if publisher is not None else MemoryPublisher()

@@ -28,7 +28,11 @@ def test_write_key_from_basic_auth_or_the_body() -> None:
     assert check_write_key(settings, basic("k2")) == "k2"
     assert check_write_key(settings, None, {"writeKey": "k1"}) == "k1"
     assert check_write_key(settings, basic("nope"), {"writeKey": "k1"}) == "k1"
-    for authorization, body in ((None, None), (basic("nope"), None), ("Bearer k1", {"writeKey": 1})):
+    for authorization, body in (
+        (None, None),
+        (basic("nope"), None),
+        ("Bearer k1", {"writeKey": 1}),
+    ):
         with pytest.raises(Rejected) as caught:
             check_write_key(settings, authorization, body)
         assert caught.value.status == 401
@@ -37,7 +41,13 @@ def test_write_key_from_basic_auth_or_the_body() -> None:
 
 
 def test_basic_user_survives_garbage() -> None:
-    assert [basic_user(h) for h in (None, "", "Basic !!!", "Basic " + "gA==", basic("ü"))] == ["", "", "", "", "ü"]
+    assert [basic_user(h) for h in (None, "", "Basic !!!", "Basic " + "gA==", basic("ü"))] == [
+        "",
+        "",
+        "",
+        "",
+        "ü",
+    ]
 
 
 def test_rate_limiter_token_bucket() -> None:
@@ -57,7 +67,11 @@ def test_rate_limiter_token_bucket() -> None:
 
 
 def test_hashed_emails_keep_the_company_and_still_link() -> None:
-    assert hash_email("Jan@Acme.nl") == hash_email("jan@acme.nl ") == "6a0ac0fd972c325d6ca5512b67a5e0ad@acme.nl"
+    assert (
+        hash_email("Jan@Acme.nl")
+        == hash_email("jan@acme.nl ")
+        == "6a0ac0fd972c325d6ca5512b67a5e0ad@acme.nl"
+    )
 
 
 def test_ip_truncation_and_client_ip() -> None:
@@ -65,16 +79,26 @@ def test_ip_truncation_and_client_ip() -> None:
     assert truncate_ip("2001:db8:abcd:12::1") == "2001:db8:abcd::"
     assert truncate_ip("not an ip") is None
     assert client_ip("198.51.100.7, 10.0.0.1", "10.0.0.1") == "198.51.100.7"
-    assert [client_ip(None, r) for r in ("192.0.2.1", "127.0.0.1", "::1", None)] == ["192.0.2.1", None, None, None]
+    assert [client_ip(None, r) for r in ("192.0.2.1", "127.0.0.1", "::1", None)] == [
+        "192.0.2.1",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_apply_privacy() -> None:
     strict = Settings(collect_hash_emails=True, collect_truncate_ip=True)
-    event = apply_privacy(strict, {"email": "jan@acme.nl", "context": {"ip": "203.0.113.77"}}, "192.0.2.9")
+    event = apply_privacy(
+        strict, {"email": "jan@acme.nl", "context": {"ip": "203.0.113.77"}}, "192.0.2.9"
+    )
     assert event == {"email": hash_email("jan@acme.nl"), "context": {"ip": "203.0.113.0"}}
     assert apply_privacy(strict, {"context": {}}, "192.0.2.9") == {"context": {"ip": "192.0.2.0"}}
     assert apply_privacy(strict, {"context": {"ip": "garbage"}}, None) == {"context": {}}
     assert apply_privacy(Settings(), {"email": "jan@acme.nl"}, "192.0.2.9") == {
-        "email": "jan@acme.nl", "context": {"ip": "192.0.2.9"},
+        "email": "jan@acme.nl",
+        "context": {"ip": "192.0.2.9"},
     }
-    assert apply_privacy(strict, {"context": "not an object"}, "192.0.2.9") == {"context": "not an object"}
+    assert apply_privacy(strict, {"context": "not an object"}, "192.0.2.9") == {
+        "context": "not an object"
+    }

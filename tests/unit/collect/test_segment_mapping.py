@@ -14,9 +14,13 @@ from schemas.errors import InvalidEvent
 from schemas.event import KNOWN_TYPES, validate_event
 
 RECEIVED = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Z"]), min_size=1, max_size=20)
+ids = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Z"]), min_size=1, max_size=20
+)
 moments = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+    min_value=datetime(2000, 1, 1),  # noqa: DTZ001 (hypothesis wants naive bounds)
+    max_value=datetime(2090, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
 )
 names_with_case = st.sampled_from(sorted(TRACK_NAMES)).flatmap(
     lambda name: st.sampled_from([name, name.title(), name.upper(), f"  {name.title()} "])
@@ -29,9 +33,16 @@ def _iso(moment: datetime) -> str:
 
 
 @given(names_with_case, ids, ids)
-def test_spec_names_map_to_their_contract_type(name: str, anonymous_id: str, message_id: str) -> None:
-    message = {"type": "track", "event": name, "anonymousId": anonymous_id, "messageId": message_id,
-               "timestamp": "2026-11-02T09:15:00Z"}
+def test_spec_names_map_to_their_contract_type(
+    name: str, anonymous_id: str, message_id: str
+) -> None:
+    message = {
+        "type": "track",
+        "event": name,
+        "anonymousId": anonymous_id,
+        "messageId": message_id,
+        "timestamp": "2026-11-02T09:15:00Z",
+    }
     record = validate_event(to_event(message, RECEIVED))
     assert (record.channel, record.type) == TRACK_NAMES[name.strip().lower()]
     assert record.event_id == message_id.strip()
@@ -40,8 +51,12 @@ def test_spec_names_map_to_their_contract_type(name: str, anonymous_id: str, mes
 
 @given(st.sampled_from(sorted(OWNER)), st.sampled_from(["plain", "upper", "title", "padded"]))
 def test_a_contract_type_as_event_name_maps_to_itself(type_: str, spelling: str) -> None:
-    name = {"plain": type_, "upper": type_.upper(), "title": type_.replace("_", " ").title(),
-            "padded": f"  {type_} "}[spelling]
+    name = {
+        "plain": type_,
+        "upper": type_.upper(),
+        "title": type_.replace("_", " ").title(),
+        "padded": f"  {type_} ",
+    }[spelling]
     message = {"type": "track", "event": name, "userId": "c-1", "timestamp": "2026-11-02T09:15:00Z"}
     record = validate_event(to_event(message, RECEIVED))
     assert (record.channel, record.type) == (OWNER[type_], type_)
@@ -77,40 +92,85 @@ def test_clock_skew_correction(stamp: datetime, received: datetime, skew_ms: int
 @given(ids, ids, st.sampled_from(["track", "page", "screen", "identify", "group", "alias"]))
 def test_identities_are_carried_by_every_call(anonymous_id: str, user_id: str, call: str) -> None:
     message = {
-        "type": call, "event": "Product Viewed", "anonymousId": anonymous_id, "previousId": anonymous_id,
-        "userId": user_id, "groupId": "erp-1", "timestamp": "2026-11-02T09:15:00Z",
-        "traits": {"email": "Jan@Acme.NL"}, "context": {"traits": {"email": "other@acme.nl"}},
+        "type": call,
+        "event": "Product Viewed",
+        "anonymousId": anonymous_id,
+        "previousId": anonymous_id,
+        "userId": user_id,
+        "groupId": "erp-1",
+        "timestamp": "2026-11-02T09:15:00Z",
+        "traits": {"email": "Jan@Acme.NL"},
+        "context": {"traits": {"email": "other@acme.nl"}},
     }
     record = validate_event(to_event(message, RECEIVED))
     assert (record.anonymous_id, record.contact_id) == (anonymous_id.strip(), user_id.strip())
     assert record.email == "jan@acme.nl"  # the call's own traits win over context.traits
     assert record.account_id == ("erp-1" if call == "group" else None)
-    expected_type = {"track": "product_view", "page": "page_view", "screen": "page_view"}.get(call, call)
+    expected_type = {"track": "product_view", "page": "page_view", "screen": "page_view"}.get(
+        call, call
+    )
     assert (record.channel, record.type) == ("web", expected_type)
 
 
 def test_context_group_and_traits_fill_account_role_and_segment() -> None:
-    message = {"type": "page", "anonymousId": "a", "timestamp": "2026-11-02T09:15:00Z",
-               "context": {"groupId": "kwekerij-x", "page": {"url": "https://x/p", "title": "P"},
-                           "traits": {"dmu_role": "Decider", "segment": "tomato growers"}, "ip": "1.2.3.4"}}
+    message = {
+        "type": "page",
+        "anonymousId": "a",
+        "timestamp": "2026-11-02T09:15:00Z",
+        "context": {
+            "groupId": "kwekerij-x",
+            "page": {"url": "https://x/p", "title": "P"},
+            "traits": {"dmu_role": "Decider", "segment": "tomato growers"},
+            "ip": "1.2.3.4",
+        },
+    }
     record = validate_event(to_event(message, RECEIVED))
-    assert (record.account_id, record.dmu_role, record.segment) == ("kwekerij-x", "decider", "tomato growers")
+    assert (record.account_id, record.dmu_role, record.segment) == (
+        "kwekerij-x",
+        "decider",
+        "tomato growers",
+    )
     assert orjson.loads(record.properties) == {"url": "https://x/p", "title": "P"}
     assert orjson.loads(record.context)["ip"] == "1.2.3.4"
 
 
 def test_a_role_outside_the_contract_is_left_out() -> None:
-    assert [dmu_role(v) for v in ("Buyer", " user ", "ceo", 3, None)] == ["buyer", "user", None, None, None]
+    assert [dmu_role(v) for v in ("Buyer", " user ", "ceo", 3, None)] == [
+        "buyer",
+        "user",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_cart_products_become_items_and_orders_carry_amount_and_currency() -> None:
-    added = to_event({"type": "track", "event": "Product Added", "userId": "c",
-                      "properties": {"sku": "KAS-200", "quantity": 3, "price": 9.5}}, RECEIVED)
+    added = to_event(
+        {
+            "type": "track",
+            "event": "Product Added",
+            "userId": "c",
+            "properties": {"sku": "KAS-200", "quantity": 3, "price": 9.5},
+        },
+        RECEIVED,
+    )
     assert added["properties"]["items"] == [{"sku": "KAS-200", "quantity": 3, "price": 9.5}]
-    refunded = to_event({"type": "track", "event": "Order Refunded", "userId": "c",
-                         "properties": {"order_id": 7, "revenue": 12, "currency": "eur"}}, RECEIVED)
+    refunded = to_event(
+        {
+            "type": "track",
+            "event": "Order Refunded",
+            "userId": "c",
+            "properties": {"order_id": 7, "revenue": 12, "currency": "eur"},
+        },
+        RECEIVED,
+    )
     assert (refunded["channel"], refunded["type"]) == ("order", "order_returned")
-    assert refunded["properties"] == {"order_id": "7", "revenue": 12, "amount": 12, "currency": "EUR"}
+    assert refunded["properties"] == {
+        "order_id": "7",
+        "revenue": 12,
+        "amount": 12,
+        "currency": "EUR",
+    }
 
 
 def test_unknown_call_types_are_refused() -> None:
@@ -120,15 +180,31 @@ def test_unknown_call_types_are_refused() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 messages = st.fixed_dictionaries(
     {},
-    optional={k: json_values for k in (
-        "type", "event", "messageId", "anonymousId", "userId", "groupId", "previousId",
-        "timestamp", "sentAt", "properties", "traits", "context", "name",
-    )},
+    optional={
+        k: json_values
+        for k in (
+            "type",
+            "event",
+            "messageId",
+            "anonymousId",
+            "userId",
+            "groupId",
+            "previousId",
+            "timestamp",
+            "sentAt",
+            "properties",
+            "traits",
+            "context",
+            "name",
+        )
+    },
 )
 
 

@@ -16,13 +16,35 @@ from tests.unit.collect.client import Answer, request, settings
 
 PRIVATE = ec.generate_private_key(ec.SECP256R1())
 PUBLIC = base64.b64encode(
-    PRIVATE.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    PRIVATE.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 ).decode()
-SENDGRID_BODY = orjson.dumps([
-    {"email": "Jan@Acme.nl", "timestamp": 1793610900, "event": "open", "sg_event_id": "sg-1", "sg_message_id": "m1"},
-    {"email": "jan@acme.nl", "timestamp": 1793610960, "event": "click", "sg_event_id": "sg-2", "url": "https://x", "contact_id": "c-9"},
-    {"email": "not-an-email", "timestamp": 1793610960, "event": "bounce", "sg_event_id": "sg-3"},
-])
+SENDGRID_BODY = orjson.dumps(
+    [
+        {
+            "email": "Jan@Acme.nl",
+            "timestamp": 1793610900,
+            "event": "open",
+            "sg_event_id": "sg-1",
+            "sg_message_id": "m1",
+        },
+        {
+            "email": "jan@acme.nl",
+            "timestamp": 1793610960,
+            "event": "click",
+            "sg_event_id": "sg-2",
+            "url": "https://x",
+            "contact_id": "c-9",
+        },
+        {
+            "email": "not-an-email",
+            "timestamp": 1793610960,
+            "event": "bounce",
+            "sg_event_id": "sg-3",
+        },
+    ]
+)
 
 
 def sendgrid_headers(body: bytes, timestamp: str = "1793610999") -> dict[str, str]:
@@ -36,11 +58,18 @@ def sendgrid_headers(body: bytes, timestamp: str = "1793610999") -> dict[str, st
 
 def test_sendgrid_signed_events_are_stored_and_deduped_by_their_ids() -> None:
     publisher = MemoryPublisher()
-    answer = request("POST", "/webhooks/sendgrid", publisher, data=SENDGRID_BODY,
-                     headers=sendgrid_headers(SENDGRID_BODY), config=settings(sendgrid_public_key=PUBLIC))
+    answer = request(
+        "POST",
+        "/webhooks/sendgrid",
+        publisher,
+        data=SENDGRID_BODY,
+        headers=sendgrid_headers(SENDGRID_BODY),
+        config=settings(sendgrid_public_key=PUBLIC),
+    )
     assert answer.status == 200 and (answer.body["accepted"], answer.body["rejected"]) == (2, 1)
     assert [(r.event_id, r.type, r.email, r.contact_id) for r in publisher.records] == [
-        ("sendgrid:sg-1", "open", "jan@acme.nl", None), ("sendgrid:sg-2", "click", "jan@acme.nl", "c-9"),
+        ("sendgrid:sg-1", "open", "jan@acme.nl", None),
+        ("sendgrid:sg-2", "click", "jan@acme.nl", "c-9"),
     ]
     assert publisher.records[0].ts == 1793610900000
 
@@ -49,13 +78,26 @@ def test_sendgrid_bad_signature_is_401() -> None:
     headers = sendgrid_headers(SENDGRID_BODY)
     tampered = SENDGRID_BODY.replace(b"open", b"spam")
     config = settings(sendgrid_public_key=PUBLIC)
-    assert request("POST", "/webhooks/sendgrid", data=tampered, headers=headers, config=config).status == 401
+    assert (
+        request("POST", "/webhooks/sendgrid", data=tampered, headers=headers, config=config).status
+        == 401
+    )
     assert request("POST", "/webhooks/sendgrid", data=SENDGRID_BODY, config=config).status == 401
 
 
 MANDRILL_EVENTS = [
-    {"event": "send", "ts": 1793610900, "_id": "mid-1", "msg": {"email": "piet@acme.nl", "_id": "mid-1", "subject": "Nieuws"}},
-    {"event": "open", "ts": 1793611000, "_id": "mid-1", "msg": {"email": "piet@acme.nl", "_id": "mid-1", "metadata": {"contact_id": "c-3"}}},
+    {
+        "event": "send",
+        "ts": 1793610900,
+        "_id": "mid-1",
+        "msg": {"email": "piet@acme.nl", "_id": "mid-1", "subject": "Nieuws"},
+    },
+    {
+        "event": "open",
+        "ts": 1793611000,
+        "_id": "mid-1",
+        "msg": {"email": "piet@acme.nl", "_id": "mid-1", "metadata": {"contact_id": "c-3"}},
+    },
 ]
 URL = "https://collect.example/webhooks/mandrill"
 
@@ -65,23 +107,46 @@ def test_mandrill_signed_events_are_stored() -> None:
     signature = mandrill_signature("mk-secret", URL, form)
     publisher = MemoryPublisher()
     config = settings(mandrill_webhook_key=SecretStr("mk-secret"), mandrill_webhook_url=URL)
-    answer = request("POST", "/webhooks/mandrill", publisher, data=urlencode(form),
-                     headers={"X-Mandrill-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
-                     config=config)
+    answer = request(
+        "POST",
+        "/webhooks/mandrill",
+        publisher,
+        data=urlencode(form),
+        headers={
+            "X-Mandrill-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        config=config,
+    )
     assert answer.status == 200 and answer.body["accepted"] == 2
     assert [(r.type, r.email, r.contact_id) for r in publisher.records] == [
-        ("sent", "piet@acme.nl", None), ("open", "piet@acme.nl", "c-3"),
+        ("sent", "piet@acme.nl", None),
+        ("open", "piet@acme.nl", "c-3"),
     ]
     assert len({r.event_id for r in publisher.records}) == 2  # one message, two events
-    bad = request("POST", "/webhooks/mandrill", data=urlencode(form), config=config,
-                  headers={"X-Mandrill-Signature": "AAAA", "Content-Type": "application/x-www-form-urlencoded"})
+    bad = request(
+        "POST",
+        "/webhooks/mandrill",
+        data=urlencode(form),
+        config=config,
+        headers={
+            "X-Mandrill-Signature": "AAAA",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
     assert bad.status == 401
-    assert request("HEAD", "/webhooks/mandrill", config=config).status == 200  # Mandrill's URL check
+    assert (
+        request("HEAD", "/webhooks/mandrill", config=config).status == 200
+    )  # Mandrill's URL check
 
 
 SHOPIFY_ORDER = {
-    "id": 820982911946154508, "email": "Inkoop@Kwekerij-X.nl", "created_at": "2026-11-02T10:15:00+01:00",
-    "total_price": "1250.50", "currency": "EUR", "customer": {"id": 115310627314723954},
+    "id": 820982911946154508,
+    "email": "Inkoop@Kwekerij-X.nl",
+    "created_at": "2026-11-02T10:15:00+01:00",
+    "total_price": "1250.50",
+    "currency": "EUR",
+    "customer": {"id": 115310627314723954},
     "line_items": [{"sku": "KAS-200", "quantity": 2, "price": "625.25"}],
 }
 
@@ -91,38 +156,82 @@ def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
     config = settings(shopify_secret=SecretStr("shp-secret"))
     publisher = MemoryPublisher()
     for topic, event_id in (("orders/create", "e-1"), ("checkouts/create", "e-2")):
-        headers = {"X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body), "X-Shopify-Topic": topic,
-                   "X-Shopify-Event-Id": event_id, "Content-Type": "application/json"}
-        assert request("POST", "/webhooks/shopify", publisher, data=body, headers=headers, config=config).status == 200
+        headers = {
+            "X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body),
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Event-Id": event_id,
+            "Content-Type": "application/json",
+        }
+        assert (
+            request(
+                "POST", "/webhooks/shopify", publisher, data=body, headers=headers, config=config
+            ).status
+            == 200
+        )
     order, checkout = publisher.records
     props = orjson.loads(order.properties)
     assert (order.event_id, order.channel, order.type, order.email, order.contact_id) == (
-        "shopify:e-1", "order", "order_placed", "inkoop@kwekerij-x.nl", "shopify:115310627314723954",
+        "shopify:e-1",
+        "order",
+        "order_placed",
+        "inkoop@kwekerij-x.nl",
+        "shopify:115310627314723954",
     )
-    assert props["items"] == [{"sku": "KAS-200", "quantity": 2, "price": 625.25}] and props["amount"] == 1250.5
+    assert (
+        props["items"] == [{"sku": "KAS-200", "quantity": 2, "price": 625.25}]
+        and props["amount"] == 1250.5
+    )
     assert order.ts == 1793610900000
     assert (checkout.channel, checkout.type) == ("web", "checkout_started")
     headers = {"X-Shopify-Hmac-Sha256": "bm9wZQ==", "X-Shopify-Topic": "orders/create"}
-    assert request("POST", "/webhooks/shopify", data=body, headers=headers, config=config).status == 401
+    assert (
+        request("POST", "/webhooks/shopify", data=body, headers=headers, config=config).status
+        == 401
+    )
 
 
 def test_sendgrid_key_as_pem_works_too() -> None:
-    pem = PRIVATE.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    answer = request("POST", "/webhooks/sendgrid", data=SENDGRID_BODY, headers=sendgrid_headers(SENDGRID_BODY),
-                     config=settings(sendgrid_public_key=pem))
+    pem = (
+        PRIVATE.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    answer = request(
+        "POST",
+        "/webhooks/sendgrid",
+        data=SENDGRID_BODY,
+        headers=sendgrid_headers(SENDGRID_BODY),
+        config=settings(sendgrid_public_key=pem),
+    )
     assert (answer.status, answer.body["accepted"]) == (200, 2)
 
 
 def test_sendgrid_types_map_to_contract_email_types() -> None:
     from producers.collect.webhooks import sendgrid_event
 
-    kinds = ["processed", "delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe",
-             "group_unsubscribe"]
+    kinds = [
+        "processed",
+        "delivered",
+        "open",
+        "click",
+        "bounce",
+        "dropped",
+        "spamreport",
+        "unsubscribe",
+        "group_unsubscribe",
+    ]
     types = [sendgrid_event({"event": k, "email": "a@b.nl", "timestamp": 1})["type"] for k in kinds]
-    assert types == ["sent", "delivered", "open", "click", "bounce", "bounce", "spam_report", "unsubscribe",
-                     "unsubscribe"]
+    assert types == [
+        "sent",
+        "delivered",
+        "open",
+        "click",
+        "bounce",
+        "bounce",
+        "spam_report",
+        "unsubscribe",
+        "unsubscribe",
+    ]
 
 
 def test_unconfigured_providers_are_401() -> None:
@@ -145,24 +254,43 @@ def test_mandrill_url_derived_from_the_request_when_not_configured() -> None:
         app = create_app(settings(mandrill_webhook_key=SecretStr("mk")), publisher)
         async with TestClient(TestServer(app)) as client:
             url = str(client.make_url("/webhooks/mandrill"))
-            response = await client.post("/webhooks/mandrill", data=form,
-                                         headers={"X-Mandrill-Signature": mandrill_signature("mk", url, form)})
+            response = await client.post(
+                "/webhooks/mandrill",
+                data=form,
+                headers={"X-Mandrill-Signature": mandrill_signature("mk", url, form)},
+            )
             return response.status
 
     assert asyncio.run(go()) == 200 and len(publisher.records) == 2
 
 
-def shopify_post(body: bytes, topic: str, publisher: MemoryPublisher, event_id: str = "e-9") -> Answer:
-    headers = {"X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body), "X-Shopify-Topic": topic,
-               "X-Shopify-Event-Id": event_id, "Content-Type": "application/json"}
-    return request("POST", "/webhooks/shopify", publisher, data=body, headers=headers,
-                   config=settings(shopify_secret=SecretStr("shp-secret")))
+def shopify_post(
+    body: bytes, topic: str, publisher: MemoryPublisher, event_id: str = "e-9"
+) -> Answer:
+    headers = {
+        "X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body),
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Event-Id": event_id,
+        "Content-Type": "application/json",
+    }
+    return request(
+        "POST",
+        "/webhooks/shopify",
+        publisher,
+        data=body,
+        headers=headers,
+        config=settings(shopify_secret=SecretStr("shp-secret")),
+    )
 
 
 def test_shopify_topics_we_do_not_map_are_acknowledged_and_ignored() -> None:
     publisher = MemoryPublisher()
     answer = shopify_post(orjson.dumps(SHOPIFY_ORDER), "orders/updated", publisher)
-    assert (answer.status, answer.body["ignored"], answer.body["accepted"]) == (200, "orders/updated", 0)
+    assert (answer.status, answer.body["ignored"], answer.body["accepted"]) == (
+        200,
+        "orders/updated",
+        0,
+    )
     assert publisher.records == [] and publisher.dead_letters == []
 
 
