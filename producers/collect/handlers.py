@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -103,6 +104,10 @@ def parse_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Rejected(400, f"malformed JSON: {exc}") from exc
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _raw(item: Any) -> bytes:
@@ -225,7 +230,7 @@ async def orders(request: web.Request) -> web.Response:
     body = parse_json(raw)
     if isinstance(body, list):
         collector.limiter.take(key, len(body))
-        items: list[Item] = [(_raw(e), (lambda e=e: e)) for e in body]
+        items: list[Item] = [(_raw(e), partial(_same, e)) for e in body]
         return await accept(request, "/webhooks/orders", items, single=False)
     collector.limiter.take(key, 1)
     return await accept(request, "/webhooks/orders", [(raw, lambda: body)], single=True)
@@ -244,7 +249,7 @@ async def sendgrid(request: web.Request) -> web.Response:
     body = parse_json(raw)
     if not isinstance(body, list):
         raise Rejected(400, "SendGrid posts a JSON array of events")
-    items: list[Item] = [(_raw(e), (lambda e=e: webhooks.sendgrid_event(e))) for e in body]
+    items: list[Item] = [(_raw(e), partial(webhooks.sendgrid_event, e)) for e in body]
     return await accept(request, "/webhooks/sendgrid", items, single=False)
 
 
@@ -279,7 +284,7 @@ async def mandrill(request: web.Request) -> web.Response:
     events = parse_json(form.get("mandrill_events", "").encode())
     if not isinstance(events, list):
         raise Rejected(400, "mandrill_events must be a JSON array")
-    items: list[Item] = [(_raw(e), (lambda e=e: webhooks.mandrill_event(e))) for e in events]
+    items: list[Item] = [(_raw(e), partial(webhooks.mandrill_event, e)) for e in events]
     return await accept(request, "/webhooks/mandrill", items, single=False)
 
 

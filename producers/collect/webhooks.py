@@ -51,6 +51,10 @@ SHOPIFY_TOPICS = {"orders/create": "order_placed", "checkouts/create": "checkout
 IDENTITY_ARGS = ("contact_id", "account_id", "anonymous_id")
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _iso_from_unix(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
@@ -139,9 +143,9 @@ def mandrill_event(item: Any) -> dict[str, Any]:
     """One Mandrill event as a contract event (not yet validated)."""
     if not isinstance(item, dict):
         raise ValueError("a Mandrill event must be a JSON object")
-    msg = item.get("msg") if isinstance(item.get("msg"), dict) else {}
+    msg = _obj(item.get("msg"))
     kind = str(item.get("event", ""))
-    metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
+    metadata = _obj(msg.get("metadata"))
     event: dict[str, Any] = {
         "channel": "email",
         "type": MANDRILL_TYPES.get(kind, kind or "unknown"),
@@ -182,7 +186,7 @@ def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]
         )
     if not isinstance(body, dict):
         raise ValueError("a Shopify webhook body must be a JSON object")
-    customer = body.get("customer") if isinstance(body.get("customer"), dict) else {}
+    customer = _obj(body.get("customer"))
     items = []
     for line in body.get("line_items") or []:
         if isinstance(line, dict):

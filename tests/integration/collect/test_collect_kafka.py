@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -84,7 +85,7 @@ def test_batch_over_http_is_acknowledged_once_in_kafka(
         write_keys=KEY,
     )
     ensure_topics(settings)
-    batch = {
+    batch: dict[str, Any] = {
         "batch": [
             {
                 "type": "track",
