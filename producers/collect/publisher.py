@@ -56,10 +56,20 @@ class MemoryPublisher:
         """Nothing to release."""
 
 
+def _fail(group: list[_Waiting], exc: BaseException) -> None:
+    for _, _, done in group:
+        if not done.done():
+            done.set_exception(exc)
+
+
 def _retrieved(future: asyncio.Future[None]) -> None:
     """Mark a future's exception as seen (asyncio logs unseen ones)."""
     if not future.cancelled():
         future.exception()
+
+
+#: One request's rows and the future its handler waits on.
+_Waiting = tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
 
 
 class KafkaPublisher:
@@ -81,9 +91,7 @@ class KafkaPublisher:
         self._producer = EventProducer(settings, timeout=timeout)
         self._timeout = timeout
         self._starting: asyncio.Future[None] | None = None
-        self._pending: list[
-            tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
-        ] = []
+        self._pending: list[_Waiting] = []
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -125,10 +133,11 @@ class KafkaPublisher:
             dead_letters = [d for _, ds, _ in group for d in ds]
             try:
                 await self._send_group(records, dead_letters)
+            except asyncio.CancelledError:
+                _fail(group, BrokerError("the collector stopped before Kafka acknowledged"))
+                raise
             except Exception as exc:
-                for _, _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
+                _fail(group, exc)
             else:
                 for _, _, done in group:
                     if not done.done():
@@ -150,13 +159,19 @@ class KafkaPublisher:
         except TimeoutError as exc:
             raise BrokerError(f"Kafka did not acknowledge within {self._timeout:g}s") from exc
 
+    def _connected(self) -> bool:
+        attempt = self._starting
+        return attempt is not None and attempt.done() and attempt.exception() is None
+
     async def close(self) -> None:
-        """Send what is pending (for at most `timeout` seconds), then flush and disconnect."""
+        """Send what is pending (for at most `timeout` seconds when connected), then flush
+        and disconnect; requests still waiting are answered 503."""
         sender = self._sender
         if sender is not None and not sender.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(sender), self._timeout)
-            except TimeoutError:  # their requests were answered 503 already
-                sender.cancel()
+            if self._connected():
+                await asyncio.wait({sender}, timeout=self._timeout)
+            sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+        pending, self._pending = self._pending, []
+        _fail(pending, BrokerError("the collector stopped before Kafka acknowledged"))
         await asyncio.get_running_loop().run_in_executor(None, self._producer.close)
