@@ -18,6 +18,8 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not verbose:  # the Kafka client reports transient coordinator moves as warnings and errors
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _register() -> None:

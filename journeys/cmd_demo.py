@@ -24,7 +24,7 @@ from schemas.settings import Settings
 @click.option("--kafka/--no-kafka", "via_kafka", default=True, show_default=True,
               help="Stream through a local Kafka broker, or replay without one.")
 @click.option("--workers", default=1, show_default=True, help="Faust workers (with --kafka).")
-@settings_options("data_dir", "kafka_bootstrap", "topic_partitions", "cart_abandon_after",
+@settings_options("data_dir", "kafka_bootstrap", "kafka_controller_port", "topic_partitions", "cart_abandon_after",
                   "deal_stall_after", "rules_file")
 def demo(accounts: int, days: int, seed: int, via_kafka: bool, workers: int, settings: Settings) -> None:
     """Simulate B2B journeys, run them through the pipeline, print the summary.
@@ -71,16 +71,26 @@ def _expected_events(lines: list[bytes]) -> int:
 
 
 def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None:
-    from journeys.cmd_stream import source_partitions, start_processes, stop_processes, _settings_env
-    from journeys.kafka_broker import ensure_broker
-    from producers.client import EventProducer
-    from sinks.clickhouse.writer import ClickHouseSink
-    from sinks.consumer import TopicSink
+    from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
 
+    started_broker = not broker_running(settings)
     try:
         ensure_broker(settings)
     except JourneysError as exc:
         raise click.ClickException(f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)") from exc
+    try:
+        _stream(lines, settings, workers)
+    finally:
+        if started_broker:
+            stop_broker(settings)  # its data lives under the demo directory, which the next demo replaces
+
+
+def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
+    from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
+    from producers.client import EventProducer
+    from sinks.clickhouse.writer import ClickHouseSink
+    from sinks.consumer import TopicSink
+
     source_partitions(settings)
     producer = EventProducer(settings)
     producer.start()

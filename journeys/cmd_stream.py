@@ -26,7 +26,8 @@ def source_partitions(settings: Settings) -> int:
     """Make sure the public topics exist; the events topic's partition count."""
     from producers.topics import ensure_topics
 
-    counts = ensure_topics(settings)
+    public = {name: settings.topic_partitions for name in ("events", "transitions", "alerts", "dead-letters")}
+    counts = ensure_topics(settings, {**public, "internal.ordered": 1, "internal.rows": 1})
     partitions = counts.get(settings.topic("events"), 0)
     if not partitions:
         raise BrokerError(f"topic {settings.topic('events')} has no partitions")
