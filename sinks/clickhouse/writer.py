@@ -206,48 +206,37 @@ class ClickHouseSink:
             self.flush()
 
     def _reattribute(self, client: Client, out: Output) -> None:
-        db = self._database
         by_kind: dict[str, list[str]] = {}
         for link in out.links:
             by_kind.setdefault(link.kind, []).append(link.alias)
         for kind in ALIAS_ORDER:
             if kind in by_kind:
-                client.command(
-                    f"INSERT INTO {db}.events ({EVENT_COLUMNS}, version) "
-                    f"SELECT {_prefixed('e')}, l.account_id, e.contact_id, e.anonymous_id, e.email, "
-                    "e.dmu_role, e.segment, e.properties, e.context, e.late, "
-                    f"{REATTRIBUTED} + toUnixTimestamp64Milli(l.linked_at) "
-                    f"FROM {db}.events AS e FINAL "
-                    f"INNER JOIN (SELECT alias, account_id, linked_at FROM {db}.identity_links FINAL "
-                    "WHERE kind = {kind:String} AND alias IN {aliases:Array(String)}) AS l "
-                    f"ON e.{kind} = l.alias "
-                    f"WHERE e.account_id = '' AND e.{kind} IN {{aliases:Array(String)}}",
-                    parameters={"kind": kind, "aliases": by_kind[kind]},
-                )
+                self._move(client, kind, f"e.{kind}", f"e.account_id = '' AND e.{kind}", by_kind[kind])
         accounts = by_kind.get("account")
         for _ in range(10 if accounts else 0):  # chains: a -> b in one batch, b -> c in the same
             moved = client.query(
-                f"SELECT count() FROM {db}.events FINAL WHERE account_id IN {{aliases:Array(String)}}",
+                f"SELECT count() FROM {self._database}.events FINAL WHERE account_id IN {{aliases:Array(String)}}",
                 parameters={"aliases": accounts},
             ).result_rows[0][0]
             if not moved:
                 break
-            client.command(
-                f"INSERT INTO {db}.events ({EVENT_COLUMNS}, version) "
-                f"SELECT {_prefixed('e')}, l.account_id, e.contact_id, e.anonymous_id, e.email, "
-                "e.dmu_role, e.segment, e.properties, e.context, e.late, "
-                f"{REATTRIBUTED} + toUnixTimestamp64Milli(l.linked_at) "
-                f"FROM {db}.events AS e FINAL "
-                f"INNER JOIN (SELECT alias, account_id, linked_at FROM {db}.identity_links FINAL "
-                "WHERE kind = 'account' AND alias IN {aliases:Array(String)}) AS l "
-                "ON e.account_id = l.alias "
-                "WHERE e.account_id IN {aliases:Array(String)}",
-                parameters={"aliases": accounts},
-            )
+            self._move(client, "account", "e.account_id", "e.account_id", accounts or [])
 
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c}" for c in ("event_id", "channel", "type", "occurred_at"))
+    def _move(self, client: Client, kind: str, joined: str, where: str, aliases: list[str]) -> None:
+        """Insert a newer version of every stored event whose alias was linked to an account."""
+        db = self._database
+        client.command(
+            f"INSERT INTO {db}.events ({EVENT_COLUMNS}, version) "
+            "SELECT e.event_id, e.channel, e.type, e.occurred_at, l.account_id, e.contact_id, "
+            "e.anonymous_id, e.email, e.dmu_role, e.segment, e.properties, e.context, e.late, "
+            f"{REATTRIBUTED} + toUnixTimestamp64Milli(l.linked_at) "
+            f"FROM {db}.events AS e FINAL "
+            f"INNER JOIN (SELECT alias, account_id, linked_at FROM {db}.identity_links FINAL "
+            "WHERE kind = {kind:String} AND alias IN {aliases:Array(String)}) AS l "
+            f"ON {joined} = l.alias "
+            f"WHERE {where} IN {{aliases:Array(String)}}",
+            parameters={"kind": kind, "aliases": aliases},
+        )
 
 
 def _merged(first: Output, second: Output) -> Output:
