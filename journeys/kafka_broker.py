@@ -190,23 +190,37 @@ def ensure_broker(settings: Settings, timeout: float = 90.0) -> str:
         f"-Dlog4j.configuration=file:{data / 'log4j.properties'}",
         "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
     ]
-    with (data / "broker.out").open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    (data / "broker.pid").write_text(str(process.pid))
-    _say(f"starting Kafka {settings.kafka_version} on {settings.kafka_bootstrap} (pid {process.pid}, log {data / 'broker.log'})")
+    pid = _spawn(command, data / "broker.out")
+    (data / "broker.pid").write_text(str(pid))
+    _say(f"starting Kafka {settings.kafka_version} on {settings.kafka_bootstrap} (pid {pid}, log {data / 'broker.log'})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
             tail = "\n".join((data / "broker.out").read_text(errors="replace").splitlines()[-15:])
-            raise BrokerError(f"the broker exited with {process.returncode}:\n{tail}")
+            raise BrokerError(f"the broker exited with status {status}:\n{tail}")
         if accepting(settings.kafka_bootstrap) and _metadata_ready(settings.kafka_bootstrap):
             _say("Kafka is up")
             return settings.kafka_bootstrap
         time.sleep(0.5)
     raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; see {data / 'broker.log'}")
+
+
+def _spawn(command: list[str], log: Path) -> int:
+    """Start the broker in a session of its own, outliving this process; its pid."""
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawn(
+            command[0], command, dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, out, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(out)
 
 
 def _metadata_ready(bootstrap: str) -> bool:

@@ -281,7 +281,8 @@ class JourneyEngine:
     def _merge(self, loser: Holder, winner: Holder, ts: int) -> None:
         """`loser` turns out to be `winner`'s journey: fold it in, retroactively."""
         old_traj = winner.traj
-        winner.traj = merge_trajectories(winner.traj, loser.traj)
+        if loser.traj:
+            winner.traj = merge_trajectories(winner.traj, loser.traj) if winner.traj else list(loser.traj)
         winner.first_seen = min(winner.first_seen, loser.first_seen)
         winner.last_seen = max(winner.last_seen, loser.last_seen)
         if loser.last_activity is not None:
