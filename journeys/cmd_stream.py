@@ -39,8 +39,10 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
     from faust.worker import Worker
 
     from streams.app import create_app
+    from streams.metrics import serve, worker_registry
 
     app = create_app(settings, source_partitions(settings), idle_after=idle_after)
+    serve(worker_registry(app.journeys_runtime), settings.metrics_port)  # type: ignore[attr-defined]
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
@@ -49,7 +51,7 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
               help="Seconds of silence after which an input partition stops holding event time "
               "back [env: JOURNEYS_IDLE_AFTER]", envvar="JOURNEYS_IDLE_AFTER")
 @click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")
-@settings_options("data_dir", *KAFKA_SETTINGS, *ENGINE_SETTINGS)
+@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *ENGINE_SETTINGS)
 def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
     """One Faust worker: validates input, runs the journey stage when it owns it."""
     run_worker(settings, idle_after, loglevel)
@@ -59,9 +61,11 @@ def run_sink(settings: Settings) -> None:
     """Run the sink in the foreground until SIGINT/SIGTERM."""
     from sinks.clickhouse.writer import ClickHouseSink
     from sinks.consumer import TopicSink
+    from streams.metrics import serve, sink_registry
 
     topic_sink = TopicSink(settings, ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database))
     topic_sink.setup()
+    serve(sink_registry(topic_sink.progress), settings.metrics_port)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         topic_sink.stop()
@@ -72,7 +76,7 @@ def run_sink(settings: Settings) -> None:
 
 
 @click.command()
-@settings_options("data_dir", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS)
+@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS)
 def sink(settings: Settings) -> None:
     """Write the pipeline's output topics to ClickHouse (one per embedded database)."""
     run_sink(settings)
@@ -84,9 +88,14 @@ def start_processes(
     """Start N workers (and the sink) as child processes of this one."""
     env = {**os.environ, **(extra_env or {})}
     command = [sys.executable, "-m", "journeys"]
-    processes = [subprocess.Popen([*command, "sink"], env=env)] if with_sink else []
-    for _ in range(workers):
-        processes.append(subprocess.Popen([*command, "worker"], env=env))
+    port = int(env.get("JOURNEYS_METRICS_PORT", "0") or 0)
+
+    def with_port(offset: int) -> dict[str, str]:  # one metrics port per process
+        return {**env, "JOURNEYS_METRICS_PORT": str(port + offset)} if port else env
+
+    processes = [subprocess.Popen([*command, "sink"], env=with_port(0))] if with_sink else []
+    for i in range(workers):
+        processes.append(subprocess.Popen([*command, "worker"], env=with_port(1 + i)))
     return processes
 
 
@@ -107,7 +116,7 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20
 @click.command()
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Faust worker processes [env: JOURNEYS_WORKERS]", envvar="JOURNEYS_WORKERS")
-@settings_options("data_dir", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS)
+@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS)
 def run(workers: int, settings: Settings) -> None:
     """The whole streaming pipeline on this machine, until Ctrl-C or SIGTERM."""
     source_partitions(settings)

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     kafka_heap: str = Field(default="768m")
     kafka_controller_port: int = Field(default=9093)
 
+    metrics_port: int = Field(
+        default=0, ge=0, description="serve Prometheus metrics of a worker or the sink on this port (0: off)"
+    )
     collect_port: int = Field(default=8080)
     collect_host: str = Field(default="127.0.0.1", description="address the collector listens on")
     collect_max_body: int = Field(default=512 * 1024, ge=1024, description="largest request body, bytes")
