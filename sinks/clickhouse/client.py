@@ -7,7 +7,10 @@ Driver errors become `SinkUnavailable` with what to do next.
 
 from __future__ import annotations
 
+import fcntl
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -39,7 +42,14 @@ def explain(dsn: str, exc: BaseException) -> str:
     text = str(exc)
     if dsn.startswith("chdb://"):
         path = dsn.removeprefix("chdb://")
-        if "lock" in text.lower():
+        other = _OTHER_PATH.search(text)
+        if other:
+            return (
+                f"this process already has the embedded database at {other.group(1)} open and "
+                f"cannot open {path} too (one path per process): use one JOURNEYS_CLICKHOUSE_URL "
+                "per process"
+            )
+        if "lock" in text.lower() or held_elsewhere(path):
             return (
                 f"another process holds the embedded database at {path} (only one process may "
                 "open it): stop that process, or point JOURNEYS_CLICKHOUSE_URL at a ClickHouse server"
@@ -50,6 +60,28 @@ def explain(dsn: str, exc: BaseException) -> str:
         f"ClickHouse at {safe} is unavailable: {text}; check JOURNEYS_CLICKHOUSE_URL, "
         "the credentials and that the server is up"
     )
+
+
+_OTHER_PATH = re.compile(r"already initialized with path '([^']*)'")
+
+
+def held_elsewhere(path: str) -> bool:
+    """Whether a running ClickHouse holds the lock on the data directory at `path`.
+
+    ClickHouse keeps an exclusive `flock` on `<path>/status` while it runs; the
+    embedded engine reports a held path only as a failed start.
+    """
+    status = Path(path) / "status"
+    try:
+        with status.open("rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def run(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> Any:

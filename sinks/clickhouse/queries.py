@@ -6,19 +6,26 @@ parameters; the database name is an identifier checked by `Settings`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 TABLES = ("events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links")
+#: The contract's default phases, in journey order (rules files may define others).
+DEFAULT_PHASES = ("awareness", "consideration", "decision", "purchase", "delivery", "loyalty")
 
 
-def accounts_per_phase(client: Client, db: str) -> list[tuple[str, int]]:
-    """(phase, accounts currently in it)."""
+def accounts_per_phase(
+    client: Client, db: str, phases: Sequence[str] = DEFAULT_PHASES
+) -> list[tuple[str, int]]:
+    """(phase, accounts currently in it), in phase order; phases not in `phases` last, by name."""
     rows = client.query(
-        f"SELECT phase, count() FROM {db}.journeys FINAL GROUP BY phase ORDER BY phase"
+        "SELECT phase, count() AS n, indexOf({phases:Array(String)}, phase) AS i "
+        f"FROM {db}.journeys FINAL GROUP BY phase ORDER BY i = 0, i, phase",
+        parameters={"phases": list(phases)},
     ).result_rows
-    return [(str(phase), int(n)) for phase, n in rows]
+    return [(str(phase), int(n)) for phase, n, _ in rows]
 
 
 def funnel(client: Client, db: str, phases: list[str]) -> list[tuple[str, int]]:

@@ -2,14 +2,14 @@
 
 Writes are idempotent (every table is a ReplacingMergeTree with a
 deterministic key and version), so a batch written twice changes nothing.
-Identity links re-attribute events already stored, inside ClickHouse: an
-event stored without an account takes the account its contact_id, else
-anonymous_id, else email was linked to; an account merged into another hands
-its events on. `sinks.base.final_tables` is the reference for the result.
+After each flush, identity links re-attribute stored events inside
+ClickHouse (`sinks.clickhouse.attribution`), whichever of an event and its
+link was written first; `sinks.base.final_tables` is the reference for the
+result.
 
 Event row versions: late events 1, on-time events 2, re-attributed rows
-1000 + the link's time in ms; so a late re-delivery never replaces the row
-the journey stage wrote, and the newest attribution wins.
+above 1000; so a late re-delivery never replaces the row the journey stage
+wrote, and a re-attribution is never undone by a re-delivered batch.
 """
 
 from __future__ import annotations
@@ -23,19 +23,14 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.errors import SinkUnavailable
 from schemas.rows import Output
+from sinks.clickhouse.attribution import candidates, reattribute
 from sinks.clickhouse.client import connect, explain
 from sinks.clickhouse.migrate import migrate
 
 log = logging.getLogger(__name__)
 
 _TS = pa.timestamp("ms", tz="UTC")
-ON_TIME, LATE, REATTRIBUTED = 2, 1, 1000
-EVENT_COLUMNS = (
-    "event_id, channel, type, occurred_at, account_id, contact_id, anonymous_id, email, "
-    "dmu_role, segment, properties, context, late"
-)
-#: Alias kinds in the order they decide an unattributed event's account.
-ALIAS_ORDER = ("contact_id", "anonymous_id", "email")
+ON_TIME, LATE = 2, 1
 
 
 def _strings(values: list[Any]) -> pa.Array:
@@ -191,8 +186,7 @@ class ClickHouseSink:
             for attribute, table, build in _TABLES:
                 if getattr(out, attribute):
                     client.insert_arrow(f"{self._database}.{table}", build(out))
-            if out.links:
-                self._reattribute(client, out)
+            reattribute(client, self._database, candidates(out))
         except SinkUnavailable:
             self._pending = _merged(out, self._pending)
             raise
@@ -204,39 +198,6 @@ class ClickHouseSink:
         """Flush what is left (the shared client stays open for this process)."""
         if self._client is not None:
             self.flush()
-
-    def _reattribute(self, client: Client, out: Output) -> None:
-        by_kind: dict[str, list[str]] = {}
-        for link in out.links:
-            by_kind.setdefault(link.kind, []).append(link.alias)
-        for kind in ALIAS_ORDER:
-            if kind in by_kind:
-                self._move(client, kind, f"e.{kind}", f"e.account_id = '' AND e.{kind}", by_kind[kind])
-        accounts = by_kind.get("account")
-        for _ in range(10 if accounts else 0):  # chains: a -> b in one batch, b -> c in the same
-            moved = client.query(
-                f"SELECT count() FROM {self._database}.events FINAL WHERE account_id IN {{aliases:Array(String)}}",
-                parameters={"aliases": accounts},
-            ).result_rows[0][0]
-            if not moved:
-                break
-            self._move(client, "account", "e.account_id", "e.account_id", accounts or [])
-
-    def _move(self, client: Client, kind: str, joined: str, where: str, aliases: list[str]) -> None:
-        """Insert a newer version of every stored event whose alias was linked to an account."""
-        db = self._database
-        client.command(
-            f"INSERT INTO {db}.events ({EVENT_COLUMNS}, version) "
-            "SELECT e.event_id, e.channel, e.type, e.occurred_at, l.account_id, e.contact_id, "
-            "e.anonymous_id, e.email, e.dmu_role, e.segment, e.properties, e.context, e.late, "
-            f"{REATTRIBUTED} + toUnixTimestamp64Milli(l.linked_at) "
-            f"FROM {db}.events AS e FINAL "
-            f"INNER JOIN (SELECT alias, account_id, linked_at FROM {db}.identity_links FINAL "
-            "WHERE kind = {kind:String} AND alias IN {aliases:Array(String)}) AS l "
-            f"ON {joined} = l.alias "
-            f"WHERE {where} IN {{aliases:Array(String)}}",
-            parameters={"kind": kind, "aliases": aliases},
-        )
 
 
 def _merged(first: Output, second: Output) -> Output:

@@ -1,0 +1,160 @@
+"""Identity re-attribution inside ClickHouse agrees with the in-memory reference.
+
+Whatever order events and links reach the sink in, and however they are
+split into flushes, `events FINAL` shows the account `sinks.base.final_tables`
+gives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.rows import IdentityLink, Output, StoredEvent
+from sinks.base import final_tables
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.queries import snapshot
+from sinks.clickhouse.writer import ClickHouseSink
+from tests.unit.engine.journey import ev
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[..., ClickHouseSink]
+
+
+def write(sink: ClickHouseSink, *batches: Output) -> dict[str, str]:
+    """Flush each batch in turn; then {event_id: account} as read with FINAL."""
+    for batch in batches:
+        sink.add(batch)
+        sink.flush()
+    return {row["event_id"]: row["account_id"] for row in snapshot(sink.client, sink_db(sink))["events"]}
+
+
+def sink_db(sink: ClickHouseSink) -> str:
+    return sink._database  # noqa: SLF001 - the test reads back where it wrote
+
+
+VISITS = Output(events=[
+    StoredEvent(ev("page_view", 0, event_id="a1", anonymous_id="v1"), None),
+    StoredEvent(ev("page_view", 1, event_id="a2", contact_id="c9"), None),
+    StoredEvent(ev("page_view", 2, event_id="a3", email="x@acme.nl"), "acme.nl"),
+])
+LINKS = Output(links=[
+    IdentityLink("anonymous_id", "v1", "acme.nl", 10),
+    IdentityLink("contact_id", "c9", "acme.nl", 10),
+    IdentityLink("account", "acme.nl", "erp-1", 20),
+])
+
+
+@pytest.mark.parametrize("link_first", [False, True])
+def test_events_follow_links_written_before_or_after_them(
+    ch_sink: Factory, ch_database: str, link_first: bool
+) -> None:
+    batches = (LINKS, VISITS) if link_first else (VISITS, LINKS)
+    assert write(ch_sink(ch_database), *batches) == {"a1": "erp-1", "a2": "erp-1", "a3": "erp-1"}
+
+
+def test_a_redelivered_event_keeps_its_attribution(ch_sink: Factory, ch_database: str) -> None:
+    sink = ch_sink(ch_database)
+    assert write(sink, VISITS, LINKS, VISITS) == {"a1": "erp-1", "a2": "erp-1", "a3": "erp-1"}
+
+
+def test_contact_link_decides_before_anonymous_and_email(ch_sink: Factory, ch_database: str) -> None:
+    both = Output(events=[
+        StoredEvent(ev("signup", 0, event_id="s1", anonymous_id="v1", contact_id="c1", email="j@b.nl"), None),
+        StoredEvent(ev("page_view", 0, event_id="s2", anonymous_id="v1", email="j@b.nl"), None),
+    ])
+    links = Output(links=[
+        IdentityLink("email", "j@b.nl", "by-email", 5),
+        IdentityLink("anonymous_id", "v1", "by-visitor", 5),
+        IdentityLink("contact_id", "c1", "by-contact", 5),
+    ])
+    assert write(ch_sink(ch_database), both, links) == {"s1": "by-contact", "s2": "by-visitor"}
+
+
+def test_a_merge_chain_is_followed_even_when_a_later_link_has_an_earlier_time(
+    ch_sink: Factory, ch_database: str
+) -> None:
+    sink = ch_sink(ch_database)
+    stored = Output(events=[StoredEvent(ev("page_view", 0, event_id="p1", account_id="a"), "a")])
+    first = Output(links=[IdentityLink("account", "a", "b", 100)])
+    second = Output(links=[IdentityLink("account", "b", "c", 50)])
+    assert write(sink, stored, first, second) == {"p1": "c"}
+    versions = sink.client.query(
+        f"SELECT account_id, version FROM {ch_database}.events ORDER BY version"
+    ).result_rows
+    assert versions == [("a", 2), ("b", 1100), ("c", 1101)]
+
+
+def test_writing_the_same_batches_again_changes_nothing(ch_sink: Factory, ch_database: str) -> None:
+    sink = ch_sink(ch_database)
+    first = write(sink, VISITS, LINKS)
+    before = snapshot(sink.client, ch_database)
+    assert write(sink, VISITS, LINKS) == first
+    assert snapshot(sink.client, ch_database) == before
+
+
+# ---------------------------------------------------------------- property: any order
+
+
+PEOPLE = 4
+ACCOUNTS = [f"acc{i}" for i in range(5)]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[Output], Output]:
+    """Events and links of a consistent identity world, split into shuffled batches.
+
+    Each person's aliases all belong to one account (as the engine links
+    them: all aliases of an event go to the same journey); accounts merge
+    only into later ones, so chains never loop.
+    """
+    owner = [draw(st.sampled_from(ACCOUNTS)) for _ in range(PEOPLE)]
+    rows: list[Output] = []
+    for i, account in enumerate(ACCOUNTS[:-1]):
+        if draw(st.booleans()):
+            into = draw(st.sampled_from(ACCOUNTS[i + 1:]))
+            rows.append(Output(links=[IdentityLink("account", account, into, draw(st.integers(0, 99)))]))
+    for p in range(PEOPLE):
+        for kind, alias in (("contact_id", f"c{p}"), ("anonymous_id", f"v{p}"), ("email", f"m{p}@x.nl")):
+            if draw(st.booleans()):
+                rows.append(Output(links=[IdentityLink(kind, alias, owner[p], draw(st.integers(0, 99)))]))
+    for n in range(draw(st.integers(1, 8))):
+        p = draw(st.integers(0, PEOPLE - 1))
+        kinds = draw(st.sets(st.sampled_from(["contact_id", "anonymous_id", "email"]), min_size=1))
+        fields = {k: {"contact_id": f"c{p}", "anonymous_id": f"v{p}", "email": f"m{p}@x.nl"}[k] for k in kinds}
+        stored = draw(st.one_of(st.none(), st.sampled_from(ACCOUNTS)))
+        rows.append(Output(events=[StoredEvent(ev("page_view", n, event_id=f"e{n}", **fields), stored)]))
+    rows += draw(st.lists(st.sampled_from(rows), max_size=3))  # re-deliveries
+    order = draw(st.permutations(rows))
+    cuts = draw(st.lists(st.integers(0, len(order)), max_size=3))
+    batches = []
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(order)], strict=True):
+        batch = Output()
+        for row in order[start:end]:
+            batch.extend(row)
+        batches.append(batch)
+    everything = Output()
+    for row in rows:
+        everything.extend(row)
+    return batches, everything
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=histories())
+def test_any_order_and_batching_gives_the_reference_accounts(
+    ch_client: Client, chdb_dsn: str, history: tuple[list[Output], Output]
+) -> None:
+    batches, everything = history
+    database = f"p_{uuid.uuid4().hex[:12]}"
+    migrate(ch_client, database)
+    sink = ClickHouseSink(chdb_dsn, database)
+    sink.setup()
+    expected = {k: v.account_id or "" for k, v in final_tables(everything).events.items()}
+    assert write(sink, *batches) == expected
+    ch_client.command(f"DROP DATABASE {database}")
