@@ -19,7 +19,6 @@ replaces, so the newest attribution wins whatever order links arrive in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
@@ -186,7 +185,8 @@ def _move_accounts(client: Client, db: str, moves: dict[str, tuple[str, int]]) -
     client.command(
         _SELECT_MOVED.format(db=db)
         + "INNER JOIN (SELECT m.1 AS alias, m.2 AS account_id, m.3 AS at FROM (SELECT "
-        "arrayJoin(arrayZip({merged:Array(String)}, {into:Array(String)}, {at:Array(Int64)})) AS m)) AS l "
+        "arrayJoin(arrayZip({merged:Array(String)}, {into:Array(String)}, {at:Array(Int64)})) "
+        "AS m)) AS l "
         "ON e.account_id = l.alias "
         "WHERE e.account_id IN {merged:Array(String)}",
         parameters={

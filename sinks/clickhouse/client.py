@@ -52,7 +52,8 @@ def explain(dsn: str, exc: BaseException) -> str:
         if "lock" in text.lower() or held_elsewhere(path):
             return (
                 f"another process holds the embedded database at {path} (only one process may "
-                "open it): stop that process, or point JOURNEYS_CLICKHOUSE_URL at a ClickHouse server"
+                "open it): stop that process, or point JOURNEYS_CLICKHOUSE_URL at a ClickHouse "
+                "server"
             )
         return f"the embedded ClickHouse at {path} failed: {text}"
     safe = dsn.split("@")[-1]

@@ -32,23 +32,29 @@ def write(sink: ClickHouseSink, *batches: Output) -> dict[str, str]:
     for batch in batches:
         sink.add(batch)
         sink.flush()
-    return {row["event_id"]: row["account_id"] for row in snapshot(sink.client, sink_db(sink))["events"]}
+    return {
+        row["event_id"]: row["account_id"] for row in snapshot(sink.client, sink_db(sink))["events"]
+    }
 
 
 def sink_db(sink: ClickHouseSink) -> str:
     return sink._database  # noqa: SLF001 - the test reads back where it wrote
 
 
-VISITS = Output(events=[
-    StoredEvent(ev("page_view", 0, event_id="a1", anonymous_id="v1"), None),
-    StoredEvent(ev("page_view", 1, event_id="a2", contact_id="c9"), None),
-    StoredEvent(ev("page_view", 2, event_id="a3", email="x@acme.nl"), "acme.nl"),
-])
-LINKS = Output(links=[
-    IdentityLink("anonymous_id", "v1", "acme.nl", 10),
-    IdentityLink("contact_id", "c9", "acme.nl", 10),
-    IdentityLink("account", "acme.nl", "erp-1", 20),
-])
+VISITS = Output(
+    events=[
+        StoredEvent(ev("page_view", 0, event_id="a1", anonymous_id="v1"), None),
+        StoredEvent(ev("page_view", 1, event_id="a2", contact_id="c9"), None),
+        StoredEvent(ev("page_view", 2, event_id="a3", email="x@acme.nl"), "acme.nl"),
+    ]
+)
+LINKS = Output(
+    links=[
+        IdentityLink("anonymous_id", "v1", "acme.nl", 10),
+        IdentityLink("contact_id", "c9", "acme.nl", 10),
+        IdentityLink("account", "acme.nl", "erp-1", 20),
+    ]
+)
 
 
 @pytest.mark.parametrize("link_first", [False, True])
@@ -64,16 +70,25 @@ def test_a_redelivered_event_keeps_its_attribution(ch_sink: Factory, ch_database
     assert write(sink, VISITS, LINKS, VISITS) == {"a1": "erp-1", "a2": "erp-1", "a3": "erp-1"}
 
 
-def test_contact_link_decides_before_anonymous_and_email(ch_sink: Factory, ch_database: str) -> None:
-    both = Output(events=[
-        StoredEvent(ev("signup", 0, event_id="s1", anonymous_id="v1", contact_id="c1", email="j@b.nl"), None),
-        StoredEvent(ev("page_view", 0, event_id="s2", anonymous_id="v1", email="j@b.nl"), None),
-    ])
-    links = Output(links=[
-        IdentityLink("email", "j@b.nl", "by-email", 5),
-        IdentityLink("anonymous_id", "v1", "by-visitor", 5),
-        IdentityLink("contact_id", "c1", "by-contact", 5),
-    ])
+def test_contact_link_decides_before_anonymous_and_email(
+    ch_sink: Factory, ch_database: str
+) -> None:
+    both = Output(
+        events=[
+            StoredEvent(
+                ev("signup", 0, event_id="s1", anonymous_id="v1", contact_id="c1", email="j@b.nl"),
+                None,
+            ),
+            StoredEvent(ev("page_view", 0, event_id="s2", anonymous_id="v1", email="j@b.nl"), None),
+        ]
+    )
+    links = Output(
+        links=[
+            IdentityLink("email", "j@b.nl", "by-email", 5),
+            IdentityLink("anonymous_id", "v1", "by-visitor", 5),
+            IdentityLink("contact_id", "c1", "by-contact", 5),
+        ]
+    )
     assert write(ch_sink(ch_database), both, links) == {"s1": "by-contact", "s2": "by-visitor"}
 
 
@@ -118,18 +133,31 @@ def histories(draw: st.DrawFn) -> tuple[list[Output], Output]:
     rows: list[Output] = []
     for i, account in enumerate(ACCOUNTS[:-1]):
         if draw(st.booleans()):
-            into = draw(st.sampled_from(ACCOUNTS[i + 1:]))
-            rows.append(Output(links=[IdentityLink("account", account, into, draw(st.integers(0, 99)))]))
+            into = draw(st.sampled_from(ACCOUNTS[i + 1 :]))
+            rows.append(
+                Output(links=[IdentityLink("account", account, into, draw(st.integers(0, 99)))])
+            )
     for p in range(PEOPLE):
-        for kind, alias in (("contact_id", f"c{p}"), ("anonymous_id", f"v{p}"), ("email", f"m{p}@x.nl")):
+        for kind, alias in (
+            ("contact_id", f"c{p}"),
+            ("anonymous_id", f"v{p}"),
+            ("email", f"m{p}@x.nl"),
+        ):
             if draw(st.booleans()):
-                rows.append(Output(links=[IdentityLink(kind, alias, owner[p], draw(st.integers(0, 99)))]))
+                rows.append(
+                    Output(links=[IdentityLink(kind, alias, owner[p], draw(st.integers(0, 99)))])
+                )
     for n in range(draw(st.integers(1, 8))):
         p = draw(st.integers(0, PEOPLE - 1))
         kinds = draw(st.sets(st.sampled_from(["contact_id", "anonymous_id", "email"]), min_size=1))
-        fields = {k: {"contact_id": f"c{p}", "anonymous_id": f"v{p}", "email": f"m{p}@x.nl"}[k] for k in kinds}
+        fields = {
+            k: {"contact_id": f"c{p}", "anonymous_id": f"v{p}", "email": f"m{p}@x.nl"}[k]
+            for k in kinds
+        }
         stored = draw(st.one_of(st.none(), st.sampled_from(ACCOUNTS)))
-        rows.append(Output(events=[StoredEvent(ev("page_view", n, event_id=f"e{n}", **fields), stored)]))
+        rows.append(
+            Output(events=[StoredEvent(ev("page_view", n, event_id=f"e{n}", **fields), stored)])
+        )
     rows += draw(st.lists(st.sampled_from(rows), max_size=3))  # re-deliveries
     order = draw(st.permutations(rows))
     cuts = draw(st.lists(st.integers(0, len(order)), max_size=3))
