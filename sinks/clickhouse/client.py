@@ -91,3 +91,11 @@ def run(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> A
         return client.command(sql, parameters=parameters)
     except Exception as exc:
         raise SinkUnavailable(f"ClickHouse refused a command: {exc}") from exc
+
+
+def select(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
+    """The rows of a query, translating driver errors."""
+    try:
+        return list(client.query(sql, parameters=parameters).result_rows)
+    except Exception as exc:
+        raise SinkUnavailable(f"ClickHouse refused a query: {exc}") from exc

@@ -14,7 +14,7 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
-from sinks.clickhouse.client import run
+from sinks.clickhouse.client import run, select
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,8 +44,7 @@ def migrate(client: Client, database: str) -> list[str]:
         "ENGINE = ReplacingMergeTree ORDER BY name",
     )
     done = {
-        row[0]
-        for row in client.query(f"SELECT name FROM {database}.schema_migrations FINAL").result_rows
+        row[0] for row in select(client, f"SELECT name FROM {database}.schema_migrations FINAL")
     }
     applied = []
     for name, sql in migration_files():
@@ -53,6 +52,10 @@ def migrate(client: Client, database: str) -> list[str]:
             continue
         for statement in statements(sql):
             run(client, statement.replace("{db}", database))
-        client.insert(f"{database}.schema_migrations", [[name]], column_names=["name"])
+        run(
+            client,
+            f"INSERT INTO {database}.schema_migrations (name) VALUES ({{name:String}})",
+            {"name": name},
+        )
         applied.append(name)
     return applied

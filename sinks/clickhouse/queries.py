@@ -11,6 +11,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from sinks.clickhouse.client import select
+
 TABLES = ("events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links")
 #: The contract's default phases, in journey order (rules files may define others).
 DEFAULT_PHASES = ("awareness", "consideration", "decision", "purchase", "delivery", "loyalty")
@@ -20,21 +22,23 @@ def accounts_per_phase(
     client: Client, db: str, phases: Sequence[str] = DEFAULT_PHASES
 ) -> list[tuple[str, int]]:
     """(phase, accounts currently in it), in phase order; phases not in `phases` last, by name."""
-    rows = client.query(
+    rows = select(
+        client,
         "SELECT phase, count() AS n, indexOf({phases:Array(String)}, phase) AS i "
         f"FROM {db}.journeys FINAL GROUP BY phase ORDER BY i = 0, i, phase",
         parameters={"phases": list(phases)},
-    ).result_rows
+    )
     return [(str(phase), int(n)) for phase, n, _ in rows]
 
 
 def funnel(client: Client, db: str, phases: list[str]) -> list[tuple[str, int]]:
     """(phase, accounts that reached it or a later phase), in phase order."""
-    rows = client.query(
+    rows = select(
+        client,
         f"SELECT indexOf({{phases:Array(String)}}, phase) AS i, count() "
         f"FROM {db}.journeys FINAL GROUP BY i",
         parameters={"phases": phases},
-    ).result_rows
+    )
     current = {int(i): int(n) for i, n in rows}
     return [
         (phase, sum(n for i, n in current.items() if i >= position))
@@ -44,7 +48,8 @@ def funnel(client: Client, db: str, phases: list[str]) -> list[tuple[str, int]]:
 
 def median_days_between_phases(client: Client, db: str) -> list[tuple[str, str, float]]:
     """(from, to, median days between entering `from` and entering `to`) per transition."""
-    rows = client.query(
+    rows = select(
+        client,
         f"SELECT from_phase, to_phase, "
         f"median(dateDiff('second', p.transitioned_at, t.transitioned_at)) / 86400 AS days, "
         f"min(t.transitioned_at) AS first "
@@ -52,17 +57,19 @@ def median_days_between_phases(client: Client, db: str) -> list[tuple[str, str, 
         f"INNER JOIN (SELECT account_id, to_phase AS phase, transitioned_at "
         f"FROM {db}.phase_transitions FINAL) AS p "
         f"ON t.account_id = p.account_id AND t.from_phase = p.phase "
-        f"WHERE t.from_phase != '' GROUP BY from_phase, to_phase ORDER BY days"
-    ).result_rows
+        "WHERE t.from_phase != '' GROUP BY from_phase, to_phase "
+        "ORDER BY days, from_phase, to_phase",
+    )
     return [(str(a), str(b), float(days)) for a, b, days, _ in rows]
 
 
 def open_alerts(client: Client, db: str) -> list[tuple[str, int]]:
     """(kind, alerts raised and not resolved)."""
-    rows = client.query(
+    rows = select(
+        client,
         f"SELECT kind, count() FROM {db}.alerts FINAL WHERE resolved_at IS NULL "
-        "GROUP BY kind ORDER BY kind"
-    ).result_rows
+        "GROUP BY kind ORDER BY kind",
+    )
     return [(str(kind), int(n)) for kind, n in rows]
 
 
@@ -71,7 +78,7 @@ def table_counts(client: Client, db: str) -> dict[str, int]:
     parts = " UNION ALL ".join(
         f"SELECT '{name}' AS t, count() AS n FROM {db}.{name} FINAL" for name in TABLES
     )
-    return {str(t): int(n) for t, n in client.query(parts).result_rows}
+    return {str(t): int(n) for t, n in select(client, parts)}
 
 
 _ORDER = {
