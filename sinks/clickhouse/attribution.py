@@ -15,6 +15,12 @@ a chain.
 A moved event is written again with a higher version: at least
 `REATTRIBUTED` + the link's time in ms, and always above the row it
 replaces, so the newest attribution wins whatever order links arrive in.
+
+One case differs from the reference: an event already moved by a weaker
+alias (say its anonymous_id) does not move again when a stronger alias (its
+contact_id) is later linked to a different account, because the table
+keeps only the current account. The engine links all aliases of an event
+to the same journey in the same step, so its output never meets this case.
 """
 
 from __future__ import annotations
