@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from schemas.errors import JourneysError
+from journeys.schemas.errors import JourneysError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

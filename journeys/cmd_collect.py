@@ -7,7 +7,7 @@ import sys
 import click
 
 from journeys.options import settings_options
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
 
 
 @click.command()
@@ -37,8 +37,8 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
     """
     from aiohttp import web
 
-    from producers.collect.app import create_app
-    from producers.collect.publisher import KafkaPublisher
+    from journeys.producers.collect.app import create_app
+    from journeys.producers.collect.publisher import KafkaPublisher
 
     # kafka-python's sender thread needs the GIL to see acknowledgements; the default 5 ms
     # switch interval behind a busy event loop adds up to that much to every request.

@@ -11,13 +11,14 @@ from typing import IO
 import click
 import orjson
 
-from schemas.event import event_json_schema, format_ms
-from schemas.settings import Settings
 from journeys.options import settings_options
-from streams.config import engine_config
-from streams.engine import JourneyEngine
-from streams.engine.rules import default_rules_text
-from streams.replay import ReplaySummary, read_events, run_engine
+from journeys.schemas.event import event_json_schema
+from journeys.schemas.record import format_ms
+from journeys.schemas.settings import Settings
+from journeys.streams.config import engine_config
+from journeys.streams.engine import JourneyEngine
+from journeys.streams.engine.rules import default_rules_text
+from journeys.streams.replay import ReplaySummary, read_events, run_engine
 
 ENGINE_SETTINGS = ("rules_file", "cart_abandon_after", "deal_stall_after", "visitor_ttl")
 CLICKHOUSE_SETTINGS = ("data_dir", "clickhouse_url", "clickhouse_database")
@@ -41,8 +42,8 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[str, bytes]]:
 
 
 def _open_sink(settings: Settings):  # type: ignore[no-untyped-def]
-    from sinks.base import BackgroundSink
-    from sinks.clickhouse.writer import ClickHouseSink
+    from journeys.sinks.base import BackgroundSink
+    from journeys.sinks.clickhouse.writer import ClickHouseSink
 
     sink = BackgroundSink(ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000))
     sink.setup()
@@ -75,7 +76,7 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
     summary.invalid = len(dead)
     sink = _open_sink(settings)
     try:
-        from schemas.rows import Output
+        from journeys.schemas.rows import Output
 
         sink.add(Output(dead_letters=dead))
         with click.progressbar(
@@ -125,8 +126,8 @@ def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
 @settings_options(*CLICKHOUSE_SETTINGS)
 def migrate(settings: Settings) -> None:
     """Create or upgrade the ClickHouse schema (the sink and replay also do this on start)."""
-    from sinks.clickhouse.client import connect
-    from sinks.clickhouse.migrate import migrate as apply
+    from journeys.sinks.clickhouse.client import connect
+    from journeys.sinks.clickhouse.migrate import migrate as apply
 
     applied = apply(connect(settings.clickhouse_dsn), settings.clickhouse_database)
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from journeys.options import settings_options
-from schemas.errors import InvalidEvent, JourneysError
-from schemas.event import parse_event
-from schemas.settings import Settings
+from journeys.schemas.errors import InvalidEvent, JourneysError
+from journeys.schemas.event import parse_event
+from journeys.schemas.settings import Settings
 
 
 @click.command()
@@ -32,7 +32,7 @@ def demo(accounts: int, days: int, seed: int, via_kafka: bool, workers: int, set
     Data goes to a fresh embedded ClickHouse under DATA_DIR/demo, which stays
     there for you to query afterwards.
     """
-    from producers.simulator import simulate
+    from journeys.producers.simulator import simulate
 
     home = settings.data_dir / "demo"
     if home.exists():
@@ -86,10 +86,15 @@ def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None
 
 
 def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
-    from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
-    from producers.client import EventProducer
-    from sinks.clickhouse.writer import ClickHouseSink
-    from sinks.consumer import TopicSink
+    from journeys.cmd_stream import (
+        _settings_env,
+        source_partitions,
+        start_processes,
+        stop_processes,
+    )
+    from journeys.producers.client import EventProducer
+    from journeys.sinks.clickhouse.writer import ClickHouseSink
+    from journeys.sinks.consumer import TopicSink
 
     source_partitions(settings)
     producer = EventProducer(settings)
@@ -119,7 +124,7 @@ def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
 
 def _wait_until_settled(writer: Any, settings: Settings, expected: int, processes: list[Any]) -> None:
     """Until every event is stored and nothing has been written for a few seconds."""
-    from sinks.clickhouse.queries import table_counts
+    from journeys.sinks.clickhouse.queries import table_counts
 
     client = writer.client
     last_change, last_seen = time.monotonic(), None
@@ -144,8 +149,8 @@ def _wait_until_settled(writer: Any, settings: Settings, expected: int, processe
 
 
 def _report(settings: Settings) -> None:
-    from sinks.clickhouse.client import connect
     from journeys.report import print_report
+    from journeys.sinks.clickhouse.client import connect
 
     print_report(connect(settings.clickhouse_dsn), settings.clickhouse_database)
     click.echo(

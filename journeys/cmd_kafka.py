@@ -7,8 +7,8 @@ import sys
 import click
 
 from journeys.options import settings_options
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 
 BROKER_SETTINGS = ("data_dir", "kafka_bootstrap", "kafka_home", "kafka_version", "kafka_heap", "kafka_controller_port", "topic_partitions")
 

@@ -17,7 +17,7 @@ from typing import IO
 import click
 
 from journeys.options import settings_options
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
 
 BATCH = 20_000
 
@@ -58,7 +58,7 @@ def send_lines(lines: Iterable[bytes], settings: Settings) -> int:
     """Produce the lines as they are to the events topic (malformed ones too: the
     pipeline dead-letters them); return how many Kafka acknowledged."""
     from journeys.cmd_stream import source_partitions
-    from producers.client import EventProducer
+    from journeys.producers.client import EventProducer
 
     source_partitions(settings)
     producer = EventProducer(settings)
@@ -94,7 +94,7 @@ def simulate(accounts: int, days: int, seed: int, start: str | None, invalid_sha
     """Realistic synthetic B2B journeys: DMUs of growers, installers and wholesalers across
     web, email, order and sales, with the noise of real feeds (duplicates, events without
     an id, malformed lines)."""
-    from producers.simulator import simulate as generate
+    from journeys.producers.simulator import simulate as generate
 
     began = time.monotonic()
     lines = generate(accounts=accounts, days=days, seed=seed, start=parse_start(start),

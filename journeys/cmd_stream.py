@@ -12,9 +12,9 @@ from types import FrameType
 import click
 
 from journeys.options import settings_options
-from schemas.durations import format_duration_ms
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.schemas.durations import format_duration_ms
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 
 KAFKA_SETTINGS = ("kafka_bootstrap", "topic_prefix", "topic_partitions")
 ENGINE_SETTINGS = ("rules_file", "cart_abandon_after", "deal_stall_after", "allowed_lateness", "visitor_ttl")
@@ -24,7 +24,7 @@ DURATIONS = frozenset({"cart_abandon_after", "deal_stall_after", "allowed_latene
 
 def source_partitions(settings: Settings) -> int:
     """Make sure the public topics exist; the events topic's partition count."""
-    from producers.topics import ensure_topics
+    from journeys.producers.topics import ensure_topics
 
     public = {name: settings.topic_partitions for name in ("events", "transitions", "alerts", "dead-letters")}
     counts = ensure_topics(settings, {**public, "internal.ordered": 1, "internal.rows": 1})
@@ -38,8 +38,8 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
     """Run one Faust worker in the foreground until stopped."""
     from faust.worker import Worker
 
-    from streams.app import create_app
-    from streams.metrics import serve, worker_registry
+    from journeys.streams.app import create_app
+    from journeys.streams.metrics import serve, worker_registry
 
     app = create_app(settings, source_partitions(settings), idle_after=idle_after)
     serve(worker_registry(app.journeys_runtime), settings.metrics_port)  # type: ignore[attr-defined]
@@ -59,9 +59,9 @@ def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
 
 def run_sink(settings: Settings) -> None:
     """Run the sink in the foreground until SIGINT/SIGTERM."""
-    from sinks.clickhouse.writer import ClickHouseSink
-    from sinks.consumer import TopicSink
-    from streams.metrics import serve, sink_registry
+    from journeys.sinks.clickhouse.writer import ClickHouseSink
+    from journeys.sinks.consumer import TopicSink
+    from journeys.streams.metrics import serve, sink_registry
 
     topic_sink = TopicSink(settings, ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database))
     topic_sink.setup()

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 
 SLF4J_BINDING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
 

@@ -14,9 +14,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from schemas.errors import ConfigError
-from schemas.settings import Settings
-
+from journeys.schemas.errors import ConfigError
+from journeys.schemas.settings import Settings
 
 #: Extra spellings of a few flags.
 ALIASES = {"rules_file": ("--rules",)}

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from sinks.clickhouse import queries
-from streams.engine import load_rules
+from journeys.sinks.clickhouse import queries
+from journeys.streams.engine import load_rules
 
 
 def _bar(count: int, total: int, width: int = 30) -> str:

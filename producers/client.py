@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from schemas.codec import dead_letter_json
-from schemas.errors import BrokerError
-from schemas.event import EventRecord
-from schemas.identity import email_account
-from schemas.rows import DeadLetterRow
-from schemas.settings import Settings
+from journeys.schemas.codec import dead_letter_json
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.identity import email_account
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import DeadLetterRow
+from journeys.schemas.settings import Settings
 
 
 def partition_key(record: EventRecord) -> bytes:

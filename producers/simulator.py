@@ -29,9 +29,9 @@ from operator import itemgetter
 
 import orjson
 
-from producers.simulator_noise import malformed
-from producers.simulator_plot import campaigns, tell
-from producers.simulator_story import (
+from journeys.producers.simulator_noise import malformed
+from journeys.producers.simulator_plot import campaigns, tell
+from journeys.producers.simulator_story import (
     ANONYMOUS_ONLY,
     CONSIDERATION,
     DAY,
@@ -42,7 +42,7 @@ from producers.simulator_story import (
     Raw,
     Story,
 )
-from producers.simulator_world import Company, make_company
+from journeys.producers.simulator_world import Company, make_company
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 #: Event time merged and sorted at a time (bounds memory; larger windows sort fewer times).

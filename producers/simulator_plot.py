@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from operator import itemgetter
 
-from producers.simulator_story import (
+from journeys.producers.simulator_story import (
     ANONYMOUS_ONLY,
     AWARENESS,
     CONSIDERATION,
@@ -26,7 +26,7 @@ from producers.simulator_story import (
     Raw,
     Story,
 )
-from producers.simulator_world import CONTENT, SITE, Contact
+from journeys.producers.simulator_world import CONTENT, SITE, Contact
 
 SUBJECTS: tuple[str, ...] = (
     "Nieuw: energiezuinige LED-belichting",

@@ -20,8 +20,16 @@ from typing import Any, TypeVar
 
 from orjson import dumps
 
-from producers.simulator_world import CONTENT, PAGES, REFERRERS, SEARCHES, SITE, Company, Contact
-from schemas.event import KNOWN_TYPES
+from journeys.producers.simulator_world import (
+    CONTENT,
+    PAGES,
+    REFERRERS,
+    SEARCHES,
+    SITE,
+    Company,
+    Contact,
+)
+from journeys.schemas.record import KNOWN_TYPES
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T = TypeVar("T")

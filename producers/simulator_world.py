@@ -15,7 +15,7 @@ from itertools import accumulate
 
 import orjson
 
-from schemas.event import DMU_ROLES
+from journeys.schemas.record import DMU_ROLES
 
 SITE = "https://www.kasplus.nl"
 ACCOUNT_MANAGERS: tuple[str, ...] = ("am-henk", "am-ilse", "am-ruud", "am-noor")

@@ -6,8 +6,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 
 PUBLIC = ("events", "transitions", "alerts", "dead-letters")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from schemas.event import EventRecord, format_ms
-from schemas.rows import (
+from journeys.schemas.record import EventRecord, format_ms
+from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
     IdentityLink,

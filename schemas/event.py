@@ -12,8 +12,7 @@ the reason stored with the dead letter.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -28,39 +27,16 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.errors import InvalidEvent
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.fastpath import fast_record
+from journeys.schemas.record import (
+    IDENTITY_FIELDS,
+    EventRecord,
+    to_ms,
+)
 
 Channel = Literal["web", "email", "order", "sales"]
 DmuRole = Literal["initiator", "gatekeeper", "influencer", "decider", "buyer", "user"]
-
-CHANNELS: tuple[str, ...] = ("web", "email", "order", "sales")
-DMU_ROLES: tuple[str, ...] = ("initiator", "gatekeeper", "influencer", "decider", "buyer", "user")
-IDENTITY_FIELDS: tuple[str, ...] = ("anonymous_id", "contact_id", "email", "account_id")
-
-#: Event types the default journey rules know, per channel (contract section 1).
-KNOWN_TYPES: dict[str, frozenset[str]] = {
-    "web": frozenset(
-        {
-            "page_view", "content_view", "search", "product_view", "pricing_view",
-            "review_view", "compare", "add_to_cart", "remove_from_cart",
-            "checkout_started", "signup", "login", "form_submit", "survey_response",
-        }
-    ),
-    "email": frozenset(
-        {"sent", "delivered", "open", "click", "bounce", "unsubscribe", "spam_report", "reply"}
-    ),
-    "order": frozenset(
-        {
-            "quote_requested", "quote_sent", "quote_accepted", "quote_rejected",
-            "order_placed", "order_shipped", "order_delivered", "order_returned",
-            "invoice_sent", "invoice_paid",
-        }
-    ),
-    "sales": frozenset(
-        {"meeting", "call", "demo", "deal_stage_changed", "deal_won", "deal_lost"}
-    ),
-}
-
 
 class _Open(BaseModel):
     """Base for free objects with a few typed, checked fields; other keys are kept."""
@@ -218,7 +194,7 @@ class Event(BaseModel):
             event_id=self.event_id or derive_event_id(self),
             channel=self.channel,
             type=self.type,
-            ts=_to_ms(self.occurred_at),
+            ts=to_ms(self.occurred_at),
             anonymous_id=self.anonymous_id,
             contact_id=self.contact_id,
             email=self.email,
@@ -232,12 +208,6 @@ class Event(BaseModel):
         )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def _to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MS
 
 
 def derive_event_id(event: Event) -> str:
@@ -255,64 +225,6 @@ def derive_event_id(event: Event) -> str:
     }
     digest = hashlib.sha256(orjson.dumps(content, default=str, option=orjson.OPT_SORT_KEYS))
     return "ev_" + digest.hexdigest()[:32]
-
-
-@dataclass(slots=True, frozen=True)
-class EventRecord:
-    """A validated event in the compact form used on the hot path.
-
-    `ts` is milliseconds since the epoch, UTC. `properties` and `context` are
-    canonical JSON text, stored as given.
-    """
-
-    event_id: str
-    channel: str
-    type: str
-    ts: int
-    anonymous_id: str | None = None
-    contact_id: str | None = None
-    email: str | None = None
-    account_id: str | None = None
-    dmu_role: str | None = None
-    segment: str | None = None
-    properties: str = "{}"
-    context: str = "{}"
-
-    @property
-    def occurred_at(self) -> datetime:
-        """Event time as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.ts / 1000, tz=UTC)
-
-    def to_json(self) -> bytes:
-        """The contract's JSON form of this event (what producers send)."""
-        body: dict[str, Any] = {
-            "event_id": self.event_id,
-            "channel": self.channel,
-            "type": self.type,
-            "occurred_at": format_ms(self.ts),
-        }
-        for name in IDENTITY_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
-        body["properties"] = orjson.Fragment(self.properties)
-        body["context"] = orjson.Fragment(self.context)
-        return orjson.dumps(body)
-
-
-_DATES: dict[int, str] = {}
-
-
-def format_ms(ts: int) -> str:
-    """ISO 8601 UTC with milliseconds, as the contract writes times."""
-    day, rest = divmod(ts, 86_400_000)
-    date = _DATES.get(day)
-    if date is None:
-        date = _DATES[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
-    seconds, millis = divmod(rest, 1000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{date}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
 def parse_event(raw: bytes | str) -> EventRecord:
@@ -369,5 +281,3 @@ def event_json_schema() -> dict[str, Any]:
     schema["title"] = "journeys event"
     return schema
 
-
-from schemas.fastpath import fast_record  # noqa: E402  (the fast path builds EventRecords)

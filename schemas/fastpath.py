@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from schemas.event import DMU_ROLES, EventRecord
+from journeys.schemas.record import DMU_ROLES, EventRecord
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)\Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

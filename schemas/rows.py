@@ -8,9 +8,10 @@ row per key when ClickHouse tables are read with FINAL.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
-from schemas.event import EventRecord
+from journeys.schemas.record import EventRecord
 
 
 @dataclass(slots=True)
@@ -94,6 +95,12 @@ class DeadLetterRow:
     reason: str
     payload: bytes
     source: str
+
+    @classmethod
+    def of(cls, payload: bytes, reason: str, source: str, received_at: int) -> DeadLetterRow:
+        """A dead letter whose id is its bytes: the same rejected input sent again is one row."""
+        digest = hashlib.blake2b(payload, digest_size=12).hexdigest()
+        return cls("dl_" + digest, received_at, reason, payload, source)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.durations import parse_duration_ms
+from journeys.schemas.durations import parse_duration_ms
 
 #: A duration such as `4h`, held as milliseconds.
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]

@@ -7,12 +7,10 @@ idempotent: flushing the same rows twice leaves the same tables.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from schemas.rows import IdentityLink, Output, StoredEvent
+from journeys.schemas.rows import IdentityLink, Output, StoredEvent
 
 
 class Sink(Protocol):

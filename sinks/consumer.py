@@ -19,11 +19,19 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from schemas.codec import decode_dead_letter, decode_rows
-from schemas.errors import BrokerError, SinkUnavailable
-from schemas.rows import AlertRow, DeadLetterRow, IdentityLink, JourneyRow, Output, StoredEvent, TransitionRow
-from schemas.settings import Settings
-from sinks.base import Sink
+from journeys.schemas.codec import decode_dead_letter, decode_rows
+from journeys.schemas.errors import BrokerError, SinkUnavailable
+from journeys.schemas.rows import (
+    AlertRow,
+    DeadLetterRow,
+    IdentityLink,
+    JourneyRow,
+    Output,
+    StoredEvent,
+    TransitionRow,
+)
+from journeys.schemas.settings import Settings
+from journeys.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,14 @@ from typing import Any
 
 import faust
 
-from schemas.codec import alert_json, dead_letter_json, encode_row, transition_json
-from schemas.errors import InvalidEvent
-from schemas.event import parse_event
-from schemas.rows import Output
-from schemas.settings import Settings
-from streams.checkpoint import CheckpointStore
-from streams.config import engine_config
-from streams.replay import dead_letter
-from streams.stage import JourneyStage, envelope, pack
+from journeys.schemas.codec import alert_json, dead_letter_json, encode_row, transition_json
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
+from journeys.schemas.rows import DeadLetterRow, Output
+from journeys.schemas.settings import Settings
+from journeys.streams.checkpoint import CheckpointStore
+from journeys.streams.config import engine_config
+from journeys.streams.stage import JourneyStage, envelope, pack
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                     record = parse_event(raw)
                 except InvalidEvent as exc:
                     source = f"{message.topic}:{message.partition}:{message.offset}"
-                    row = dead_letter(raw, str(exc), source, now)
+                    row = DeadLetterRow.of(raw, str(exc), source, now)
                     await dead_letters.send(value=dead_letter_json(row))
                     runtime.counters["invalid"] += 1
                     continue

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
-from streams.engine.engine import EngineChanges
-from streams.engine.state import Holder
+from journeys.streams.engine.engine import EngineChanges
+from journeys.streams.engine.state import Holder
 
 _HOLDER = b"h:"
 _ALIAS = b"a:"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas.settings import Settings
-from streams.engine import EngineConfig, load_rules
+from journeys.schemas.settings import Settings
+from journeys.streams.engine import EngineConfig, load_rules
 
 
 def engine_config(settings: Settings) -> EngineConfig:

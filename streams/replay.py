@@ -8,15 +8,15 @@ become dead letters with their reason and original bytes; the run goes on.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from schemas.errors import InvalidEvent
-from schemas.event import EventRecord, parse_event
-from schemas.rows import DeadLetterRow, Output
-from sinks.base import Sink
-from streams.engine import EngineConfig, JourneyEngine
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import DeadLetterRow, Output
+from journeys.sinks.base import Sink
+from journeys.streams.engine import EngineConfig, JourneyEngine
 
 #: Rows handed to the sink per engine step; bounds memory between flushes.
 STEP_EVENTS = 50_000
@@ -36,12 +36,6 @@ class ReplaySummary:
     first_ts: int | None = None
     last_ts: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
-
-
-def dead_letter(payload: bytes, reason: str, source: str, received_at: int) -> DeadLetterRow:
-    """A dead letter whose id is its bytes: the same rejected input sent again is one row."""
-    digest = hashlib.blake2b(payload, digest_size=12).hexdigest()
-    return DeadLetterRow("dl_" + digest, received_at, reason, payload, source)
 
 
 def read_events(
@@ -64,7 +58,7 @@ def read_events(
             events.append(parse_event(line))
         except InvalidEvent as exc:
             reason = str(exc)
-            dead.append(dead_letter(line, reason, source, received_at))
+            dead.append(DeadLetterRow.of(line, reason, source, received_at))
             key = reason.split(":", 1)[0]
             summary.reasons[key] = summary.reasons.get(key, 0) + 1
     summary.invalid = len(dead)

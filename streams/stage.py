@@ -31,10 +31,10 @@ from typing import Any
 
 import orjson
 
-from schemas.event import EventRecord
-from schemas.rows import Output
-from streams.checkpoint import CheckpointStore
-from streams.engine import EngineConfig, JourneyEngine, Sequencer
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import Output
+from journeys.streams.checkpoint import CheckpointStore
+from journeys.streams.engine import EngineConfig, JourneyEngine, Sequencer
 
 _NEVER = -(2**62)
 

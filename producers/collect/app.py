@@ -28,13 +28,13 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from producers.collect import handlers
-from producers.collect.guard import RateLimiter, Rejected
-from producers.collect.handlers import COLLECTOR, Collector, Metrics
-from producers.collect.openapi import OPENAPI
-from producers.collect.publisher import Publisher
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.producers.collect import handlers
+from journeys.producers.collect.guard import RateLimiter, Rejected
+from journeys.producers.collect.handlers import COLLECTOR, Collector, Metrics
+from journeys.producers.collect.openapi import OPENAPI
+from journeys.producers.collect.publisher import Publisher
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 

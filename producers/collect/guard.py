@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
 
 
 class Rejected(Exception):

@@ -28,20 +28,20 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from producers.collect import segment, webhooks
-from producers.collect.guard import (
+from journeys.producers.collect import segment, webhooks
+from journeys.producers.collect.guard import (
     RateLimiter,
     Rejected,
     apply_privacy,
     check_write_key,
     client_ip,
 )
-from producers.collect.publisher import Publisher
-from schemas.errors import InvalidEvent
-from schemas.event import EventRecord, validate_event
-from schemas.rows import DeadLetterRow
-from schemas.settings import Settings
-from streams.replay import dead_letter
+from journeys.producers.collect.publisher import Publisher
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import validate_event
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import DeadLetterRow
+from journeys.schemas.settings import Settings
 
 #: A payload's original bytes and how to map it to a contract event (may raise).
 Item = tuple[bytes, Callable[[], Any]]
@@ -132,7 +132,7 @@ async def accept(
             records.append(validate_event(mapped))
         except (InvalidEvent, ValueError, TypeError, KeyError) as exc:
             reason = str(exc) or type(exc).__name__
-            dead.append(dead_letter(raw, reason, f"collect:{source}", now))
+            dead.append(DeadLetterRow.of(raw, reason, f"collect:{source}", now))
             problems.append({"index": index, "error": reason})
     await collector.publisher.publish(records, dead)
     collector.metrics.accepted.labels(source).inc(len(records))

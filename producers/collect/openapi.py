@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.collect.handlers import CALLS, SHORT_CALLS
-from schemas.event import event_json_schema
+from journeys.producers.collect.handlers import CALLS, SHORT_CALLS
+from journeys.schemas.event import event_json_schema
 
 _RESULT = {
     "type": "object",

@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from producers.client import EventProducer
-from schemas.errors import BrokerError
-from schemas.event import EventRecord
-from schemas.rows import DeadLetterRow
-from schemas.settings import Settings
+from journeys.producers.client import EventProducer
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import DeadLetterRow
+from journeys.schemas.settings import Settings
 
 
 class Publisher(Protocol):

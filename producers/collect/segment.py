@@ -30,7 +30,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.event import DMU_ROLES, KNOWN_TYPES
+from journeys.schemas.record import DMU_ROLES, KNOWN_TYPES
 
 #: Segment spec event names (e-commerce, B2B SaaS) → (channel, type).
 TRACK_NAMES: dict[str, tuple[str, str]] = {

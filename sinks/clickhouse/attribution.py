@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.rows import Output
+from journeys.schemas.rows import Output
 
 #: Alias kinds in the order they decide an unattributed event's account.
 ALIAS_ORDER = ("contact_id", "anonymous_id", "email")

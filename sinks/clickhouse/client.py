@@ -16,7 +16,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from schemas.errors import SinkUnavailable
+from journeys.schemas.errors import SinkUnavailable
 
 _clients: dict[str, Client] = {}
 _lock = threading.Lock()

@@ -14,14 +14,14 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
-from sinks.clickhouse.client import run, select
+from journeys.sinks.clickhouse.client import run, select
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def migration_files() -> list[tuple[str, str]]:
     """(name, SQL) of every migration, in order."""
-    folder = resources.files("sinks.clickhouse").joinpath("migrations")
+    folder = resources.files("journeys.sinks.clickhouse").joinpath("migrations")
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in names]
 

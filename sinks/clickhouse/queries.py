@@ -11,7 +11,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from sinks.clickhouse.client import select
+from journeys.sinks.clickhouse.client import select
 
 TABLES = ("events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links")
 #: The contract's default phases, in journey order (rules files may define others).

@@ -21,11 +21,11 @@ from typing import Any
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from schemas.errors import SinkUnavailable
-from schemas.rows import Output
-from sinks.clickhouse.attribution import candidates, reattribute
-from sinks.clickhouse.client import connect, explain
-from sinks.clickhouse.migrate import migrate
+from journeys.schemas.errors import SinkUnavailable
+from journeys.schemas.rows import Output
+from journeys.sinks.clickhouse.attribution import candidates, reattribute
+from journeys.sinks.clickhouse.client import connect, explain
+from journeys.sinks.clickhouse.migrate import migrate
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ Imports no I/O library. `JourneyEngine` applies ordered events; `Sequencer`
 orders them; `load_rules` reads the phase rules.
 """
 
-from streams.engine.engine import CART_ABANDONED, DEAL_STALLED, EngineConfig, JourneyEngine
-from streams.engine.rules import Rules, load_rules
-from streams.engine.sequencer import Sequencer
+from journeys.streams.engine.engine import CART_ABANDONED, DEAL_STALLED, EngineConfig, JourneyEngine
+from journeys.streams.engine.rules import Rules, load_rules
+from journeys.streams.engine.sequencer import Sequencer
 
 __all__ = [
     "CART_ABANDONED",

@@ -25,10 +25,17 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from schemas.event import DMU_ROLES, EventRecord, format_ms
-from schemas.identity import FREE_MAIL_DOMAINS
-from schemas.rows import AlertRow, IdentityLink, JourneyRow, Output, StoredEvent, TransitionRow
-from streams.engine.rules import (
+from journeys.schemas.identity import FREE_MAIL_DOMAINS
+from journeys.schemas.record import DMU_ROLES, EventRecord, format_ms
+from journeys.schemas.rows import (
+    AlertRow,
+    IdentityLink,
+    JourneyRow,
+    Output,
+    StoredEvent,
+    TransitionRow,
+)
+from journeys.streams.engine.rules import (
     CART_ACTIVITY,
     CART_CHECKOUT,
     CART_END,
@@ -40,7 +47,7 @@ from streams.engine.rules import (
     Rules,
     load_rules,
 )
-from streams.engine.state import (
+from journeys.streams.engine.state import (
     ACCOUNT_RANK,
     MAX_VISITOR_ALIASES,
     RANK_ACCOUNT,

@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ConfigError
-from schemas.event import CHANNELS, KNOWN_TYPES
+from journeys.schemas.errors import ConfigError
+from journeys.schemas.record import CHANNELS, KNOWN_TYPES
 
 # Flags of an EventClass, combined as a bit set for speed.
 SUPPLIER = 1
@@ -63,7 +63,7 @@ class Rules:
 
 def default_rules_text() -> str:
     """The TOML text of the built-in rules (the contract's defaults)."""
-    return resources.files("streams.engine").joinpath("default_rules.toml").read_text("utf-8")
+    return resources.files("journeys.streams.engine").joinpath("default_rules.toml").read_text("utf-8")
 
 
 def load_rules(path: Path | None = None) -> Rules:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 
-from schemas.event import EventRecord
+from journeys.schemas.record import EventRecord
 
 
 class Sequencer:

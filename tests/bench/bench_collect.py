@@ -30,9 +30,9 @@ KEY = "bench-key"
 def _serve(port: int, kafka: bool) -> None:
     from aiohttp import web
 
-    from producers.collect.app import create_app
-    from producers.collect.publisher import KafkaPublisher, MemoryPublisher
-    from schemas.settings import Settings
+    from journeys.producers.collect.app import create_app
+    from journeys.producers.collect.publisher import KafkaPublisher, MemoryPublisher
+    from journeys.schemas.settings import Settings
 
     sys.setswitchinterval(0.001)  # as `journeys collect` does
     settings = Settings(
@@ -112,8 +112,8 @@ def floor(seconds: float) -> float:
     """Events/s of the same work without HTTP: parse, map and validate a batch body in-process."""
     from datetime import UTC, datetime
 
-    from producers.collect.segment import to_event
-    from schemas.event import validate_event
+    from journeys.producers.collect.segment import to_event
+    from journeys.schemas.event import validate_event
 
     body = orjson.dumps({"batch": [_message(i) for i in range(100)]})
     done, started = 0, time.perf_counter()
@@ -164,7 +164,7 @@ def main() -> None:
     run(False, args.seconds)
     if args.kafka:
         from journeys.kafka_broker import ensure_broker
-        from schemas.settings import Settings
+        from journeys.schemas.settings import Settings
 
         ensure_broker(Settings())
         run(True, args.seconds)

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import orjson
 
-from producers.simulator import simulate
-from schemas.errors import InvalidEvent
-from schemas.event import EventRecord, parse_event
-from streams.engine import EngineConfig, JourneyEngine
+from journeys.producers.simulator import simulate
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
+from journeys.schemas.record import EventRecord
+from journeys.streams.engine import EngineConfig, JourneyEngine
 
 
 def records(lines: list[bytes]) -> list[EventRecord]:
@@ -80,7 +81,7 @@ def bench_engine(events: list[EventRecord]) -> None:
 
 def bench_replay(lines: list[bytes]) -> None:
     from journeys.cmd_core import replay_files
-    from schemas.settings import Settings
+    from journeys.schemas.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"

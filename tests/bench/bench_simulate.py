@@ -18,7 +18,7 @@ import time
 
 import orjson
 
-from producers.simulator import simulate
+from journeys.producers.simulator import simulate
 
 TYPICAL = {
     "event_id": "e0123456789abcdef00042",

@@ -29,14 +29,14 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from producers.simulator import simulate
-from schemas.errors import InvalidEvent
-from schemas.event import parse_event
-from schemas.identity import email_account
-from schemas.rows import IdentityLink, Output, StoredEvent
-from sinks.clickhouse import writer
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrate import migrate
+from journeys.producers.simulator import simulate
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
+from journeys.schemas.identity import email_account
+from journeys.schemas.rows import IdentityLink, Output, StoredEvent
+from journeys.sinks.clickhouse import writer
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.migrate import migrate
 
 
 def stored_events(rows: int) -> list[StoredEvent]:

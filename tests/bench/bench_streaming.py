@@ -28,13 +28,13 @@ import orjson
 
 from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
 from journeys.kafka_broker import ensure_broker
-from producers.client import EventProducer
-from producers.simulator import simulate
-from schemas.event import format_ms
-from schemas.settings import Settings
-from sinks.clickhouse.queries import table_counts
-from sinks.clickhouse.writer import ClickHouseSink
-from sinks.consumer import TopicSink
+from journeys.producers.client import EventProducer
+from journeys.producers.simulator import simulate
+from journeys.schemas.record import format_ms
+from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.queries import table_counts
+from journeys.sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.consumer import TopicSink
 
 
 def settings_for(root: Path, chdb: Path, partitions: int) -> Settings:

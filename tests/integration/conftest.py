@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrate import migrate
-from sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.migrate import migrate
+from journeys.sinks.clickhouse.writer import ClickHouseSink
 
 
 @pytest.fixture(scope="session")

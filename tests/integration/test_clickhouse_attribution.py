@@ -15,11 +15,11 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.rows import IdentityLink, Output, StoredEvent
-from sinks.base import final_tables
-from sinks.clickhouse.migrate import migrate
-from sinks.clickhouse.queries import snapshot
-from sinks.clickhouse.writer import ClickHouseSink
+from journeys.schemas.rows import IdentityLink, Output, StoredEvent
+from journeys.sinks.base import final_tables
+from journeys.sinks.clickhouse.migrate import migrate
+from journeys.sinks.clickhouse.queries import snapshot
+from journeys.sinks.clickhouse.writer import ClickHouseSink
 from tests.unit.engine.journey import ev
 
 pytestmark = pytest.mark.integration

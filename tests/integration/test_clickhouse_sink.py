@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from schemas.rows import AlertRow, DeadLetterRow, JourneyRow, Output, StoredEvent, TransitionRow
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.migrate import migrate, migration_files
-from sinks.clickhouse.queries import (
+from journeys.schemas.rows import (
+    AlertRow,
+    DeadLetterRow,
+    JourneyRow,
+    Output,
+    StoredEvent,
+    TransitionRow,
+)
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.migrate import migrate, migration_files
+from journeys.sinks.clickhouse.queries import (
     accounts_per_phase,
     funnel,
     median_days_between_phases,
@@ -20,7 +27,7 @@ from sinks.clickhouse.queries import (
     snapshot,
     table_counts,
 )
-from sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.clickhouse.writer import ClickHouseSink
 from tests.unit.engine.journey import ev
 
 pytestmark = pytest.mark.integration
@@ -247,15 +254,15 @@ def test_a_second_process_on_the_same_embedded_path_is_told_what_to_do(tmp_path:
 
 HOLD = """
 import sys, time
-from sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.client import connect
 connect(sys.argv[1])
 print("open", flush=True)
 time.sleep(120)
 """
 PROBE = """
 import sys
-from schemas.errors import SinkUnavailable
-from sinks.clickhouse.client import connect
+from journeys.schemas.errors import SinkUnavailable
+from journeys.sinks.clickhouse.client import connect
 try:
     connect(sys.argv[1])
 except SinkUnavailable as exc:

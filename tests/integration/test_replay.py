@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from journeys.cli import main
-from sinks.base import MemorySink
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.queries import snapshot, table_counts
-from streams.engine import EngineConfig
-from streams.replay import replay
+from journeys.sinks.base import MemorySink
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.queries import snapshot, table_counts
+from journeys.streams.engine import EngineConfig
+from journeys.streams.replay import replay
 from tests.unit.engine.journey import ev
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def test_replaying_twice_or_with_duplicates_leaves_the_same_tables(
 
 
 def test_clickhouse_matches_the_in_memory_reference(chdb_dsn: str, database_name: Callable[[str], str]) -> None:
-    from sinks.clickhouse.writer import ClickHouseSink
+    from journeys.sinks.clickhouse.writer import ClickHouseSink
 
     lines = [(f"l{i}", e.to_json()) for i, e in enumerate(GOOD)]
     memory = MemorySink()

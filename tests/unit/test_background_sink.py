@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import SinkUnavailable
-from schemas.rows import IdentityLink, Output
-from sinks.base import BackgroundSink, MemorySink
+from journeys.schemas.errors import SinkUnavailable
+from journeys.schemas.rows import IdentityLink, Output
+from journeys.sinks.base import BackgroundSink, MemorySink
 
 
 def test_everything_is_written_in_order() -> None:

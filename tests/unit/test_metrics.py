@@ -6,13 +6,13 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from sinks.consumer import SinkProgress
-from streams.app import Runtime
-from streams.checkpoint import CheckpointStore
-from streams.engine import EngineConfig
-from streams.metrics import sink_registry, worker_registry
-from streams.stage import DRAIN_MESSAGE, JourneyStage, envelope
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
+from journeys.sinks.consumer import SinkProgress
+from journeys.streams.app import Runtime
+from journeys.streams.checkpoint import CheckpointStore
+from journeys.streams.engine import EngineConfig
+from journeys.streams.metrics import sink_registry, worker_registry
+from journeys.streams.stage import DRAIN_MESSAGE, JourneyStage, envelope
 from tests.unit.engine.journey import ev
 
 

@@ -1,6 +1,6 @@
 """Producer keys keep one account's or one visitor's events together."""
 
-from producers.client import partition_key
+from journeys.producers.client import partition_key
 from tests.unit.engine.journey import ev
 
 

@@ -11,13 +11,13 @@ import pytest
 import requests
 from kafka import KafkaConsumer
 
-from producers.client import partition_key
-from producers.collect.publisher import KafkaPublisher
-from producers.topics import ensure_topics
-from schemas.codec import dead_letter_json
-from schemas.event import parse_event, validate_event
-from schemas.settings import Settings
-from streams.replay import dead_letter
+from journeys.producers.client import partition_key
+from journeys.producers.collect.publisher import KafkaPublisher
+from journeys.producers.topics import ensure_topics
+from journeys.schemas.codec import dead_letter_json
+from journeys.schemas.event import parse_event, validate_event
+from journeys.schemas.rows import DeadLetterRow
+from journeys.schemas.settings import Settings
 from tests.unit.collect.client import KEY
 from tests.unit.collect.server import running
 
@@ -54,7 +54,7 @@ def test_publisher_returns_after_the_broker_has_the_events(
         )
         for i in range(3)
     ]
-    dead = [dead_letter(b"{nope", "malformed JSON", "collect:/v1/track", 1_793_610_900_000)]
+    dead = [DeadLetterRow.of(b"{nope", "malformed JSON", "collect:/v1/track", 1_793_610_900_000)]
     publisher = KafkaPublisher(settings)
 
     async def go() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
 
 
 @pytest.fixture(scope="session")

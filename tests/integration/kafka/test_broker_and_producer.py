@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer
 
 from journeys.cli import main
-from producers.client import EventProducer, partition_key
-from producers.topics import ensure_topics
-from schemas.errors import BrokerError
-from schemas.settings import Settings
+from journeys.producers.client import EventProducer, partition_key
+from journeys.producers.topics import ensure_topics
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
 from tests.unit.engine.journey import ev
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
@@ -47,7 +47,7 @@ def test_produced_events_arrive_once_in_per_key_order(kafka_bootstrap: str, topi
     )
     seen: dict[bytes, list[str]] = {}
     for message in consumer:
-        from schemas.event import parse_event
+        from journeys.schemas.event import parse_event
 
         seen.setdefault(message.key, []).append(parse_event(message.value).event_id)
     consumer.close()

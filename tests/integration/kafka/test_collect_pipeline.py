@@ -11,10 +11,15 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from producers.collect.publisher import KafkaPublisher
-from producers.collect.webhooks import shopify_signature
-from sinks.clickhouse.queries import snapshot
-from tests.integration.kafka.test_streaming import Pipeline, chdb_dir, pipeline_factory, wait_settled  # noqa: F401 (fixtures)
+from journeys.producers.collect.publisher import KafkaPublisher
+from journeys.producers.collect.webhooks import shopify_signature
+from journeys.sinks.clickhouse.queries import snapshot
+from tests.integration.kafka.test_streaming import (  # noqa: F401 (fixtures)
+    Pipeline,
+    chdb_dir,
+    pipeline_factory,
+    wait_settled,
+)
 from tests.unit.collect.client import KEY
 from tests.unit.collect.server import running
 
@@ -56,7 +61,7 @@ def test_sdk_and_webhook_events_end_as_rows_in_clickhouse(
 
 
 def test_collector_answers_503_when_kafka_is_down(tmp_path: Path) -> None:
-    from schemas.settings import Settings
+    from journeys.schemas.settings import Settings
 
     settings = Settings(kafka_bootstrap="127.0.0.1:1", write_keys=KEY, data_dir=tmp_path)
     with running(settings, KafkaPublisher(settings)) as url:

@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 
 from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
-from producers.client import EventProducer
-from producers.simulator import simulate
-from schemas.errors import InvalidEvent
-from schemas.event import parse_event
-from schemas.settings import Settings
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.queries import snapshot, table_counts
-from sinks.clickhouse.writer import ClickHouseSink
-from sinks.consumer import TopicSink
-from streams.replay import replay
+from journeys.producers.client import EventProducer
+from journeys.producers.simulator import simulate
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
+from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.queries import snapshot, table_counts
+from journeys.sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.consumer import TopicSink
+from journeys.streams.replay import replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
 
@@ -137,7 +137,7 @@ def replayed(lines: list[bytes], chdb_dir: Path) -> dict[str, Any]:
     database = f"replay_{uuid.uuid4().hex[:10]}"
     sink = ClickHouseSink(f"chdb://{chdb_dir}", database)
     sink.setup()
-    from streams.engine import EngineConfig
+    from journeys.streams.engine import EngineConfig
 
     replay(((f"line:{i}", line) for i, line in enumerate(lines)), sink, EngineConfig.default(), 0)
     return comparable(snapshot(connect(f"chdb://{chdb_dir}"), database))

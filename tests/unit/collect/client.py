@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from producers.collect.app import create_app
-from producers.collect.publisher import MemoryPublisher
-from schemas.settings import Settings
+from journeys.producers.collect.app import create_app
+from journeys.producers.collect.publisher import MemoryPublisher
+from journeys.schemas.settings import Settings
 
 KEY = "wk_test"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}

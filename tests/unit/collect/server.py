@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from producers.collect.app import create_app
-from producers.collect.publisher import Publisher
-from schemas.settings import Settings
+from journeys.producers.collect.app import create_app
+from journeys.producers.collect.publisher import Publisher
+from journeys.schemas.settings import Settings
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.collect.publisher import MemoryPublisher
+from journeys.producers.collect.publisher import MemoryPublisher
 from tests.unit.collect.client import AUTH, request
 from tests.unit.collect.client import settings as config
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from producers.collect.guard import (
+from journeys.producers.collect.guard import (
     RateLimiter,
     Rejected,
     apply_privacy,
@@ -16,7 +16,7 @@ from producers.collect.guard import (
     hash_email,
     truncate_ip,
 )
-from schemas.settings import Settings
+from journeys.schemas.settings import Settings
 
 
 def basic(user: str) -> str:

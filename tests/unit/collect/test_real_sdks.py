@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from producers.collect.publisher import MemoryPublisher
+from journeys.producers.collect.publisher import MemoryPublisher
 from tests.unit.collect.client import KEY, settings
 from tests.unit.collect.server import running
 

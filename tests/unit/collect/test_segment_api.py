@@ -9,8 +9,8 @@ import time
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
-from producers.collect.app import create_app
-from producers.collect.publisher import MemoryPublisher
+from journeys.producers.collect.app import create_app
+from journeys.producers.collect.publisher import MemoryPublisher
 from tests.unit.collect.client import AUTH, request, settings
 
 TRACK = {
@@ -152,7 +152,7 @@ def test_ecommerce_order_completed_is_an_order() -> None:
 def test_clock_skew_is_corrected_from_sent_at() -> None:
     from datetime import UTC, datetime
 
-    from producers.collect.segment import occurred_at
+    from journeys.producers.collect.segment import occurred_at
 
     received = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
     message = {"timestamp": "2026-11-02T09:00:00Z", "sentAt": "2026-11-02T09:30:00Z"}

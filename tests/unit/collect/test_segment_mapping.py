@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.collect.segment import TRACK_NAMES, dmu_role, occurred_at, snake, to_event
-from schemas.errors import InvalidEvent
-from schemas.event import KNOWN_TYPES, validate_event
+from journeys.producers.collect.segment import TRACK_NAMES, dmu_role, occurred_at, snake, to_event
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import validate_event
+from journeys.schemas.record import KNOWN_TYPES
 
 RECEIVED = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 ids = st.text(

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
-from producers.collect.publisher import MemoryPublisher
-from producers.collect.webhooks import mandrill_signature, shopify_signature
+from journeys.producers.collect.publisher import MemoryPublisher
+from journeys.producers.collect.webhooks import mandrill_signature, shopify_signature
 from tests.unit.collect.client import Answer, request, settings
 
 PRIVATE = ec.generate_private_key(ec.SECP256R1())
@@ -207,7 +207,7 @@ def test_sendgrid_key_as_pem_works_too() -> None:
 
 
 def test_sendgrid_types_map_to_contract_email_types() -> None:
-    from producers.collect.webhooks import sendgrid_event
+    from journeys.producers.collect.webhooks import sendgrid_event
 
     kinds = [
         "processed",
@@ -245,7 +245,7 @@ def test_mandrill_url_derived_from_the_request_when_not_configured() -> None:
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from producers.collect.app import create_app
+    from journeys.producers.collect.app import create_app
 
     form = {"mandrill_events": orjson.dumps(MANDRILL_EVENTS).decode()}
     publisher = MemoryPublisher()

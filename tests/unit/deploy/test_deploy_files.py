@@ -24,8 +24,8 @@ import yaml
 from click.testing import CliRunner
 
 from journeys.cli import main
-from schemas.settings import Settings
-from sinks.clickhouse.migrate import migration_files, statements
+from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.migrate import migration_files, statements
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -298,7 +298,7 @@ def test_k8s_workloads_run_as_planned() -> None:
 
 
 def test_k8s_worker_keeps_the_stage_checkpoint_on_a_shared_volume() -> None:
-    from streams import app
+    from journeys.streams import app
 
     assert 'settings.data_dir / "stage"' in inspect.getsource(app._open_stage)
     data_dir = k8s_object("ConfigMap", "journeys-settings")["data"]["JOURNEYS_DATA_DIR"]
@@ -373,7 +373,7 @@ def test_k8s_disruption_budgets_select_pods_that_exist() -> None:
 
 def collector_metric_names() -> set[str]:
     """Sample names the collector's /metrics serves."""
-    from producers.collect.handlers import Metrics
+    from journeys.producers.collect.handlers import Metrics
 
     registry = Metrics.create().registry
     names = set()
@@ -617,7 +617,7 @@ def test_every_cluster_statement_runs_on_the_cluster() -> None:
 def replayed(chdb_dsn: str, database_name: Callable[[str], str], tmp_path: Path) -> tuple[Any, str]:
     """A database with simulated journeys replayed into it: (client, database)."""
     from journeys.cmd_core import replay_files
-    from sinks.clickhouse.client import connect
+    from journeys.sinks.clickhouse.client import connect
 
     db = database_name("deploy")
     events = tmp_path / "events.jsonl"
@@ -637,8 +637,8 @@ def _in_database(sql: str, db: str) -> str:
 
 @pytest.mark.integration
 def test_dashboard_queries_agree_with_the_projects_own_queries(replayed: tuple[Any, str]) -> None:
-    from sinks.clickhouse import queries
-    from streams.engine.rules import load_rules
+    from journeys.sinks.clickhouse import queries
+    from journeys.streams.engine.rules import load_rules
 
     client, db = replayed
     rows = {
@@ -669,8 +669,8 @@ def test_dashboard_queries_agree_with_the_projects_own_queries(replayed: tuple[A
 def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
     chdb_dsn: str, database_name: Callable[[str], str]
 ) -> None:
-    from sinks.clickhouse.client import connect
-    from sinks.clickhouse.migrate import migrate
+    from journeys.sinks.clickhouse.client import connect
+    from journeys.sinks.clickhouse.migrate import migrate
 
     client = connect(chdb_dsn)
     single, local = database_name("single"), database_name("local")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.event import EventRecord, validate_event
-from schemas.rows import Output
-from sinks.base import FinalTables, final_tables
-from streams.engine import EngineConfig, JourneyEngine, load_rules
+from journeys.schemas.event import validate_event
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import Output
+from journeys.sinks.base import FinalTables, final_tables
+from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = 3_600_000

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.rows import Output
-from sinks.base import final_tables
-from streams.engine import JourneyEngine, Sequencer
-from streams.engine.state import Holder
+from journeys.schemas.rows import Output
+from journeys.sinks.base import final_tables
+from journeys.streams.engine import JourneyEngine, Sequencer
+from journeys.streams.engine.state import Holder
 from tests.unit.engine.journey import engine, ev
 from tests.unit.engine.test_properties import account_history, snapshot
 

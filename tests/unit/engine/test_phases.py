@@ -136,8 +136,8 @@ def test_dmu_roles_contacts_and_segment() -> None:
 
 
 def test_rules_file_replaces_the_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from streams.engine import JourneyEngine, load_rules
-    from streams.engine.engine import EngineConfig
+    from journeys.streams.engine import JourneyEngine, load_rules
+    from journeys.streams.engine.engine import EngineConfig
 
     path = tmp_path / "rules.toml"
     path.write_text(

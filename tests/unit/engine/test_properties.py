@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.event import EventRecord
-from sinks.base import FinalTables
+from journeys.schemas.record import EventRecord
+from journeys.sinks.base import FinalTables
 from tests.unit.engine.journey import ev, run
 
 ANON_TYPES = ["page_view", "content_view", "search", "product_view", "pricing_view", "add_to_cart"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.event import EventRecord
-from schemas.rows import Output
-from sinks.base import final_tables
-from streams.checkpoint import CheckpointStore
-from streams.engine import EngineConfig, load_rules
-from streams.stage import DRAIN_MESSAGE, JourneyStage, envelope, idle_message
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import Output
+from journeys.sinks.base import final_tables
+from journeys.streams.checkpoint import CheckpointStore
+from journeys.streams.engine import EngineConfig, load_rules
+from journeys.streams.stage import DRAIN_MESSAGE, JourneyStage, envelope, idle_message
 from tests.unit.engine.journey import ev, run
 from tests.unit.engine.test_properties import snapshot
 

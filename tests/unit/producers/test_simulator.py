@@ -12,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from journeys.cmd_simulate import simulate as simulate_command
-from producers.simulator import DEFAULT_START, account_streams, simulate
-from producers.simulator_noise import MALFORMED
-from schemas.errors import InvalidEvent
-from schemas.event import DMU_ROLES, KNOWN_TYPES, EventRecord, parse_event, reference_record
-from schemas.identity import is_free_mail
-from streams.engine import EngineConfig, JourneyEngine
+from journeys.producers.simulator import DEFAULT_START, account_streams, simulate
+from journeys.producers.simulator_noise import MALFORMED
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event, reference_record
+from journeys.schemas.identity import is_free_mail
+from journeys.schemas.record import DMU_ROLES, KNOWN_TYPES, EventRecord
+from journeys.streams.engine import EngineConfig, JourneyEngine
 
 #: Every type the default rules move a phase with (contract section 3).
 PHASE_MOVING = {

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.codec import alert_json, decode_dead_letter, decode_row, dead_letter_json, encode_row, transition_json
-from schemas.rows import AlertRow, DeadLetterRow, IdentityLink, JourneyRow, StoredEvent, TransitionRow
+from journeys.schemas.codec import (
+    alert_json,
+    dead_letter_json,
+    decode_dead_letter,
+    decode_row,
+    encode_row,
+    transition_json,
+)
+from journeys.schemas.rows import (
+    AlertRow,
+    DeadLetterRow,
+    IdentityLink,
+    JourneyRow,
+    StoredEvent,
+    TransitionRow,
+)
 from tests.unit.engine.journey import ev
 
 

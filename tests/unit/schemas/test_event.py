@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.errors import InvalidEvent
-from schemas.event import event_json_schema, parse_event, validate_event
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import event_json_schema, parse_event, validate_event
 
 BASE = {
     "event_id": "01JD3K8Q2W5T9Z7Y4X6V1B0N3M",

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import InvalidEvent
-from schemas.event import reference_record
-from schemas.fastpath import fast_record
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import reference_record
+from journeys.schemas.fastpath import fast_record
 
 texts = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["", "  ", " x ", "A@B.NL", "a@b"]))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), texts)

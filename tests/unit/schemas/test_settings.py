@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.durations import format_duration_ms, parse_duration_ms
-from schemas.errors import ConfigError
-from schemas.settings import Settings
+from journeys.schemas.durations import format_duration_ms, parse_duration_ms
+from journeys.schemas.errors import ConfigError
+from journeys.schemas.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.rows import IdentityLink, Output, StoredEvent
-from sinks.base import attributed_account
-from sinks.clickhouse.attribution import Candidates, candidates, follow_merges
+from journeys.schemas.rows import IdentityLink, Output, StoredEvent
+from journeys.sinks.base import attributed_account
+from journeys.sinks.clickhouse.attribution import Candidates, candidates, follow_merges
 from tests.unit.engine.journey import ev
 
 

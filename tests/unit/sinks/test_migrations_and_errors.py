@@ -5,8 +5,8 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from sinks.clickhouse.client import explain, held_elsewhere
-from sinks.clickhouse.migrate import migration_files, statements
+from journeys.sinks.clickhouse.client import explain, held_elsewhere
+from journeys.sinks.clickhouse.migrate import migration_files, statements
 
 
 def test_statements_drop_comments_and_split_on_semicolons() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from schemas.errors import SinkUnavailable
-from schemas.rows import (
+from journeys.schemas.errors import SinkUnavailable
+from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
     IdentityLink,
@@ -15,8 +15,8 @@ from schemas.rows import (
     StoredEvent,
     TransitionRow,
 )
-from sinks.clickhouse import writer
-from sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.clickhouse import writer
+from journeys.sinks.clickhouse.writer import ClickHouseSink
 from tests.unit.engine.journey import ev, ms
 
 TS = pa.timestamp("ms", tz="UTC")
