@@ -45,16 +45,18 @@ def transition_json(row: TransitionRow) -> bytes:
 
 
 def alert_json(row: AlertRow) -> bytes:
-    """The public message of an alert raised or resolved (`journeys.alerts`)."""
+    """The public message of an alert raised, resolved or withdrawn (`journeys.alerts`)."""
     return orjson.dumps(
         {
             "alert_id": row.alert_id,
+            "status": row.status,
             "kind": row.kind,
             "account_id": row.account_id,
             "raised_at": format_ms(row.raised_at),
             "resolved_at": format_ms(row.resolved_at) if row.resolved_at is not None else None,
             "details": orjson.Fragment(row.details),
             "version": row.version,
+            "withdrawn": row.withdrawn,
         }
     )
 

@@ -61,7 +61,11 @@ class JourneyRow:
 
 @dataclass(slots=True, frozen=True)
 class AlertRow:
-    """An alert raised (and later, when the episode ends, resolved) in event time."""
+    """An alert raised (and later, when the episode ends, resolved) in event time.
+
+    The highest `version` of an `alert_id` is current. `withdrawn` marks an alert that
+    late data showed never happened (a new version, so readers and alert consumers see
+    the correction); `resolved_at` marks one whose episode ended."""
 
     alert_id: str
     kind: str
@@ -70,6 +74,14 @@ class AlertRow:
     details: str
     version: int
     resolved_at: int | None = None
+    withdrawn: bool = False
+
+    @property
+    def status(self) -> str:
+        """`raised`, `resolved` or `withdrawn`: what a consumer of the alerts topic acts on."""
+        if self.withdrawn:
+            return "withdrawn"
+        return "raised" if self.resolved_at is None else "resolved"
 
 
 @dataclass(slots=True, frozen=True)
