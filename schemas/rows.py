@@ -137,6 +137,10 @@ class Output:
 
     def __len__(self) -> int:
         return (
-            len(self.events) + len(self.transitions) + len(self.journeys)
-            + len(self.alerts) + len(self.links) + len(self.dead_letters)
+            len(self.events)
+            + len(self.transitions)
+            + len(self.journeys)
+            + len(self.alerts)
+            + len(self.links)
+            + len(self.dead_letters)
         )

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     cart_abandon_after: DurationMs = Field(default="4h", validate_default=True)
     deal_stall_after: DurationMs = Field(default="14d", validate_default=True)
     allowed_lateness: DurationMs = Field(
-        default="30s", validate_default=True,
+        default="30s",
+        validate_default=True,
         description="how late (event time) an event may arrive and still move journeys",
     )
     visitor_ttl: DurationMs = Field(
-        default="90d", validate_default=True,
+        default="90d",
+        validate_default=True,
         description="forget anonymous visitors not seen for this long (event time)",
     )
 
@@ -51,20 +53,28 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(default=9093)
 
     metrics_port: int = Field(
-        default=0, ge=0, description="serve Prometheus metrics of a worker or the sink on this port (0: off)"
+        default=0,
+        ge=0,
+        description="serve Prometheus metrics of a worker or the sink on this port (0: off)",
     )
     collect_port: int = Field(default=8080)
     collect_host: str = Field(default="127.0.0.1", description="address the collector listens on")
-    collect_max_body: int = Field(default=512 * 1024, ge=1024, description="largest request body, bytes")
+    collect_max_body: int = Field(
+        default=512 * 1024, ge=1024, description="largest request body, bytes"
+    )
     collect_rate_limit: float = Field(
         default=0, ge=0, description="events per second per write key (0: no limit)"
     )
-    collect_truncate_ip: bool = Field(default=False, description="drop the last octet of client IPs")
+    collect_truncate_ip: bool = Field(
+        default=False, description="drop the last octet of client IPs"
+    )
     collect_hash_emails: bool = Field(
         default=False, description="store sha256 of the local part of emails (keeps the domain)"
     )
     write_keys: str = Field(default="", description="comma-separated Segment write keys")
-    sendgrid_public_key: str | None = Field(default=None, description="SendGrid verification key (base64)")
+    sendgrid_public_key: str | None = Field(
+        default=None, description="SendGrid verification key (base64)"
+    )
     mandrill_webhook_key: SecretStr | None = Field(default=None, description="Mandrill webhook key")
     mandrill_webhook_url: str | None = Field(
         default=None, description="the public URL Mandrill posts to (it is part of the signature)"
