@@ -81,6 +81,30 @@ class Settings(BaseSettings):
     )
     shopify_secret: SecretStr | None = Field(default=None, description="Shopify webhook secret")
 
+    read_port: int = Field(
+        default=8124,
+        ge=0,
+        le=65535,
+        description="the sink serves read-only ClickHouse HTTP here for BI tools (0: off)",
+    )
+    read_host: str = Field(default="127.0.0.1", description="address of the read-only endpoint")
+    alert_webhooks: str = Field(
+        default="",
+        description="where alerts go, per kind: kind=URL,...; *=URL for the rest; "
+        "slack+https://... sends Slack messages",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key that signs every webhook delivery"
+    )
+    alert_retry_max: DurationMs = Field(
+        default="5m", validate_default=True, description="longest wait between delivery attempts"
+    )
+    alert_give_up_after: DurationMs = Field(
+        default="1h",
+        validate_default=True,
+        description="after this long failing, a delivery goes to the dead letters",
+    )
+
     @property
     def write_key_set(self) -> frozenset[str]:
         """The accepted write keys."""
