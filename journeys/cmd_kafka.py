@@ -10,7 +10,13 @@ from journeys.options import settings_options
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.settings import Settings
 
-BROKER_SETTINGS = ("data_dir", "kafka_bootstrap", "kafka_home", "kafka_version", "kafka_heap", "kafka_controller_port", "topic_partitions")
+BROKER_SETTINGS = (
+    "data_dir", "kafka_bootstrap", "kafka_home", "kafka_version", "kafka_heap",
+    "kafka_controller_port", "topic_partitions",
+)
+#: `stop` finds the broker by the pid file under the data dir; `status` also asks the address.
+STOP_SETTINGS = ("data_dir",)
+STATUS_SETTINGS = ("data_dir", "kafka_bootstrap")
 
 
 @click.group()
@@ -34,16 +40,17 @@ def start(settings: Settings) -> None:
 
 
 @kafka.command()
-@settings_options(*BROKER_SETTINGS)
+@settings_options(*STOP_SETTINGS)
 def stop(settings: Settings) -> None:
     """Stop the broker started from this data dir."""
     from journeys.kafka_broker import stop_broker
 
-    click.echo("Kafka stopped" if stop_broker(settings) else "no broker started from this data dir is running")
+    stopped = stop_broker(settings)
+    click.echo("Kafka stopped" if stopped else "no broker started from this data dir is running")
 
 
 @kafka.command()
-@settings_options(*BROKER_SETTINGS)
+@settings_options(*STATUS_SETTINGS)
 def status(settings: Settings) -> None:
     """Say whether a broker answers; exit 0 if it does, 1 if not."""
     from journeys.kafka_broker import broker_status
