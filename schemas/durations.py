@@ -12,7 +12,7 @@ _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 
 
 def parse_duration_ms(text: str | int | float | timedelta) -> int:
-    """Milliseconds in a duration such as `4h`; raise `ConfigError` with an example if unreadable."""
+    """Milliseconds in a duration such as `4h`; `ConfigError` with an example if unreadable."""
     if isinstance(text, timedelta):
         return int(text.total_seconds() * 1000)
     if isinstance(text, int | float) and not isinstance(text, bool):

@@ -12,7 +12,9 @@ the reason stored with the dead letter.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import math
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -29,14 +31,17 @@ from pydantic import (
 
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.fastpath import fast_record
-from journeys.schemas.record import (
-    IDENTITY_FIELDS,
-    EventRecord,
-    to_ms,
-)
+from journeys.schemas.record import EARLIEST, IDENTITY_FIELDS, LATEST, EventRecord, to_ms
+
+#: Integers a JSON number may hold and still be stored exactly (int64 .. uint64).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+#: A run of digits long enough to overflow 64 bits: orjson would read it as a lossy float,
+#: so such input takes the reference path, which keeps integers exact and judges them.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 
 Channel = Literal["web", "email", "order", "sales"]
 DmuRole = Literal["initiator", "gatekeeper", "influencer", "decider", "buyer", "user"]
+
 
 class _Open(BaseModel):
     """Base for free objects with a few typed, checked fields; other keys are kept."""
@@ -159,19 +164,36 @@ class Event(BaseModel):
     def _type(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        if isinstance(value, int | float | Decimal):  # bool is an int too
+            raise ValueError(
+                "give an ISO 8601 time with a zone (2026-11-02T09:15:00Z), not a number"
+            )
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 shifted past the calendar's ends
+            value = EARLIEST - timedelta(days=1)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError("time outside 1970-01-01T00:00:00Z .. 2200-01-01T00:00:00Z")
+        return value
 
     @field_validator("properties", mode="before")
     @classmethod
     def _properties(cls, value: Any) -> Any:
+        check_numbers(value)
         return {} if value is None else value
 
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, value: Any) -> Any:
+        check_numbers(value)
         return {} if value is None else value
 
     @model_validator(mode="after")
@@ -201,13 +223,13 @@ class Event(BaseModel):
             account_id=self.account_id,
             dmu_role=self.context.dmu_role,
             segment=self.context.segment,
-            properties=orjson.dumps(self.properties, default=str, option=orjson.OPT_SORT_KEYS).decode(),
+            properties=orjson.dumps(
+                self.properties, default=str, option=orjson.OPT_SORT_KEYS
+            ).decode(),
             context=orjson.dumps(
                 self.context.model_dump(exclude_none=True), default=str, option=orjson.OPT_SORT_KEYS
             ).decode(),
         )
-
-
 
 
 def derive_event_id(event: Event) -> str:
@@ -229,22 +251,30 @@ def derive_event_id(event: Event) -> str:
 
 def parse_event(raw: bytes | str) -> EventRecord:
     """Validate one event from its JSON bytes; raise `InvalidEvent` with the reason."""
+    data = None
+    if not _LONG_DIGITS.search(raw.encode() if isinstance(raw, str) else raw):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            record = fast_record(data, from_json=True)
+            if record is not None:
+                return record
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = None
-    else:
-        record = fast_record(data)
-        if record is not None:
-            return record
-    try:
-        return Event.model_validate_json(raw).to_record()
+        return _record(Event.model_validate_json(raw))
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from exc
 
 
 def validate_event(data: Any) -> EventRecord:
     """Validate one event from an already-parsed object (collectors, simulators)."""
+    if isinstance(data, dict):  # Python objects may hold what JSON text cannot: NaN, huge ints
+        for name in ("properties", "context"):
+            try:
+                check_numbers(data.get(name))
+            except ValueError as exc:
+                raise InvalidEvent(f"{name}: {exc}") from None
     record = fast_record(data)
     if record is not None:
         return record
@@ -254,9 +284,46 @@ def validate_event(data: Any) -> EventRecord:
 def reference_record(data: Any) -> EventRecord:
     """Validate with the reference (pydantic) validator only."""
     try:
-        return Event.model_validate(data).to_record()
+        return _record(Event.model_validate(data))
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from exc
+
+
+def _record(event: Event) -> EventRecord:
+    """The record of a validated event; what cannot be stored is invalid, never a crash."""
+    try:
+        return event.to_record()
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise InvalidEvent(f"cannot be stored: {exc}") from None
+
+
+def check_numbers(value: Any) -> None:
+    """Refuse NaN, Infinity and integers beyond 64 bits anywhere inside `value`.
+
+    JSON has no NaN or Infinity, and ClickHouse and most consumers cannot hold
+    such integers: storing them would silently turn them into null or lose digits.
+    Walks without recursion, so any nesting depth is safe.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("NaN or Infinity is not a JSON number")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ValueError(f"integer {_digits(item)} does not fit in 64 bits")
+        elif isinstance(item, Decimal) and not item.is_finite():
+            raise ValueError("NaN or Infinity is not a JSON number")
+
+
+def _digits(value: int) -> str:
+    text = str(value) if value.bit_length() < 4000 else "with thousands of digits"
+    return text if len(text) <= 24 else text[:10] + "..." + text[-4:]
 
 
 def _reason(exc: ValidationError) -> str:
@@ -280,4 +347,3 @@ def event_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "journeys event"
     return schema
-

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from journeys.schemas.record import DMU_ROLES, EventRecord
+from journeys.schemas.record import DMU_ROLES, EARLIEST_MS, LATEST_MS, EventRecord
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)\Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -25,6 +25,7 @@ _MS = timedelta(milliseconds=1)
 _CHANNELS = frozenset({"web", "email", "order", "sales"})
 _ROLES = frozenset(DMU_ROLES)
 _NUMBER = (int, float)
+_INF = float("inf")
 #: Typed string properties per channel (anything else in properties is free).
 _STRINGS = {
     "web": ("url", "title", "referrer", "query", "sku", "cart_id"),
@@ -69,6 +70,24 @@ def _items_ok(items: Any) -> bool:
     return True
 
 
+def _plain_numbers(value: Any) -> bool:
+    """No NaN, Infinity or integer beyond 64 bits anywhere inside (orjson would hide them)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is float:
+            if item != item or item in (_INF, -_INF):
+                return False
+        elif kind is int and not -(2**63) <= item < 2**64:
+            return False
+    return True
+
+
 def _properties_ok(channel: str, props: dict[str, Any]) -> bool:
     for name in _STRINGS[channel]:
         value = props.get(name)
@@ -91,12 +110,16 @@ def _properties_ok(channel: str, props: dict[str, Any]) -> bool:
     return True
 
 
-def fast_record(data: Any) -> EventRecord | None:
-    """The record for a plain, valid event; None when the reference validator must decide."""
+def fast_record(data: Any, from_json: bool = False) -> EventRecord | None:
+    """The record for a plain, valid event; None when the reference validator must decide.
+
+    `from_json` says `data` came from orjson, which never yields NaN, Infinity or integers
+    beyond 64 bits; other Python objects are checked for them first.
+    """
     if type(data) is not dict:
         return None
     channel = data.get("channel")
-    if channel not in _CHANNELS or type(channel) is not str:
+    if type(channel) is not str or channel not in _CHANNELS:
         return None
     event_id = _identity(data.get("event_id"), 128)
     if not event_id:
@@ -114,8 +137,11 @@ def fast_record(data: Any) -> EventRecord | None:
         moment = datetime.fromisoformat(when)
     except ValueError:
         return None
-    if not 1970 <= moment.year <= 9998:
+    if not 1970 <= moment.year <= 2200:
         return None
+    ts = (moment - _EPOCH) // _MS
+    if not EARLIEST_MS <= ts < LATEST_MS:
+        return None  # the reference says why
     anonymous_id = _identity(data.get("anonymous_id"), 256)
     contact_id = _identity(data.get("contact_id"), 256)
     account_id = _identity(data.get("account_id"), 256)
@@ -141,7 +167,11 @@ def fast_record(data: Any) -> EventRecord | None:
         return None
     role = context.get("dmu_role")
     segment = context.get("segment")
-    if (role is not None and role not in _ROLES) or (segment is not None and type(segment) is not str):
+    if (role is not None and (type(role) is not str or role not in _ROLES)) or (
+        segment is not None and type(segment) is not str
+    ):
+        return None
+    if not from_json and not (_plain_numbers(props) and _plain_numbers(context)):
         return None
     try:
         properties_json = orjson.dumps(props, option=_SORT).decode()
@@ -154,14 +184,13 @@ def fast_record(data: Any) -> EventRecord | None:
         event_id=event_id,  # type: ignore[arg-type]
         channel=channel,
         type=type_,
-        ts=(moment - _EPOCH) // _MS,
+        ts=ts,
         anonymous_id=anonymous_id,  # type: ignore[arg-type]
         contact_id=contact_id,  # type: ignore[arg-type]
-        email=email,  # type: ignore[arg-type]
+        email=email,
         account_id=account_id,  # type: ignore[arg-type]
         dmu_role=role,
         segment=segment,
         properties=properties_json,
         context=context_json,
     )
-

@@ -22,9 +22,20 @@ IDENTITY_FIELDS: tuple[str, ...] = ("anonymous_id", "contact_id", "email", "acco
 KNOWN_TYPES: dict[str, frozenset[str]] = {
     "web": frozenset(
         {
-            "page_view", "content_view", "search", "product_view", "pricing_view",
-            "review_view", "compare", "add_to_cart", "remove_from_cart",
-            "checkout_started", "signup", "login", "form_submit", "survey_response",
+            "page_view",
+            "content_view",
+            "search",
+            "product_view",
+            "pricing_view",
+            "review_view",
+            "compare",
+            "add_to_cart",
+            "remove_from_cart",
+            "checkout_started",
+            "signup",
+            "login",
+            "form_submit",
+            "survey_response",
         }
     ),
     "email": frozenset(
@@ -32,14 +43,19 @@ KNOWN_TYPES: dict[str, frozenset[str]] = {
     ),
     "order": frozenset(
         {
-            "quote_requested", "quote_sent", "quote_accepted", "quote_rejected",
-            "order_placed", "order_shipped", "order_delivered", "order_returned",
-            "invoice_sent", "invoice_paid",
+            "quote_requested",
+            "quote_sent",
+            "quote_accepted",
+            "quote_rejected",
+            "order_placed",
+            "order_shipped",
+            "order_delivered",
+            "order_returned",
+            "invoice_sent",
+            "invoice_paid",
         }
     ),
-    "sales": frozenset(
-        {"meeting", "call", "demo", "deal_stage_changed", "deal_won", "deal_lost"}
-    ),
+    "sales": frozenset({"meeting", "call", "demo", "deal_stage_changed", "deal_won", "deal_lost"}),
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,6 +65,13 @@ _MS = timedelta(milliseconds=1)
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the epoch of an aware datetime."""
     return (moment - _EPOCH) // _MS
+
+
+#: Event times the contract accepts: 1970-01-01 (inclusive) .. 2200-01-01 (exclusive), UTC.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+EARLIEST_MS = 0
+LATEST_MS = to_ms(LATEST)
 
 
 @dataclass(slots=True, frozen=True)
