@@ -74,31 +74,71 @@ def send_lines(lines: Iterable[bytes], settings: Settings) -> int:
 
 
 @click.command()
-@click.option("--accounts", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Companies to simulate.")
-@click.option("--days", default=90, show_default=True, type=click.IntRange(min=0),
-              help="Days of history.")
-@click.option("--seed", default=7, show_default=True, type=int,
-              help="Random seed (same seed and arguments, byte-identical output).")
-@click.option("--start", default=None, metavar="ISO",
-              help="First day, ISO 8601 with a zone [default: 2026-01-05T00:00:00Z].")
-@click.option("--invalid-share", default=0.005, show_default=True,
-              type=click.FloatRange(0.0, 0.5), help="Share of malformed lines.")
-@click.option("--out", default="-", show_default=True, metavar="FILE",
-              type=click.Path(dir_okay=False, allow_dash=True), help="JSONL file, or - for stdout.")
-@click.option("--to-kafka", is_flag=True,
-              help="Produce to the events topic instead of writing a file.")
+@click.option(
+    "--accounts",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Companies to simulate.",
+)
+@click.option(
+    "--days", default=90, show_default=True, type=click.IntRange(min=0), help="Days of history."
+)
+@click.option(
+    "--seed",
+    default=7,
+    show_default=True,
+    type=int,
+    help="Random seed (same seed and arguments, byte-identical output).",
+)
+@click.option(
+    "--start",
+    default=None,
+    metavar="ISO",
+    help="First day, ISO 8601 with a zone [default: 2026-01-05T00:00:00Z].",
+)
+@click.option(
+    "--invalid-share",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5),
+    help="Share of malformed lines.",
+)
+@click.option(
+    "--out",
+    default="-",
+    show_default=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="JSONL file, or - for stdout.",
+)
+@click.option(
+    "--to-kafka", is_flag=True, help="Produce to the events topic instead of writing a file."
+)
 @settings_options("kafka_bootstrap", "topic_prefix", "topic_partitions")
-def simulate(accounts: int, days: int, seed: int, start: str | None, invalid_share: float,
-             out: str, to_kafka: bool, settings: Settings) -> None:
+def simulate(
+    accounts: int,
+    days: int,
+    seed: int,
+    start: str | None,
+    invalid_share: float,
+    out: str,
+    to_kafka: bool,
+    settings: Settings,
+) -> None:
     """Realistic synthetic B2B journeys: DMUs of growers, installers and wholesalers across
     web, email, order and sales, with the noise of real feeds (duplicates, events without
     an id, malformed lines)."""
     from journeys.producers.simulator import simulate as generate
 
     began = time.monotonic()
-    lines = generate(accounts=accounts, days=days, seed=seed, start=parse_start(start),
-                     invalid_share=invalid_share)
+    lines = generate(
+        accounts=accounts,
+        days=days,
+        seed=seed,
+        start=parse_start(start),
+        invalid_share=invalid_share,
+    )
     if to_kafka:
         count, where = send_lines(lines, settings), settings.topic("events")
     elif out == "-":
@@ -107,8 +147,11 @@ def simulate(accounts: int, days: int, seed: int, start: str | None, invalid_sha
     else:
         with open(out, "wb") as handle:
             count, where = write_lines(lines, handle), out
-    click.echo(f"simulated {count:,} lines of {accounts:,} accounts over {days} days to {where} "
-               f"in {time.monotonic() - began:.1f}s", err=True)
+    click.echo(
+        f"simulated {count:,} lines of {accounts:,} accounts over {days} days to {where} "
+        f"in {time.monotonic() - began:.1f}s",
+        err=True,
+    )
 
 
 COMMANDS: list[click.Command] = [simulate]

@@ -22,10 +22,26 @@ from journeys.streams.engine import EngineConfig, JourneyEngine
 
 #: Every type the default rules move a phase with (contract section 3).
 PHASE_MOVING = {
-    "product_view", "pricing_view", "review_view", "compare", "add_to_cart", "form_submit",
-    "quote_requested", "meeting", "call", "demo", "checkout_started", "quote_sent",
-    "quote_accepted", "deal_stage_changed", "order_placed", "deal_won", "order_shipped",
-    "order_delivered", "invoice_paid", "survey_response",
+    "product_view",
+    "pricing_view",
+    "review_view",
+    "compare",
+    "add_to_cart",
+    "form_submit",
+    "quote_requested",
+    "meeting",
+    "call",
+    "demo",
+    "checkout_started",
+    "quote_sent",
+    "quote_accepted",
+    "deal_stage_changed",
+    "order_placed",
+    "deal_won",
+    "order_shipped",
+    "order_delivered",
+    "invoice_paid",
+    "survey_response",
 }
 
 
@@ -87,7 +103,7 @@ def test_without_malformed_share_every_line_is_valid_for_both_validators() -> No
         reference_record(orjson.loads(line))
 
 
-def test_malformed_share_is_roughly_as_asked(parsed: tuple[list, list], lines: list[bytes]) -> None:  # type: ignore[type-arg]
+def test_malformed_share_is_roughly_as_asked(parsed: tuple[list, list], lines: list[bytes]) -> None:
     _, bad = parsed
     assert 0.0025 < len(bad) / len(lines) < 0.0085
     noisy = list(simulate(accounts=60, days=60, seed=3, invalid_share=0.05))
@@ -111,7 +127,7 @@ def test_every_kind_of_malformed_line_fails_validation(kind: str, lines: list[by
             parse_event(bad)
 
 
-def test_lines_are_single_json_objects_in_time_order(parsed: tuple[list, list]) -> None:  # type: ignore[type-arg]
+def test_lines_are_single_json_objects_in_time_order(parsed: tuple[list, list]) -> None:
     good, _ = parsed
     for line, _record in good[:2000]:
         assert b"\n" not in line and isinstance(orjson.loads(line), dict)
@@ -124,10 +140,20 @@ def test_every_channel_and_every_phase_moving_type_appears(events: list[EventRec
     assert {channel for channel, _ in seen} == {"web", "email", "order", "sales"}
     assert PHASE_MOVING <= {t for _, t in seen}
     assert all(t in KNOWN_TYPES[channel] for channel, t in seen)
-    assert {"sent", "delivered", "open", "click", "bounce", "unsubscribe", "order_returned",
-            "quote_rejected", "deal_lost", "remove_from_cart", "signup", "login"} <= set(
-        t for _, t in seen
-    )
+    assert {
+        "sent",
+        "delivered",
+        "open",
+        "click",
+        "bounce",
+        "unsubscribe",
+        "order_returned",
+        "quote_rejected",
+        "deal_lost",
+        "remove_from_cart",
+        "signup",
+        "login",
+    } <= set(t for _, t in seen)
 
 
 def test_free_mail_contacts_are_their_own_company(events: list[EventRecord]) -> None:
@@ -158,7 +184,7 @@ def test_erp_orders_name_the_contact_known_by_email(events: list[EventRecord]) -
     assert len(erp & with_email) > 0.8 * len(erp)
 
 
-def test_duplicates_and_events_without_id(parsed: tuple[list, list]) -> None:  # type: ignore[type-arg]
+def test_duplicates_and_events_without_id(parsed: tuple[list, list]) -> None:
     good, _ = parsed
     by_id: dict[str, set[bytes]] = defaultdict(set)
     for line, record in good:
@@ -192,7 +218,12 @@ def test_the_journeys_reach_every_phase_and_raise_both_alerts(events: list[Event
     final = {j.account_id: j for j in out.journeys}
     phases = Counter(j.phase for j in final.values() if not j.deleted)
     assert set(phases) == {
-        "awareness", "consideration", "decision", "purchase", "delivery", "loyalty",
+        "awareness",
+        "consideration",
+        "decision",
+        "purchase",
+        "delivery",
+        "loyalty",
     }
     assert phases["awareness"] > phases["purchase"] and phases["loyalty"] > 20  # a funnel, cut late
     alerts = Counter(a.kind for a in out.alerts)
@@ -211,8 +242,18 @@ def test_the_command_writes_the_same_lines(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     result = CliRunner().invoke(
         simulate_command,
-        ["--accounts", "12", "--days", "30", "--seed", "4", "--start", "2026-02-02",
-         "--out", str(out)],
+        [
+            "--accounts",
+            "12",
+            "--days",
+            "30",
+            "--seed",
+            "4",
+            "--start",
+            "2026-02-02",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     expected = list(simulate(accounts=12, days=30, seed=4, start=datetime(2026, 2, 2, tzinfo=UTC)))
