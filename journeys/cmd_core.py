@@ -42,7 +42,7 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[str, bytes]]:
 
 
 def _open_sink(settings: Settings):  # type: ignore[no-untyped-def]
-    from journeys.sinks.base import BackgroundSink
+    from journeys.sinks.background import BackgroundSink
     from journeys.sinks.clickhouse.writer import ClickHouseSink
 
     sink = BackgroundSink(ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000))

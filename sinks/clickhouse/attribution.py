@@ -7,7 +7,7 @@ happens when output arrives out of order (several sink processes, a
 re-delivered batch). After each flush the writer therefore looks at both
 sides of the batch: the links it wrote (which stored events do they move?)
 and the events it wrote (is there a stored link for them already?).
-`sinks.base.attributed_account` is the reference for the answer: an event
+`sinks.reference.attributed_account` is the reference for the answer: an event
 stored without an account takes the account of its contact_id link, else
 its anonymous_id link, else its email link; merged accounts are followed as
 a chain.
@@ -107,7 +107,7 @@ def follow_merges(merges: dict[str, tuple[str, int]]) -> dict[str, tuple[str, in
     """Where each merged account's events end up: {account: (last account, latest link time)}.
 
     `merges` maps an account to the account it was merged into and when.
-    Chains are followed the way `sinks.base.attributed_account` does,
+    Chains are followed the way `sinks.reference.attributed_account` does,
     stopping where a chain would loop.
     """
     moves = {}

@@ -4,7 +4,7 @@ Writes are idempotent (every table is a ReplacingMergeTree with a
 deterministic key and version), so a batch written twice changes nothing.
 After each flush, identity links re-attribute stored events inside
 ClickHouse (`sinks.clickhouse.attribution`), whichever of an event and its
-link was written first; `sinks.base.final_tables` is the reference for the
+link was written first; `sinks.reference.final_tables` is the reference for the
 result.
 
 Event row versions: late events 1, on-time events 2, re-attributed rows

@@ -1,7 +1,7 @@
 """Identity re-attribution inside ClickHouse agrees with the in-memory reference.
 
 Whatever order events and links reach the sink in, and however they are
-split into flushes, `events FINAL` shows the account `sinks.base.final_tables`
+split into flushes, `events FINAL` shows the account `sinks.reference.final_tables`
 gives.
 """
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.schemas.rows import IdentityLink, Output, StoredEvent
-from journeys.sinks.base import final_tables
+from journeys.sinks.reference import final_tables
 from journeys.sinks.clickhouse.migrate import migrate
 from journeys.sinks.clickhouse.queries import snapshot
 from journeys.sinks.clickhouse.writer import ClickHouseSink

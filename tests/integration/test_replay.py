@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from journeys.cli import main
-from journeys.sinks.base import MemorySink
+from journeys.sinks.memory import MemorySink
 from journeys.sinks.clickhouse.client import connect
 from journeys.sinks.clickhouse.queries import snapshot, table_counts
 from journeys.streams.engine import EngineConfig

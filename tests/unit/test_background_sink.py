@@ -6,7 +6,8 @@ import pytest
 
 from journeys.schemas.errors import SinkUnavailable
 from journeys.schemas.rows import IdentityLink, Output
-from journeys.sinks.base import BackgroundSink, MemorySink
+from journeys.sinks.background import BackgroundSink
+from journeys.sinks.memory import MemorySink
 
 
 def test_everything_is_written_in_order() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from journeys.schemas.event import validate_event
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
-from journeys.sinks.base import FinalTables, final_tables
+from journeys.sinks.reference import FinalTables, final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

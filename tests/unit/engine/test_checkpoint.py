@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.schemas.rows import Output
-from journeys.sinks.base import final_tables
+from journeys.sinks.reference import final_tables
 from journeys.streams.engine import JourneyEngine, Sequencer
 from journeys.streams.engine.state import Holder
 from tests.unit.engine.journey import engine, ev

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.schemas.record import EventRecord
-from journeys.sinks.base import FinalTables
+from journeys.sinks.reference import FinalTables
 from tests.unit.engine.journey import ev, run
 
 ANON_TYPES = ["page_view", "content_view", "search", "product_view", "pricing_view", "add_to_cart"]

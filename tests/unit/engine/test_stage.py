@@ -6,7 +6,7 @@ from pathlib import Path
 
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
-from journeys.sinks.base import final_tables
+from journeys.sinks.reference import final_tables
 from journeys.streams.checkpoint import CheckpointStore
 from journeys.streams.engine import EngineConfig, load_rules
 from journeys.streams.stage import DRAIN_MESSAGE, JourneyStage, envelope, idle_message

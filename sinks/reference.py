@@ -1,0 +1,128 @@
+"""What the stored tables must show: the reference semantics every sink is checked against.
+
+`final_tables` collapses the engine's rows the way the ClickHouse tables do
+when read with FINAL (ReplacingMergeTree: per key one row, the highest
+version, deletions gone), and `FinalTables.current()` gives what each
+`<table>_current` view shows. Unit tests compare the engine's output through
+it; integration tests compare ClickHouse with it.
+
+Which row of a key wins:
+
+- events (key event_id): the delivery with the earliest occurred_at, whatever
+  order deliveries are written in; for equal times an on-time row over a late
+  one, then the last written. Its account is then re-attributed through the
+  identity links (`attributed_account`).
+- identity links (key kind, alias): the earliest linked_at, the contract's
+  rule for an alias seen with two accounts; for equal times the last written.
+- transitions, journeys, alerts: the highest version (the engine's), ties to
+  the last written; dead letters: the last written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from journeys.schemas.rows import (
+    AlertRow,
+    DeadLetterRow,
+    IdentityLink,
+    JourneyRow,
+    Output,
+    StoredEvent,
+    TransitionRow,
+)
+
+
+@dataclass(frozen=True)
+class FinalTables:
+    """The tables as `SELECT ... FINAL` shows them: per key the newest version, deletions gone.
+
+    Alerts keep their withdrawn versions (FINAL shows them, flagged); the
+    `_current` views leave them out (`current()`).
+    """
+
+    events: dict[str, StoredEvent]
+    transitions: dict[tuple[str, str], TransitionRow]
+    journeys: dict[str, JourneyRow]
+    alerts: dict[str, AlertRow]
+    links: dict[tuple[str, str], IdentityLink]
+    dead_letters: dict[str, DeadLetterRow]
+
+    def current(self) -> dict[str, dict[Any, Any]]:
+        """The rows of each `<table>_current` view (and `open_alerts`), by key."""
+        alerts = {k: a for k, a in self.alerts.items() if not a.withdrawn}
+        return {
+            "events_current": self.events,
+            "phase_transitions_current": self.transitions,
+            "journeys_current": self.journeys,
+            "alerts_current": alerts,
+            "open_alerts": {k: a for k, a in alerts.items() if a.resolved_at is None},
+            "identity_links_current": self.links,
+            "dead_letters_current": self.dead_letters,
+        }
+
+
+def newest(
+    rows: list[Any], key: Callable[[Any], Any], rank: Callable[[Any], Any]
+) -> dict[Any, Any]:
+    """Per key the row with the highest rank; of equal ranks the last one."""
+    best: dict[Any, Any] = {}
+    for row in rows:
+        k = key(row)
+        if k not in best or rank(row) >= rank(best[k]):
+            best[k] = row
+    return best
+
+
+def event_rank(row: StoredEvent) -> tuple[int, int]:
+    """Which delivery of an event wins: the earliest occurred_at, then an on-time row."""
+    return (-row.record.ts, 0 if row.late else 1)
+
+
+def final_tables(output: Output) -> FinalTables:
+    """Collapse rows the way the ClickHouse tables do (ReplacingMergeTree read with FINAL)."""
+    links = newest(output.links, lambda r: (r.kind, r.alias), lambda r: -r.linked_at)
+    transitions = newest(
+        output.transitions, lambda r: (r.account_id, r.to_phase), lambda r: r.version
+    )
+    journeys = newest(output.journeys, lambda r: r.account_id, lambda r: r.version)
+    events = {
+        event_id: replace(row, account_id=attributed_account(row, links))
+        for event_id, row in newest(output.events, lambda r: r.record.event_id, event_rank).items()
+    }
+    return FinalTables(
+        events=events,
+        transitions={k: r for k, r in transitions.items() if not r.deleted},
+        journeys={k: r for k, r in journeys.items() if not r.deleted},
+        alerts=newest(output.alerts, lambda r: r.alert_id, lambda r: r.version),
+        links=links,
+        dead_letters=newest(output.dead_letters, lambda r: r.dead_letter_id, lambda r: 0),
+    )
+
+
+def attributed_account(row: StoredEvent, links: dict[tuple[str, str], IdentityLink]) -> str | None:
+    """The account a stored event belongs to once identity links are applied.
+
+    An event stored without an account takes the account its contact_id, else
+    its anonymous_id, else its email was linked to; an account merged into
+    another hands its events on (following the chain).
+    """
+    account = row.account_id
+    if account is None:
+        record = row.record
+        for kind, alias in (
+            ("contact_id", record.contact_id),
+            ("anonymous_id", record.anonymous_id),
+            ("email", record.email),
+        ):
+            link = links.get((kind, alias)) if alias else None
+            if link is not None:
+                account = link.account_id
+                break
+    seen = set()
+    while account is not None and ("account", account) in links and account not in seen:
+        seen.add(account)
+        account = links[("account", account)].account_id
+    return account
