@@ -62,6 +62,36 @@ class Settings(BaseSettings):
     collect_max_body: int = Field(
         default=512 * 1024, ge=1024, description="largest request body, bytes"
     )
+    collect_max_event: int = Field(
+        default=32 * 1024, ge=1024, description="largest single event (a batch item), bytes"
+    )
+    collect_max_batch_items: int = Field(
+        default=2500, ge=1, description="most items in one batch request (more: 400)"
+    )
+    collect_max_inflight: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="request body bytes the collector holds at once (more: 503, retry)",
+    )
+    collect_read_timeout: DurationMs = Field(
+        default="15s",
+        validate_default=True,
+        description="time to receive a request (headers and body); slower connections are closed",
+    )
+    collect_skew_tolerance: DurationMs = Field(
+        default="5s",
+        validate_default=True,
+        description="correct an SDK's clock from sentAt only when it is off by more than this",
+    )
+    collect_signature_tolerance: DurationMs = Field(
+        default="5m",
+        validate_default=True,
+        description="how far a signed webhook's timestamp may be from now (SendGrid)",
+    )
+    collect_public_url: str | None = Field(
+        default=None,
+        description="the collector's public URL for analytics.js (default: the request's)",
+    )
     collect_rate_limit: float = Field(
         default=0, ge=0, description="events per second per write key (0: no limit)"
     )
