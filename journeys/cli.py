@@ -23,9 +23,18 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from journeys import cmd_collect, cmd_core, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream
+    from journeys import (
+        cmd_collect,
+        cmd_core,
+        cmd_demo,
+        cmd_kafka,
+        cmd_read,
+        cmd_simulate,
+        cmd_stream,
+    )
 
-    for module in (cmd_core, cmd_collect, cmd_demo, cmd_kafka, cmd_simulate, cmd_stream):
+    modules = (cmd_core, cmd_collect, cmd_demo, cmd_kafka, cmd_read, cmd_simulate, cmd_stream)
+    for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -124,9 +124,7 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     help_text = f"{help_text}{_shown_default(info)} [env: {env_name(name)}]"
     if _bare(info.annotation) is bool:
         flag = flag_name(name)
-        return click.option(
-            f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text
-        )
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
     return click.option(
         flag_name(name),
         *ALIASES.get(name, ()),
@@ -149,9 +147,10 @@ def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
             kwargs["settings"] = build_settings(**given)
             return command(*args, **kwargs)
 
+        decorated: Callable[..., Any] = wrapper
         for name in reversed(names):
-            wrapper = setting_option(name)(wrapper)
-        return wrapper
+            decorated = setting_option(name)(decorated)
+        return decorated
 
     return decorate
 
