@@ -1,5 +1,5 @@
--- journeys on a ClickHouse cluster: the tables of
--- sinks/clickhouse/migrations/0001_initial.sql, replicated and sharded.
+-- journeys on a ClickHouse cluster: the schema of every migration in
+-- sinks/clickhouse/migrations/ (0001 to 0004), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -12,7 +12,12 @@
 -- with the contract's name (events, journeys, ...) in front of it. journeys
 -- reads and writes the contract names, so the sink, `journeys replay` and BI
 -- tools work unchanged; `journeys migrate` (and the sink's own migration step)
--- find every table already there and create nothing but schema_migrations.
+-- find every migration recorded in schema_migrations (the end of this file) and
+-- change nothing.
+--
+-- No table is partitioned: events are keyed on event_id alone (a redelivery
+-- with a moved occurred_at must meet the row it repeats), so a backfill of
+-- any span of years is one insert per shard.
 --
 -- Sharding key. ReplacingMergeTree collapses versions of a key only within
 -- one shard, so FINAL is exact only if every version of a row lands on the
@@ -40,7 +45,20 @@
 --           SETTINGS distributed_foreground_insert = 1, distributed_product_mode = 'global';
 --
 -- Keep this file in step with the migrations: every new migration needs its
--- ON CLUSTER twin here (tests/unit/deploy checks that the columns agree).
+-- ON CLUSTER twin here and its name in the last INSERT (tests/unit/deploy
+-- checks that columns, keys, views and names agree).
+--
+-- Upgrading a cluster made from the 0001-only version of this file (events
+-- partitioned by month and ordered by time): with the sinks stopped, for each
+-- of events, identity_links and alerts, on the cluster,
+--   RENAME TABLE journeys.<t>_local TO journeys.<t>_0001 ON CLUSTER '{cluster}';
+--   then this file's CREATE TABLE for <t>_local;
+--   INSERT INTO journeys.<t>_local ... SELECT ... FROM journeys.<t>_0001 (on every
+--       shard, as in migration 0002; the rows stay on their shard, since the
+--       sharding keys do not change);
+--   DROP TABLE journeys.<t>_0001 ON CLUSTER '{cluster}' SYNC;
+-- recreate the Distributed tables (DROP and this file's CREATE ... AS, which
+-- copies the new columns), run the views, and record the migrations as below.
 
 CREATE DATABASE IF NOT EXISTS journeys ON CLUSTER '{cluster}';
 
@@ -60,14 +78,14 @@ CREATE TABLE IF NOT EXISTS journeys.events_local ON CLUSTER '{cluster}'
     context       String,
     late          UInt8,
     version       UInt64,
+    precedence    UInt128 MATERIALIZED bitShiftLeft(toUInt128(17592186044415 - toUnixTimestamp64Milli(occurred_at)), 64) + version,
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX account_idx account_id TYPE bloom_filter GRANULARITY 4,
     INDEX anonymous_idx anonymous_id TYPE bloom_filter GRANULARITY 4,
     INDEX contact_idx contact_id TYPE bloom_filter GRANULARITY 4
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
-PARTITION BY toYYYYMM(occurred_at)
-ORDER BY (channel, type, occurred_at, event_id);
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', precedence)
+ORDER BY event_id;
 
 CREATE TABLE IF NOT EXISTS journeys.events ON CLUSTER '{cluster}'
 AS journeys.events_local
@@ -122,6 +140,7 @@ CREATE TABLE IF NOT EXISTS journeys.alerts_local ON CLUSTER '{cluster}'
     raised_at    DateTime64(3, 'UTC'),
     details      String,
     resolved_at  Nullable(DateTime64(3, 'UTC')),
+    withdrawn    UInt8 DEFAULT 0,
     version      UInt64
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
@@ -151,23 +170,365 @@ CREATE TABLE IF NOT EXISTS journeys.identity_links_local ON CLUSTER '{cluster}'
     kind        LowCardinality(String),
     alias       String,
     account_id  String,
-    linked_at   DateTime64(3, 'UTC')
+    linked_at   DateTime64(3, 'UTC'),
+    precedence  UInt64 MATERIALIZED toUInt64(17592186044415 - toUnixTimestamp64Milli(linked_at))
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', precedence)
 ORDER BY (kind, alias);
 
 CREATE TABLE IF NOT EXISTS journeys.identity_links ON CLUSTER '{cluster}'
 AS journeys.identity_links_local
 ENGINE = Distributed('{cluster}', journeys, identity_links_local, cityHash64(kind, alias));
 
--- The documented views, over the Distributed tables: FINAL runs on each shard,
--- which is exact because every version of a key lives on one shard.
-CREATE VIEW IF NOT EXISTS journeys.journeys_current ON CLUSTER '{cluster}' AS
+-- The documented views (migrations 0003 and 0004), over the Distributed tables: FINAL runs
+-- on each shard, which is exact because every version of a key lives on one shard. The
+-- analytics views join Distributed tables: the journeys user needs
+-- distributed_product_mode = 'global' (see the settings above).
+
+CREATE OR REPLACE VIEW journeys.events_current ON CLUSTER '{cluster}' AS
+SELECT event_id, channel, type, occurred_at, account_id, contact_id, anonymous_id, email,
+       dmu_role, segment, properties, context
+FROM journeys.events FINAL;
+
+CREATE OR REPLACE VIEW journeys.phase_transitions_current ON CLUSTER '{cluster}' AS
+SELECT account_id, from_phase, to_phase, transitioned_at, event_id, event_type, channel
+FROM journeys.phase_transitions FINAL
+WHERE is_deleted = 0;
+
+CREATE OR REPLACE VIEW journeys.journeys_current ON CLUSTER '{cluster}' AS
 SELECT account_id, phase, phase_since, first_seen, last_seen, last_activity, events, contacts,
        dmu_roles, segment
-FROM journeys.journeys FINAL;
+FROM journeys.journeys FINAL
+WHERE is_deleted = 0;
 
-CREATE VIEW IF NOT EXISTS journeys.open_alerts ON CLUSTER '{cluster}' AS
+CREATE OR REPLACE VIEW journeys.alerts_current ON CLUSTER '{cluster}' AS
+SELECT alert_id, kind, account_id, raised_at, details, resolved_at,
+       if(resolved_at IS NULL, 'raised', 'resolved') AS status
+FROM journeys.alerts FINAL
+WHERE withdrawn = 0;
+
+CREATE OR REPLACE VIEW journeys.open_alerts ON CLUSTER '{cluster}' AS
 SELECT alert_id, kind, account_id, raised_at, details
 FROM journeys.alerts FINAL
-WHERE resolved_at IS NULL;
+WHERE resolved_at IS NULL AND withdrawn = 0;
+
+CREATE OR REPLACE VIEW journeys.identity_links_current ON CLUSTER '{cluster}' AS
+SELECT kind, alias, account_id, linked_at
+FROM journeys.identity_links FINAL;
+
+CREATE OR REPLACE VIEW journeys.dead_letters_current ON CLUSTER '{cluster}' AS
+SELECT dead_letter_id, received_at, reason, payload, source
+FROM journeys.dead_letters FINAL;
+
+-- Accounts per phase now, with their share of all accounts.
+CREATE OR REPLACE VIEW journeys.analytics_accounts_per_phase ON CLUSTER '{cluster}' AS
+SELECT phase,
+       indexOf(['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'], phase) AS phase_order,
+       count() AS accounts,
+       count() / sum(count()) OVER () AS share
+FROM journeys.journeys_current
+GROUP BY phase
+ORDER BY phase_order = 0, phase_order, phase;
+
+-- Accounts per phase now within each segment ('' for accounts without one), with their
+-- share of the segment's accounts.
+CREATE OR REPLACE VIEW journeys.analytics_accounts_per_phase_by_segment ON CLUSTER '{cluster}' AS
+SELECT segment, phase,
+       indexOf(['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'], phase) AS phase_order,
+       count() AS accounts,
+       count() / sum(count()) OVER (PARTITION BY segment) AS share_of_segment
+FROM journeys.journeys_current
+GROUP BY segment, phase
+ORDER BY segment, phase_order = 0, phase_order, phase;
+
+-- Monthly cohorts (the month an account was first seen): per default phase, how many of
+-- the cohort reached it (phases never move back, so reaching a later phase counts), and
+-- the median days from first seen, and from the phase before, to entering it (among the
+-- cohort's accounts with a transition into it; skipped phases have none).
+CREATE OR REPLACE VIEW journeys.analytics_cohort_funnel ON CLUSTER '{cluster}' AS
+WITH ['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'] AS phases
+SELECT cohort_month, phases[i] AS phase, i AS phase_order,
+       count() AS cohort_accounts,
+       countIf(reached >= i) AS reached_accounts,
+       reached_accounts / cohort_accounts AS reached_share,
+       countIf(entered[i] > 0) AS entered_accounts,
+       if(entered_accounts = 0, NULL,
+          quantileExactInclusiveIf(0.5)((entered[i] - first_ms) / 86400000, entered[i] > 0))
+           AS median_days_from_first_seen,
+       if(countIf(entered[i] > 0 AND previous[i] > 0) = 0, NULL,
+          quantileExactInclusiveIf(0.5)((entered[i] - previous[i]) / 86400000,
+                                        entered[i] > 0 AND previous[i] > 0))
+           AS median_days_from_previous_phase
+FROM
+(
+    SELECT toStartOfMonth(j.first_seen) AS cohort_month,
+           indexOf(phases, j.phase) AS reached,
+           toUnixTimestamp64Milli(j.first_seen) AS first_ms,
+           arrayMap(p -> toInt64(if(indexOf(t.to_phases, p) = 0, 0,
+                                    t.times[indexOf(t.to_phases, p)])), phases) AS entered,
+           arrayMap(p -> toInt64(if(indexOf(t.to_phases, p) = 0
+                                        OR indexOf(t.to_phases, t.from_phases[indexOf(t.to_phases, p)]) = 0,
+                                    0,
+                                    t.times[indexOf(t.to_phases, t.from_phases[indexOf(t.to_phases, p)])])),
+                    phases) AS previous
+    FROM journeys.journeys_current AS j
+    LEFT JOIN
+    (
+        SELECT account_id, groupArray(to_phase) AS to_phases, groupArray(from_phase) AS from_phases,
+               groupArray(toUnixTimestamp64Milli(transitioned_at)) AS times
+        FROM journeys.phase_transitions_current
+        GROUP BY account_id
+    ) AS t ON t.account_id = j.account_id
+)
+ARRAY JOIN arrayEnumerate(phases) AS i
+GROUP BY cohort_month, i
+ORDER BY cohort_month, i;
+
+-- Time in phase: per phase, the accounts in it now and the median days they have been
+-- in it (to as_of); the accounts that moved on from it and the median days they spent in
+-- it; and the accounts in it now with an open deal_stalled alert, and their share.
+CREATE OR REPLACE VIEW journeys.analytics_time_in_phase ON CLUSTER '{cluster}' AS
+WITH (SELECT max(last_seen) FROM journeys.journeys_current) AS as_of
+SELECT p.phase AS phase,
+       indexOf(['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'], p.phase) AS phase_order,
+       p.entered AS accounts_entered,
+       n.accounts AS accounts_now,
+       if(n.accounts = 0, NULL, n.median_days) AS median_days_in_phase_now,
+       m.accounts AS accounts_moved_on,
+       if(m.accounts = 0, NULL, m.median_days) AS median_days_before_moving_on,
+       n.stalled AS stalled_accounts,
+       if(n.accounts = 0, NULL, n.stalled / n.accounts) AS stalled_share,
+       as_of
+FROM
+(
+    SELECT to_phase AS phase, count() AS entered
+    FROM journeys.phase_transitions_current
+    GROUP BY to_phase
+) AS p
+LEFT JOIN
+(
+    SELECT j.phase AS phase, count() AS accounts,
+           quantileExactInclusive(0.5)((toUnixTimestamp64Milli(as_of) - toUnixTimestamp64Milli(j.phase_since)) / 86400000) AS median_days,
+           countIf(s.account_id != '') AS stalled
+    FROM journeys.journeys_current AS j
+    LEFT JOIN
+    (
+        SELECT DISTINCT account_id FROM journeys.open_alerts WHERE kind = 'deal_stalled'
+    ) AS s ON s.account_id = j.account_id
+    GROUP BY j.phase
+) AS n ON n.phase = p.phase
+LEFT JOIN
+(
+    SELECT t.to_phase AS phase, count() AS accounts,
+           quantileExactInclusive(0.5)((toUnixTimestamp64Milli(nxt.transitioned_at) - toUnixTimestamp64Milli(t.transitioned_at)) / 86400000) AS median_days
+    FROM journeys.phase_transitions_current AS t
+    INNER JOIN journeys.phase_transitions_current AS nxt
+        ON nxt.account_id = t.account_id AND nxt.from_phase = t.to_phase
+    GROUP BY t.to_phase
+) AS m ON m.phase = p.phase
+ORDER BY phase_order = 0, phase_order, phase;
+
+-- The touchpoints that precede each transition: per kind of transition (from, to) and per
+-- channel and event type, the account's events after it entered the phase it left and up
+-- to the transition (its first transition: everything up to it), how many accounts had
+-- such a touchpoint, and their share of the accounts that made the transition.
+CREATE OR REPLACE VIEW journeys.analytics_transition_touchpoints ON CLUSTER '{cluster}' AS
+SELECT w.from_phase AS from_phase, w.to_phase AS to_phase, e.channel AS channel, e.type AS type,
+       count() AS touchpoints,
+       uniqExact(w.account_id) AS accounts,
+       any(c.transitions) AS transitions,
+       accounts / transitions AS share_of_transitions
+FROM
+(
+    SELECT t.account_id AS account_id, t.from_phase AS from_phase, t.to_phase AS to_phase,
+           t.transitioned_at AS until,
+           if(t.from_phase = '', toDateTime64('1900-01-01 00:00:00', 3, 'UTC'), prev.transitioned_at) AS since
+    FROM journeys.phase_transitions_current AS t
+    LEFT JOIN journeys.phase_transitions_current AS prev
+        ON prev.account_id = t.account_id AND prev.to_phase = t.from_phase
+) AS w
+INNER JOIN journeys.events_current AS e ON e.account_id = w.account_id
+INNER JOIN
+(
+    SELECT from_phase, to_phase, count() AS transitions
+    FROM journeys.phase_transitions_current
+    GROUP BY from_phase, to_phase
+) AS c ON c.from_phase = w.from_phase AND c.to_phase = w.to_phase
+WHERE e.occurred_at > w.since AND e.occurred_at <= w.until
+GROUP BY from_phase, to_phase, channel, type
+ORDER BY from_phase, to_phase, touchpoints DESC, channel, type;
+
+-- The same per channel only.
+CREATE OR REPLACE VIEW journeys.analytics_transition_channels ON CLUSTER '{cluster}' AS
+SELECT w.from_phase AS from_phase, w.to_phase AS to_phase, e.channel AS channel,
+       count() AS touchpoints,
+       uniqExact(w.account_id) AS accounts,
+       any(c.transitions) AS transitions,
+       accounts / transitions AS share_of_transitions
+FROM
+(
+    SELECT t.account_id AS account_id, t.from_phase AS from_phase, t.to_phase AS to_phase,
+           t.transitioned_at AS until,
+           if(t.from_phase = '', toDateTime64('1900-01-01 00:00:00', 3, 'UTC'), prev.transitioned_at) AS since
+    FROM journeys.phase_transitions_current AS t
+    LEFT JOIN journeys.phase_transitions_current AS prev
+        ON prev.account_id = t.account_id AND prev.to_phase = t.from_phase
+) AS w
+INNER JOIN journeys.events_current AS e ON e.account_id = w.account_id
+INNER JOIN
+(
+    SELECT from_phase, to_phase, count() AS transitions
+    FROM journeys.phase_transitions_current
+    GROUP BY from_phase, to_phase
+) AS c ON c.from_phase = w.from_phase AND c.to_phase = w.to_phase
+WHERE e.occurred_at > w.since AND e.occurred_at <= w.until
+GROUP BY from_phase, to_phase, channel
+ORDER BY from_phase, to_phase, touchpoints DESC, channel;
+
+-- DMU coverage per account: the roles engaged (seen on the account's own activity), how
+-- many, the contacts engaged, and whether a decider is among them.
+CREATE OR REPLACE VIEW journeys.analytics_dmu_coverage ON CLUSTER '{cluster}' AS
+SELECT j.account_id AS account_id, j.phase AS phase,
+       indexOf(['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'], j.phase) AS phase_order,
+       j.segment AS segment,
+       arraySort(e.roles) AS roles_engaged,
+       length(e.roles) AS roles_engaged_count,
+       e.contacts AS contacts_engaged,
+       has(e.roles, 'decider') AS decider_engaged
+FROM journeys.journeys_current AS j
+LEFT JOIN
+(
+    SELECT account_id,
+           groupUniqArrayIf(dmu_role, dmu_role != '') AS roles,
+           uniqExactIf(contact_id, contact_id != '') AS contacts
+    FROM journeys.events_current
+    WHERE (channel, type) NOT IN (('email', 'sent'), ('email', 'delivered'), ('email', 'bounce'),
+                                  ('email', 'deferred'), ('order', 'quote_sent'),
+                                  ('order', 'invoice_sent'), ('order', 'order_shipped'),
+                                  ('order', 'order_delivered'))
+    GROUP BY account_id
+) AS e ON e.account_id = j.account_id;
+
+-- DMU roles per phase: of the accounts in a phase now, how many have each role engaged.
+CREATE OR REPLACE VIEW journeys.analytics_dmu_roles ON CLUSTER '{cluster}' AS
+SELECT phase, phase_order, role,
+       count() AS accounts,
+       countIf(has(roles_engaged, role)) AS accounts_engaged,
+       accounts_engaged / accounts AS share_engaged
+FROM journeys.analytics_dmu_coverage
+ARRAY JOIN ['initiator', 'gatekeeper', 'influencer', 'decider', 'buyer', 'user'] AS role
+GROUP BY phase, phase_order, role
+ORDER BY phase_order = 0, phase_order, phase,
+         indexOf(['initiator', 'gatekeeper', 'influencer', 'decider', 'buyer', 'user'], role);
+
+-- Accounts in decision now with no decider engaged: who to bring to the table.
+CREATE OR REPLACE VIEW journeys.analytics_decision_without_decider ON CLUSTER '{cluster}' AS
+WITH (SELECT max(last_seen) FROM journeys.journeys_current) AS as_of
+SELECT c.account_id AS account_id, c.segment AS segment, j.phase_since AS decision_since,
+       (toUnixTimestamp64Milli(as_of) - toUnixTimestamp64Milli(j.phase_since)) / 86400000 AS days_in_decision,
+       c.roles_engaged AS roles_engaged, c.contacts_engaged AS contacts_engaged,
+       as_of
+FROM journeys.analytics_dmu_coverage AS c
+INNER JOIN journeys.journeys_current AS j ON j.account_id = c.account_id
+WHERE c.phase = 'decision' AND NOT c.decider_engaged
+ORDER BY days_in_decision DESC, account_id;
+
+-- Open alerts with what an account manager needs: the account's phase and segment, the
+-- value of an abandoned cart (price x quantity of the lines added in the cart episode,
+-- less lines whose SKU was removed afterwards in it), and the age of a stalled deal (days
+-- from its opening to as_of); days_open counts from the alert.
+CREATE OR REPLACE VIEW journeys.analytics_open_alerts ON CLUSTER '{cluster}' AS
+WITH (SELECT max(last_seen) FROM journeys.journeys_current) AS as_of
+SELECT a.alert_id AS alert_id, a.kind AS kind, a.account_id AS account_id,
+       j.phase AS phase, j.segment AS segment, a.raised_at AS raised_at,
+       (toUnixTimestamp64Milli(as_of) - toUnixTimestamp64Milli(a.raised_at)) / 86400000 AS days_open,
+       if(a.kind = 'cart_abandoned', ifNull(v.cart_value, 0), NULL) AS cart_value,
+       if(a.kind = 'deal_stalled',
+          parseDateTime64BestEffortOrNull(JSONExtractString(a.details, 'open_since'), 3, 'UTC'),
+          NULL) AS deal_opened_at,
+       if(a.kind = 'deal_stalled',
+          (toUnixTimestamp64Milli(as_of) - toUnixTimestamp64Milli(deal_opened_at)) / 86400000,
+          NULL) AS deal_age_days,
+       a.details AS details,
+       as_of
+FROM journeys.open_alerts AS a
+LEFT JOIN journeys.journeys_current AS j ON j.account_id = a.account_id
+LEFT JOIN
+(
+    SELECT alert_id,
+           arraySum(x -> if(arrayExists(r -> r.2 = x.2 AND r.1 >= x.1, removed), 0, x.3), added)
+               AS cart_value
+    FROM
+    (
+        SELECT alert_id,
+               groupArrayIf((at, sku, price * quantity), type = 'add_to_cart') AS added,
+               groupArrayIf((at, sku), type = 'remove_from_cart') AS removed
+        FROM
+        (
+            SELECT ca.alert_id AS alert_id, e.type AS type,
+                   toUnixTimestamp64Milli(e.occurred_at) AS at,
+                   JSONExtractString(line, 'sku') AS sku,
+                   JSONExtractFloat(line, 'price') AS price,
+                   JSONExtractFloat(line, 'quantity') AS quantity
+            FROM
+            (
+                SELECT alert_id, account_id,
+                       parseDateTime64BestEffort(JSONExtractString(details, 'cart_started_at'), 3, 'UTC') AS since,
+                       parseDateTime64BestEffort(JSONExtractString(details, 'last_cart_activity_at'), 3, 'UTC') AS until
+                FROM journeys.open_alerts
+                WHERE kind = 'cart_abandoned'
+            ) AS ca
+            INNER JOIN journeys.events_current AS e ON e.account_id = ca.account_id
+            ARRAY JOIN if(JSONLength(e.properties, 'items') > 0,
+                          JSONExtractArrayRaw(e.properties, 'items'),
+                          [e.properties]) AS line
+            WHERE e.type IN ('add_to_cart', 'remove_from_cart')
+              AND e.occurred_at >= ca.since AND e.occurred_at <= ca.until
+        )
+        GROUP BY alert_id
+    )
+) AS v ON v.alert_id = a.alert_id
+ORDER BY raised_at DESC, alert_id;
+
+-- Repeat orders of loyal accounts: the orders placed (order_placed events), the first and
+-- last, the days between consecutive orders (median, mean, and all of them), and the days
+-- since the last order to as_of. An account loyal by a paid invoice may have one order and
+-- no interval (NULL medians).
+CREATE OR REPLACE VIEW journeys.analytics_repeat_orders ON CLUSTER '{cluster}' AS
+WITH (SELECT max(last_seen) FROM journeys.journeys_current) AS as_of
+SELECT j.account_id AS account_id, j.segment AS segment, j.phase_since AS loyal_since,
+       length(o.times) AS orders,
+       if(orders = 0, NULL, fromUnixTimestamp64Milli(o.times[1], 'UTC')) AS first_order_at,
+       if(orders = 0, NULL, fromUnixTimestamp64Milli(o.times[-1], 'UTC')) AS last_order_at,
+       arrayMap(d -> d / 86400000, arrayPopFront(arrayDifference(o.times))) AS interval_days,
+       if(orders < 2, NULL, arrayReduce('quantileExactInclusive(0.5)', interval_days))
+           AS median_interval_days,
+       if(orders < 2, NULL, arrayAvg(interval_days)) AS mean_interval_days,
+       if(orders = 0, NULL, (toUnixTimestamp64Milli(as_of) - o.times[-1]) / 86400000)
+           AS days_since_last_order,
+       as_of
+FROM journeys.journeys_current AS j
+LEFT JOIN
+(
+    SELECT account_id, arraySort(groupArray(toUnixTimestamp64Milli(occurred_at))) AS times
+    FROM journeys.events_current
+    WHERE channel = 'order' AND type = 'order_placed'
+    GROUP BY account_id
+) AS o ON o.account_id = j.account_id
+WHERE j.phase = 'loyalty'
+ORDER BY account_id;
+
+-- `journeys migrate` and the sink's own migration step read which migrations a database
+-- has: this schema is every migration's, so record them all, once, on a table every node
+-- replicates (one Keeper path for all shards).
+CREATE TABLE IF NOT EXISTS journeys.schema_migrations ON CLUSTER '{cluster}'
+(
+    name        String,
+    applied_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/{table}', '{replica}')
+ORDER BY name;
+
+INSERT INTO journeys.schema_migrations (name)
+VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
+       ('0004_analytics_views');

@@ -1,10 +1,15 @@
-"""Versioned, idempotent schema migrations.
+"""Versioned schema migrations that resume where they stopped.
 
 Each `migrations/NNNN_name.sql` file is applied once, in order, and recorded
-in `schema_migrations`; statements are written with `IF NOT EXISTS` so a
-half-applied file can be applied again. `{db}` in a file is the database
-name, which `Settings` restricts to an identifier; values are always bound
-as parameters.
+in `schema_migrations`. Every statement is recorded too (`NNNN_name#3`), so
+an upgrade interrupted half-way resumes at the statement after the last one
+that completed, and a step that is not idempotent on its own (a RENAME) is
+not run twice. Statements are still written to be safe to repeat (`IF NOT
+EXISTS`, `IF EXISTS`, `OR REPLACE`, copies into a ReplacingMergeTree), for the
+moment between a statement and its record.
+
+`{db}` in a file is the database name, which `Settings` restricts to an
+identifier; values are always bound as parameters.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def statements(sql: str) -> list[str]:
 
 
 def migrate(client: Client, database: str) -> list[str]:
-    """Create the database and apply pending migrations; the names applied."""
+    """Create the database and apply pending migrations; the names of the files applied."""
     if not _IDENTIFIER.match(database):
         raise ValueError(f"not a database name: {database!r}")
     run(client, f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -50,12 +55,20 @@ def migrate(client: Client, database: str) -> list[str]:
     for name, sql in migration_files():
         if name in done:
             continue
-        for statement in statements(sql):
+        for number, statement in enumerate(statements(sql), start=1):
+            step = f"{name}#{number}"
+            if step in done:
+                continue
             run(client, statement.replace("{db}", database))
-        run(
-            client,
-            f"INSERT INTO {database}.schema_migrations (name) VALUES ({{name:String}})",
-            {"name": name},
-        )
+            _record(client, database, step)
+        _record(client, database, name)
         applied.append(name)
     return applied
+
+
+def _record(client: Client, database: str, name: str) -> None:
+    run(
+        client,
+        f"INSERT INTO {database}.schema_migrations (name) VALUES ({{name:String}})",
+        {"name": name},
+    )

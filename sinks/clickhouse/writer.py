@@ -4,12 +4,18 @@ Writes are idempotent (every table is a ReplacingMergeTree with a
 deterministic key and version), so a batch written twice changes nothing.
 After each flush, identity links re-attribute stored events inside
 ClickHouse (`sinks.clickhouse.attribution`), whichever of an event and its
-link was written first; `sinks.reference.final_tables` is the reference for the
-result.
+link was written first; `sinks.reference.final_tables` is the reference for
+the result.
 
 Event row versions: late events 1, on-time events 2, re-attributed rows
 above 1000; so a late re-delivery never replaces the row the journey stage
-wrote, and a re-attribution is never undone by a re-delivered batch.
+wrote, and a re-attribution is never undone by a re-delivered batch. The
+table ranks rows by the earliest occurred_at before the version (its
+`precedence` column, migration 0002), so of two deliveries of one event_id
+the earlier one is kept, whichever came first.
+
+No table is partitioned, so an insert of any time span is one insert (a
+backfill of many years never meets ClickHouse's partitions-per-insert limit).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from clickhouse_connect.driver.client import Client
 from journeys.schemas.errors import SinkUnavailable
 from journeys.schemas.rows import Output
 from journeys.sinks.clickhouse.attribution import candidates, reattribute
-from journeys.sinks.clickhouse.client import connect, explain
+from journeys.sinks.clickhouse.client import connect
+from journeys.sinks.clickhouse.errors import clickhouse_errors
 from journeys.sinks.clickhouse.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,7 @@ def _alerts(out: Output) -> pa.Table:
             "raised_at": pa.array([r.raised_at for r in rows], _TS),
             "details": pa.array([r.details for r in rows], pa.string()),
             "resolved_at": pa.array([r.resolved_at for r in rows], _TS),
+            "withdrawn": pa.array([1 if r.withdrawn else 0 for r in rows], pa.uint8()),
             "version": pa.array([r.version for r in rows], pa.uint64()),
         }
     )
@@ -183,16 +191,14 @@ class ClickHouseSink:
             return
         client = self.client
         try:
-            for attribute, table, build in _TABLES:
-                if getattr(out, attribute):
-                    client.insert_arrow(f"{self._database}.{table}", build(out))
-            reattribute(client, self._database, candidates(out))
-        except SinkUnavailable:
-            self._pending = _merged(out, self._pending)
-            raise
-        except Exception as exc:
+            with clickhouse_errors(self._dsn, "write"):
+                for attribute, table, build in _TABLES:
+                    if getattr(out, attribute):
+                        client.insert_arrow(f"{self._database}.{table}", build(out))
+                reattribute(client, self._database, candidates(out))
+        except BaseException:
             self._pending = _merged(out, self._pending)  # keep the batch for a retry
-            raise SinkUnavailable(explain(self._dsn, exc)) from exc
+            raise
 
     def close(self) -> None:
         """Flush what is left (the shared client stays open for this process)."""

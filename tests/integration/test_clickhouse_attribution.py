@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.schemas.rows import IdentityLink, Output, StoredEvent
-from journeys.sinks.reference import final_tables
 from journeys.sinks.clickhouse.migrate import migrate
 from journeys.sinks.clickhouse.queries import snapshot
 from journeys.sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.reference import final_tables
 from tests.unit.engine.journey import ev
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from journeys.cli import main
-from journeys.sinks.memory import MemorySink
 from journeys.sinks.clickhouse.client import connect
 from journeys.sinks.clickhouse.queries import snapshot, table_counts
+from journeys.sinks.memory import MemorySink
 from journeys.streams.engine import EngineConfig
 from journeys.streams.replay import replay
 from tests.unit.engine.journey import ev

@@ -35,6 +35,12 @@ SETTING_VARIABLES = {f"JOURNEYS_{name.upper()}" for name in Settings.model_field
 CONTRACT_TABLES = {
     "events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links"
 }
+ANALYTICS_VIEWS = {
+    "analytics_accounts_per_phase", "analytics_accounts_per_phase_by_segment",
+    "analytics_cohort_funnel", "analytics_time_in_phase", "analytics_transition_touchpoints",
+    "analytics_transition_channels", "analytics_dmu_coverage", "analytics_dmu_roles",
+    "analytics_decision_without_decider", "analytics_open_alerts", "analytics_repeat_orders",
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -590,7 +596,8 @@ def test_cluster_views_match_the_migrations() -> None:
         found = {}
         for statement in statements(sql):
             match = re.match(
-                r"CREATE VIEW IF NOT EXISTS \S+?\.(\w+)(?: ON CLUSTER '\{cluster\}')? AS\s+(.*)",
+                r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?\S+?\.(\w+)"
+                r"(?: ON CLUSTER '\{cluster\}')? AS\s+(.*)",
                 statement, re.S,
             )
             if match:
@@ -601,7 +608,19 @@ def test_cluster_views_match_the_migrations() -> None:
     for _, sql in migration_files():
         single.update(views(sql))
     assert views(cluster_sql()) == single
-    assert set(single) == {"journeys_current", "open_alerts"}
+    current = {f"{table}_current" for table in CONTRACT_TABLES}
+    assert current | {"open_alerts"} <= set(single)
+    assert {name for name in single if name.startswith("analytics_")} == ANALYTICS_VIEWS
+
+
+def test_cluster_records_every_migration_so_migrate_changes_nothing() -> None:
+    record = "INSERT INTO journeys.schema_migrations"
+    inserts = [s for s in statements(cluster_sql()) if s.startswith(record)]
+    assert len(inserts) == 1
+    assert re.findall(r"'(\w+)'", inserts[0]) == [name for name, _ in migration_files()]
+    migrations_table = parse_tables(cluster_sql())["schema_migrations"]
+    assert migrations_table["engine"] == "ReplicatedReplacingMergeTree"
+    assert "{shard}" not in migrations_table["args"][0]  # one copy on every node, not per shard
 
 
 def test_every_cluster_statement_runs_on_the_cluster() -> None:
@@ -678,8 +697,8 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
     client.command(f"CREATE DATABASE {local}")
     created = 0
     for statement in statements(cluster_sql()):
-        if "ReplicatedReplacingMergeTree" not in statement:
-            continue  # Distributed tables and views need a cluster
+        if "ReplicatedReplacingMergeTree" not in statement or "schema_migrations" in statement:
+            continue  # Distributed tables and views need a cluster; migrate makes its own record
         statement = statement.replace(" ON CLUSTER '{cluster}'", "")
         statement = re.sub(
             r"ReplicatedReplacingMergeTree\('[^']*', '\{replica\}'(?:, )?", "ReplacingMergeTree(",

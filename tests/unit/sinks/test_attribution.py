@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journeys.schemas.rows import IdentityLink, Output, StoredEvent
-from journeys.sinks.reference import attributed_account
 from journeys.sinks.clickhouse.attribution import Candidates, candidates, follow_merges
+from journeys.sinks.reference import attributed_account
 from tests.unit.engine.journey import ev
 
 
