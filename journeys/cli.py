@@ -28,12 +28,22 @@ def _register() -> None:
         cmd_core,
         cmd_demo,
         cmd_kafka,
+        cmd_notify,
         cmd_read,
         cmd_simulate,
         cmd_stream,
     )
 
-    modules = (cmd_core, cmd_collect, cmd_demo, cmd_kafka, cmd_read, cmd_simulate, cmd_stream)
+    modules = (
+        cmd_core,
+        cmd_collect,
+        cmd_demo,
+        cmd_kafka,
+        cmd_notify,
+        cmd_read,
+        cmd_simulate,
+        cmd_stream,
+    )
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
