@@ -11,8 +11,13 @@ from journeys.schemas.errors import BrokerError
 from journeys.schemas.settings import Settings
 
 BROKER_SETTINGS = (
-    "data_dir", "kafka_bootstrap", "kafka_home", "kafka_version", "kafka_heap",
-    "kafka_controller_port", "topic_partitions",
+    "data_dir",
+    "kafka_bootstrap",
+    "kafka_home",
+    "kafka_version",
+    "kafka_heap",
+    "kafka_controller_port",
+    "topic_partitions",
 )
 #: `stop` finds the broker by the pid file under the data dir; `status` also asks the address.
 STOP_SETTINGS = ("data_dir",)
@@ -57,7 +62,9 @@ def status(settings: Settings) -> None:
 
     answering, pid = broker_status(settings)
     where = f" (pid {pid})" if pid else ""
-    click.echo(f"Kafka {'running' if answering else 'not running'} on {settings.kafka_bootstrap}{where}")
+    click.echo(
+        f"Kafka {'running' if answering else 'not running'} on {settings.kafka_bootstrap}{where}"
+    )
     sys.exit(0 if answering else 1)
 
 
