@@ -20,6 +20,13 @@ from journeys.schemas.settings import Settings
     "topic_prefix",
     "write_keys",
     "collect_max_body",
+    "collect_max_event",
+    "collect_max_batch_items",
+    "collect_max_inflight",
+    "collect_read_timeout",
+    "collect_skew_tolerance",
+    "collect_signature_tolerance",
+    "collect_public_url",
     "collect_rate_limit",
     "collect_truncate_ip",
     "collect_hash_emails",
@@ -33,7 +40,9 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
 
     Listens on 127.0.0.1 unless told otherwise; give --host 0.0.0.0 behind a
     load balancer or in a container. A request is answered 200 only once
-    Kafka acknowledged its events (503 with Retry-After while Kafka is down).
+    Kafka acknowledged its events (503 with Retry-After, at once, while Kafka
+    is down). Websites using analytics.js set only `cdnURL` to the
+    collector: it serves /v1/projects/{writeKey}/settings.
     """
     from aiohttp import web
 

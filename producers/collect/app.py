@@ -5,10 +5,18 @@ Every accepted request is answered only after its events are durably stored
 certain the answer is 503 with Retry-After, never 200. Errors are JSON
 bodies `{"error": "..."}`:
 
-    400 malformed JSON, or an invalid single event      401 no or unknown
-    write key, or a bad webhook signature               413 body over the
-    limit    429 over the write key's rate (Retry-After)    503 Kafka did not
-    acknowledge (Retry-After)
+    400 malformed JSON, a body of the wrong shape, too many items, an event
+        over the size limit, bad gzip
+    401 no or unknown write key, a bad, stale or missing webhook signature
+    404 unknown path, or an unknown write key's analytics.js settings
+    405 wrong method (with `Allow`)      408 the body did not arrive in time
+    409 the same signed webhook is being stored right now (retry)
+    413 body over the limit          429 over the write key's rate
+    503 Kafka did not acknowledge, is known to be down, or the collector
+        holds too many bodies (Retry-After)
+
+Browsers read `Retry-After` and the rate-limit header only because every
+`/v1/` answer lists them in `Access-Control-Expose-Headers`.
 
 aiohttp was chosen because it is mature, async (one process keeps many
 slow SDK connections open cheaply) and already installed with
@@ -29,10 +37,13 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from journeys.producers.collect import handlers
-from journeys.producers.collect.guard import RateLimiter, Rejected
+from journeys.producers.collect.analytics_js import api_host, settings_document
+from journeys.producers.collect.guard import RateLimiter, Rejected, known_key
 from journeys.producers.collect.handlers import COLLECTOR, Collector, Metrics
-from journeys.producers.collect.openapi import OPENAPI
+from journeys.producers.collect.limits import WEBHOOK_MAX_BODY, Budget, body_size
+from journeys.producers.collect.openapi import openapi_document
 from journeys.producers.collect.publisher import Publisher
+from journeys.producers.collect.replay import SeenRequests
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.settings import Settings
 
@@ -42,6 +53,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Seconds a client is asked to wait before retrying when Kafka did not acknowledge.
 RETRY_AFTER = 5
+#: Answer headers a browser script may read (analytics.js reads Retry-After on a 429).
+EXPOSED = "Retry-After, X-RateLimit-Reset"
+#: How long a client still sending its body after an early answer is read before closing.
+LINGER_SECONDS = 2.0
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -62,32 +77,54 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a JSON answer; count requests and time them."""
-    metrics = request.app[COLLECTOR].metrics
-    started = time.perf_counter()
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer, or the JSON error its failure means."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except Rejected as exc:
         response = _error(exc.status, exc.message, **exc.extra)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[COLLECTOR].settings.collect_max_body
-        response = _error(413, f"body over the limit of {limit} bytes")
+        if exc.close:
+            response.force_close()
+        return response
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error(413, f"body over the limit: {exc.text}")
     except web.HTTPException as exc:
-        response = _error(
-            exc.status,
-            exc.reason,
-            **({"allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}),
-        )
+        allow = exc.headers.get("Allow")
+        response = _error(exc.status, exc.reason, **({"allow": allow} if allow else {}))
+        if allow is not None:
+            response.headers["Allow"] = allow
+        return response
     except BrokerError as exc:
         log.warning("events not stored: %s", exc)
-        response = _error(503, f"events not stored: {exc}", retry_after=RETRY_AFTER)
+        return _error(503, f"events not stored: {exc}", retry_after=RETRY_AFTER)
     except Exception:
         log.exception("collector failure on %s %s", request.method, request.path)
-        response = _error(500, "internal error; the events were not stored")
+        return _error(500, "internal error; the events were not stored")
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON answer; hold the body's bytes against the budget;
+    count requests and time them."""
+    collector = request.app[COLLECTOR]
+    metrics = collector.metrics
+    started = time.perf_counter()
+    limit = max(collector.settings.collect_max_body, WEBHOOK_MAX_BODY)
+    held = body_size(request, limit) if request.body_exists else 0
+    try:
+        collector.budget.take(held)
+    except Rejected as exc:
+        held = 0
+        response: web.StreamResponse = _error(exc.status, exc.message, **exc.extra)
+        response.force_close()  # its body is not read
+    else:
+        try:
+            response = await _answer(request, handler)
+        finally:
+            collector.budget.give(held)
     if request.path.startswith("/v1/"):  # browsers post from the website's own origin
         response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED
     route = _route(request)
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - started)
@@ -108,8 +145,27 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: the process serves (it does not probe Kafka; a 503 on POST says that)."""
-    return web.json_response({"status": "ok"})
+    """GET /health: the process serves (200 even while Kafka is down: restarting the collector
+    would not bring Kafka back; `kafka` says whether requests are answered 503 now)."""
+    up = request.app[COLLECTOR].publisher.available
+    return web.json_response({"status": "ok", "kafka": "up" if up else "down"})
+
+
+async def analytics_settings(request: web.Request) -> web.Response:
+    """GET /v1/projects/{writeKey}/settings: analytics.js's settings, pointing at the collector;
+    404 for a write key the collector does not take."""
+    settings = request.app[COLLECTOR].settings
+    key = request.match_info["writeKey"]
+    if not settings.write_key_set or not known_key(settings.write_key_set, key):
+        raise Rejected(404, "unknown write key")
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.scheme
+    protocol, host = api_host(settings.collect_public_url, scheme, request.host)
+    return web.json_response(
+        settings_document(key, protocol, host),
+        headers={"Cache-Control": "public, max-age=300"},
+        dumps=lambda v: orjson.dumps(v).decode(),
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -120,17 +176,32 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json: the API description."""
-    return web.Response(body=orjson.dumps(OPENAPI), content_type="application/json")
+    document = openapi_document(request.app[COLLECTOR].settings)
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
 def create_app(settings: Settings, publisher: Publisher) -> web.Application:
-    """The collector's aiohttp application; the publisher starts and closes with it."""
-    app = web.Application(middlewares=[answer_errors], client_max_size=settings.collect_max_body)
+    """The collector's aiohttp application; the publisher starts and closes with it.
+
+    The server closes a connection that has not completed a request within
+    `collect_read_timeout` (its keep-alive timer, which also runs before the
+    first request), and reads at most `LINGER_SECONDS` of a body it did not need.
+    """
+    app = web.Application(
+        middlewares=[answer_errors],
+        client_max_size=max(settings.collect_max_body, WEBHOOK_MAX_BODY),
+        handler_args={
+            "keepalive_timeout": settings.collect_read_timeout / 1000,
+            "lingering_time": LINGER_SECONDS,
+        },
+    )
     app[COLLECTOR] = Collector(
         settings=settings,
         publisher=publisher,
         metrics=Metrics.create(),
         limiter=RateLimiter(settings.collect_rate_limit),
+        budget=Budget(settings.collect_max_inflight),
+        seen=SeenRequests(),
     )
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
         app.router.add_post(path, handlers.segment_batch)
@@ -143,6 +214,7 @@ def create_app(settings: Settings, publisher: Publisher) -> web.Application:
     app.router.add_post("/webhooks/mandrill", handlers.mandrill)
     app.router.add_get("/webhooks/mandrill", handlers.mandrill)  # and HEAD: Mandrill's URL check
     app.router.add_post("/webhooks/shopify", handlers.shopify)
+    app.router.add_get("/v1/projects/{writeKey}/settings", analytics_settings)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)

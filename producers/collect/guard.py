@@ -1,7 +1,7 @@
 """What the collector checks and changes before it keeps anything: write keys, rates, privacy.
 
 - Write keys: the basic-auth user (as Segment's SDKs send it) or, as Segment
-  also accepts, `writeKey` in the JSON body.
+  also accepts, `writeKey` in the JSON body; compared in constant time.
 - Rate: a token bucket per write key, refilled at `collect_rate_limit`
   events per second and holding two seconds' worth. A batch bigger than the
   bucket is let through when the bucket is full and leaves it in debt, so a
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import ipaddress
 import math
 import time
@@ -26,11 +27,12 @@ from journeys.schemas.settings import Settings
 
 
 class Rejected(Exception):
-    """A request answered with an error status and a JSON body `{"error": message, **extra}`."""
+    """A request answered with an error status and a JSON body `{"error": message, **extra}`;
+    `close` ends the connection after the answer (a body that never came, or cannot be read)."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False, **extra: Any) -> None:
         super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
+        self.status, self.message, self.extra, self.close = status, message, extra, close
 
 
 def basic_user(authorization: str | None) -> str:
@@ -43,20 +45,29 @@ def basic_user(authorization: str | None) -> str:
         return ""
 
 
+def known_key(keys: frozenset[str], given: str) -> bool:
+    """Whether `given` is one of `keys`, in time that does not depend on how much of it matches.
+
+    Every key is compared, by digest (equal lengths), with `hmac.compare_digest`.
+    """
+    digest = hashlib.sha256(given.encode(errors="surrogatepass")).digest()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest())
+    return found
+
+
 def check_write_key(settings: Settings, authorization: str | None, body: Any = None) -> str:
     """The write key the request carries; `Rejected(401)` when it is missing or unknown."""
     keys = settings.write_key_set
     if not keys:
         raise Rejected(401, "the collector has no write keys configured (JOURNEYS_WRITE_KEYS)")
     given = basic_user(authorization)
-    if given in keys:
+    if given and known_key(keys, given):
         return given
-    if (
-        isinstance(body, dict)
-        and isinstance(body.get("writeKey"), str)
-        and body["writeKey"] in keys
-    ):
-        return str(body["writeKey"])
+    in_body = body.get("writeKey") if isinstance(body, dict) else None
+    if isinstance(in_body, str) and in_body and known_key(keys, in_body):
+        return in_body
     raise Rejected(401, "missing or unknown write key (send it as the basic-auth user)")
 
 

@@ -6,12 +6,20 @@ payload to contract events with the pure functions of `segment` and
 valid ones and the dead letters together, and answers only once the
 publisher returned (Kafka acknowledged).
 
-Invalid input: a single Segment call or a single order event is answered 400
-with the reason; in a batch, and in every provider webhook, the valid events
-are kept and the invalid ones are answered in the summary and stored as dead
-letters. Providers retry every non-2xx answer (Shopify 8 times, then it may
-drop the subscription), and an event that is invalid stays invalid: its dead
-letter is the durable answer.
+Two kinds of bad input, two answers:
+
+- The request itself is wrong (not JSON, not the documented shape, a known
+  Segment field of the wrong JSON type, too many items, too large): 400
+  (413 for the body limit) with the reason; nothing is stored. The OpenAPI
+  description says exactly what passes this gate.
+- The request is well formed but an event in it is invalid (no identity, a
+  time out of range, NaN, ...): the request is answered 200 with the
+  counts and the reasons (`errors`), the valid events are kept and every
+  invalid one is stored as a dead letter. This is Segment's own rule (it
+  answers 200 unless the JSON or its size is wrong), and providers retry
+  every non-2xx answer (Shopify 8 times, then it may drop the
+  subscription) while an invalid event stays invalid: its dead letter is
+  the durable answer.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -36,15 +44,25 @@ from journeys.producers.collect.guard import (
     check_write_key,
     client_ip,
 )
+from journeys.producers.collect.limits import (
+    MAX_LISTED_ERRORS,
+    Budget,
+    dead_letter,
+    item_bytes,
+    parse_json,
+    read_body,
+    unrepresentable,
+)
 from journeys.producers.collect.publisher import Publisher
+from journeys.producers.collect.replay import SeenRequests, check_timestamp, signed_key
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import validate_event
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import DeadLetterRow
 from journeys.schemas.settings import Settings
 
-#: A payload's original bytes and how to map it to a contract event (may raise).
-Item = tuple[bytes, Callable[[], Any]]
+#: What a failing mapping or validation of one event may raise; each becomes its dead letter.
+EVENT_ERRORS = (InvalidEvent, ValueError, TypeError, KeyError, OverflowError, RecursionError)
 
 
 @dataclass
@@ -83,83 +101,139 @@ class Metrics:
 
 @dataclass
 class Collector:
-    """What every handler needs: settings, the publisher, metrics and the rate limiter."""
+    """What every handler needs: settings, the publisher, metrics, and the per-process guards."""
 
     settings: Settings
     publisher: Publisher
     metrics: Metrics
     limiter: RateLimiter
+    budget: Budget
+    seen: SeenRequests
+
+    @property
+    def skew_tolerance(self) -> timedelta:
+        """How far an SDK's clock may be off before its times are corrected."""
+        return timedelta(milliseconds=self.settings.collect_skew_tolerance)
 
 
 COLLECTOR = web.AppKey("collector", Collector)
+
+
+@dataclass(slots=True)
+class Item:
+    """One payload of a request: how it becomes a contract event, and its bytes for a dead letter.
+
+    `raw` is computed only when needed (a dead letter, a size check); `strict`
+    is False for items of a body that only Python's parser could read.
+    """
+
+    value: Any
+    build: Callable[[], Any]
+    raw: bytes | None = None
+    strict: bool = True
+
+    def payload(self) -> bytes:
+        """The item's bytes: as received for a whole body, re-serialised for a batch item."""
+        if self.raw is None:
+            self.raw = item_bytes(self.value, self.strict)
+        return self.raw
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def parse_json(raw: bytes) -> Any:
-    """The parsed body; `Rejected(400)` with the parser's reason when it is not JSON."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Rejected(400, f"malformed JSON: {exc}") from exc
-
-
 def _same(value: Any) -> Any:
     return value
 
 
-def _raw(item: Any) -> bytes:
-    """The bytes kept with a dead letter for one item of an already-parsed array."""
-    return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS)
+def _event(collector: Collector, item: Item, ip: str | None, size_limit: int | None) -> EventRecord:
+    """One item as a validated record; raises one of EVENT_ERRORS with the reason."""
+    if size_limit is not None and len(item.payload()) > size_limit:
+        raise ValueError(f"event of {len(item.payload())} bytes over the limit of {size_limit}")
+    if not item.strict:
+        problem = unrepresentable(item.value)
+        if problem:
+            raise ValueError(problem)
+    mapped = item.build()
+    if isinstance(mapped, dict):
+        mapped = apply_privacy(collector.settings, mapped, ip)
+    return validate_event(mapped)
 
 
 async def accept(
-    request: web.Request, source: str, items: list[Item], single: bool, ip: str | None = None
+    request: web.Request,
+    source: str,
+    items: list[Item],
+    ip: str | None = None,
+    sized: bool = False,
 ) -> web.Response:
-    """Validate mapped events; publish the valid ones and the dead letters; answer a summary."""
+    """Validate mapped events; publish the valid ones and the dead letters; answer a summary.
+
+    `sized`: check each item against the event size limit (a batch's items).
+    """
     collector = request.app[COLLECTOR]
+    max_event = collector.settings.collect_max_event
     now = int(time.time() * 1000)
     records: list[EventRecord] = []
     dead: list[DeadLetterRow] = []
     problems: list[dict[str, Any]] = []
-    for index, (raw, build) in enumerate(items):
+    for index, item in enumerate(items):
         try:
-            mapped = build()
-            if isinstance(mapped, dict):
-                mapped = apply_privacy(collector.settings, mapped, ip)
-            records.append(validate_event(mapped))
-        except (InvalidEvent, ValueError, TypeError, KeyError) as exc:
+            records.append(_event(collector, item, ip, max_event if sized else None))
+        except EVENT_ERRORS as exc:
             reason = str(exc) or type(exc).__name__
-            dead.append(DeadLetterRow.of(raw, reason, f"collect:{source}", now))
-            problems.append({"index": index, "error": reason})
+            dead.append(dead_letter(item.payload(), reason, f"collect:{source}", now, max_event))
+            if len(problems) < MAX_LISTED_ERRORS:
+                problems.append({"index": index, "error": reason})
     await collector.publisher.publish(records, dead)
     collector.metrics.accepted.labels(source).inc(len(records))
     collector.metrics.rejected.labels(source).inc(len(dead))
-    if single and dead:
-        raise Rejected(400, f"invalid event: {problems[0]['error']}")
     return web.json_response(
         {"success": True, "accepted": len(records), "rejected": len(dead), "errors": problems},
         dumps=_dumps,
     )
 
 
-async def _authorised_json(request: web.Request) -> tuple[str, Any, bytes]:
-    """Write key, parsed body and raw bytes of a Segment-style call (key checked first)."""
-    settings = request.app[COLLECTOR].settings
-    raw = await request.read()
+def _cap(collector: Collector, items: list[Any], what: str) -> None:
+    """`Rejected(400)` for an array with more items than one request may carry."""
+    limit = collector.settings.collect_max_batch_items
+    if len(items) > limit:
+        raise Rejected(
+            400, f"{what} holds {len(items)} items; at most {limit} per request (split it)"
+        )
+
+
+async def _read_limited(request: web.Request, settings: Settings) -> bytes:
+    """The body of a write-key request, at most `collect_max_body` bytes (413 otherwise, before
+    reading when Content-Length already says so)."""
+    limit = settings.collect_max_body
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    raw = await read_body(request, settings)
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    return raw
+
+
+async def _authorised_json(request: web.Request) -> tuple[str, Any, bytes, bool]:
+    """Write key, parsed body, raw bytes and strictness of a Segment-style call (key checked
+    before the body is parsed when it comes as basic auth)."""
+    collector = request.app[COLLECTOR]
+    raw = await _read_limited(request, collector.settings)
     authorization = request.headers.get("Authorization")
     try:
-        key = check_write_key(settings, authorization)
+        key = check_write_key(collector.settings, authorization)
     except Rejected:
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        key = check_write_key(settings, authorization, body)  # writeKey in the body
-        return key, body, raw
-    return key, parse_json(raw), raw
+            body, strict = parse_json(raw)
+        except Rejected:
+            body, strict = None, True
+        key = check_write_key(collector.settings, authorization, body)  # writeKey in the body
+        return key, body, raw, strict
+    body, strict = parse_json(raw)
+    return key, body, raw, strict
 
 
 def _segment_ip(request: web.Request) -> str | None:
@@ -180,15 +254,26 @@ CALLS = ("track", "page", "screen", "identify", "group", "alias")
 
 async def segment_call(request: web.Request) -> web.Response:
     """POST /v1/{track,page,screen,identify,group,alias} (analytics.js: /v1/t, ...): one call."""
+    collector = request.app[COLLECTOR]
     call = request.match_info["call"]
     call = SHORT_CALLS.get(call, call)
-    key, body, raw = await _authorised_json(request)
+    key, body, raw, strict = await _authorised_json(request)
     if not isinstance(body, dict):
         raise Rejected(400, "a Segment call body must be a JSON object")
-    request.app[COLLECTOR].limiter.take(key, 1)
+    if len(raw) > collector.settings.collect_max_event:
+        raise Rejected(
+            400,
+            f"a call of {len(raw)} bytes is over the limit of "
+            f"{collector.settings.collect_max_event} per event",
+        )
+    problem = segment.shape_error(body)
+    if problem:
+        raise Rejected(400, problem)
+    collector.limiter.take(key, 1)
     received = datetime.now(UTC)
-    item: Item = (raw, lambda: segment.to_event(body, received, call))
-    return await accept(request, f"/v1/{call}", [item], single=True, ip=_segment_ip(request))
+    build = partial(segment.to_event, body, received, call, collector.skew_tolerance)
+    item = Item(body, build, raw=raw, strict=strict)
+    return await accept(request, f"/v1/{call}", [item], ip=_segment_ip(request))
 
 
 def _batch_message(message: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -199,58 +284,101 @@ def _batch_message(message: Any, body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(shared, dict) and shared:
         own = message.get("context")
         message = {**message, "context": {**shared, **(own if isinstance(own, dict) else {})}}
-    if "sentAt" not in message and "sentAt" in body:
+    if "sentAt" not in message and body.get("sentAt") is not None:
         message = {**message, "sentAt": body["sentAt"]}
     return message
+
+
+def _batch_event(
+    message: Any, body: dict[str, Any], received: datetime, tolerance: timedelta
+) -> dict[str, Any]:
+    return segment.to_event(_batch_message(message, body), received, None, tolerance)
 
 
 async def segment_batch(request: web.Request) -> web.Response:
     """POST /v1/batch (and /v1/import, analytics.js's /v1/b): `{"batch": [calls]}`, each call
     with its own `type`."""
-    key, body, _ = await _authorised_json(request)
+    collector = request.app[COLLECTOR]
+    key, body, raw, strict = await _authorised_json(request)
     batch = body.get("batch") if isinstance(body, dict) else None
-    if not isinstance(batch, list):
+    if not isinstance(body, dict) or not isinstance(batch, list):
         raise Rejected(400, "a batch body must be an object with a `batch` array")
-    request.app[COLLECTOR].limiter.take(key, len(batch))
+    _cap(collector, batch, "the batch")
+    problem = segment.shape_error(body, segment.BATCH_FIELDS)
+    if problem:
+        raise Rejected(400, problem)
+    collector.limiter.take(key, len(batch))
     received = datetime.now(UTC)
-
-    def item(message: Any) -> Item:
-        return _raw(message), lambda: segment.to_event(_batch_message(message, body), received)
-
-    return await accept(
-        request, "/v1/batch", [item(m) for m in batch], single=False, ip=_segment_ip(request)
-    )
+    tolerance = collector.skew_tolerance
+    items = [
+        Item(m, partial(_batch_event, m, body, received, tolerance), strict=strict) for m in batch
+    ]
+    sized = len(raw) > collector.settings.collect_max_event
+    return await accept(request, "/v1/batch", items, ip=_segment_ip(request), sized=sized)
 
 
 async def orders(request: web.Request) -> web.Response:
     """POST /webhooks/orders: the contract's event JSON, one object or an array (write key)."""
     collector = request.app[COLLECTOR]
     key = check_write_key(collector.settings, request.headers.get("Authorization"))
-    raw = await request.read()
-    body = parse_json(raw)
+    raw = await _read_limited(request, collector.settings)
+    body, strict = parse_json(raw)
     if isinstance(body, list):
+        _cap(collector, body, "the array")
         collector.limiter.take(key, len(body))
-        items: list[Item] = [(_raw(e), partial(_same, e)) for e in body]
-        return await accept(request, "/webhooks/orders", items, single=False)
+        items = [Item(e, partial(_same, e), strict=strict) for e in body]
+        sized = len(raw) > collector.settings.collect_max_event
+        return await accept(request, "/webhooks/orders", items, sized=sized)
+    if not isinstance(body, dict):
+        raise Rejected(400, "send one event (a JSON object) or an array of them")
+    if len(raw) > collector.settings.collect_max_event:
+        raise Rejected(
+            400,
+            f"an event of {len(raw)} bytes is over the limit of "
+            f"{collector.settings.collect_max_event}",
+        )
     collector.limiter.take(key, 1)
-    return await accept(request, "/webhooks/orders", [(raw, lambda: body)], single=True)
+    item = Item(body, partial(_same, body), raw=raw, strict=strict)
+    return await accept(request, "/webhooks/orders", [item])
+
+
+def _duplicate() -> web.Response:
+    return web.json_response(
+        {"success": True, "accepted": 0, "rejected": 0, "errors": [], "duplicate": True},
+        dumps=_dumps,
+    )
 
 
 async def sendgrid(request: web.Request) -> web.Response:
-    """POST /webhooks/sendgrid: SendGrid's Event Webhook, ECDSA-signed."""
-    settings = request.app[COLLECTOR].settings
-    raw = await request.read()
+    """POST /webhooks/sendgrid: SendGrid's Event Webhook, ECDSA-signed, fresh and not replayed."""
+    collector = request.app[COLLECTOR]
+    settings = collector.settings
+    raw = await read_body(request, settings)
     if not settings.sendgrid_public_key:
         raise Rejected(401, "SendGrid is not configured (JOURNEYS_SENDGRID_PUBLIC_KEY)")
     signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
     timestamp = request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
+    tolerance = settings.collect_signature_tolerance / 1000
+    moment = check_timestamp(timestamp, time.time(), tolerance, "SendGrid")
     if not webhooks.verify_sendgrid(settings.sendgrid_public_key, signature, timestamp, raw):
         raise Rejected(401, "bad SendGrid signature")
-    body = parse_json(raw)
+    body, strict = parse_json(raw)
     if not isinstance(body, list):
         raise Rejected(400, "SendGrid posts a JSON array of events")
-    items: list[Item] = [(_raw(e), partial(webhooks.sendgrid_event, e)) for e in body]
-    return await accept(request, "/webhooks/sendgrid", items, single=False)
+    key = signed_key(timestamp, raw)
+    seen = collector.seen.begin(key, moment + tolerance, time.time())
+    if seen == "stored":
+        return _duplicate()
+    if seen == "in flight":
+        raise Rejected(409, "the same signed request is being stored; retry", retry_after=1)
+    items = [Item(e, partial(webhooks.sendgrid_event, e), strict=strict) for e in body]
+    try:
+        response = await accept(request, "/webhooks/sendgrid", items, sized=True)
+    except BaseException:
+        collector.seen.forget(key)
+        raise
+    collector.seen.stored(key)
+    return response
 
 
 def _mandrill_url(settings: Settings, request: web.Request) -> str:
@@ -266,7 +394,7 @@ async def mandrill(request: web.Request) -> web.Response:
     if request.method in ("HEAD", "GET"):
         return web.Response(status=200)
     settings = request.app[COLLECTOR].settings
-    raw = await request.read()
+    raw = await read_body(request, settings)
     if settings.mandrill_webhook_key is None:
         raise Rejected(401, "Mandrill is not configured (JOURNEYS_MANDRILL_WEBHOOK_KEY)")
     try:
@@ -281,11 +409,11 @@ async def mandrill(request: web.Request) -> web.Response:
             401,
             "bad Mandrill signature (is JOURNEYS_MANDRILL_WEBHOOK_URL the URL Mandrill posts to?)",
         )
-    events = parse_json(form.get("mandrill_events", "").encode())
+    events, strict = parse_json(form.get("mandrill_events", "").encode())
     if not isinstance(events, list):
         raise Rejected(400, "mandrill_events must be a JSON array")
-    items: list[Item] = [(_raw(e), partial(webhooks.mandrill_event, e)) for e in events]
-    return await accept(request, "/webhooks/mandrill", items, single=False)
+    items = [Item(e, partial(webhooks.mandrill_event, e), strict=strict) for e in events]
+    return await accept(request, "/webhooks/mandrill", items, sized=True)
 
 
 async def shopify(request: web.Request) -> web.Response:
@@ -295,21 +423,18 @@ async def shopify(request: web.Request) -> web.Response:
     topics than the collector maps does not make Shopify retry and give up.
     """
     settings = request.app[COLLECTOR].settings
-    raw = await request.read()
+    raw = await read_body(request, settings)
     if settings.shopify_secret is None:
         raise Rejected(401, "Shopify is not configured (JOURNEYS_SHOPIFY_SECRET)")
     expected = webhooks.shopify_signature(settings.shopify_secret.get_secret_value(), raw)
     if not webhooks.signatures_match(expected, request.headers.get("X-Shopify-Hmac-Sha256")):
         raise Rejected(401, "bad Shopify signature")
-    body = parse_json(raw)
+    body, strict = parse_json(raw)
     topic = request.headers.get("X-Shopify-Topic", "")
     if topic not in webhooks.SHOPIFY_TOPICS:
         return web.json_response(
             {"success": True, "accepted": 0, "rejected": 0, "errors": [], "ignored": topic},
             dumps=_dumps,
         )
-    event_id = request.headers.get("X-Shopify-Event-Id") or request.headers.get(
-        "X-Shopify-Webhook-Id"
-    )
-    item: Item = (raw, lambda: webhooks.shopify_event(topic, body, event_id))
-    return await accept(request, "/webhooks/shopify", [item], single=False)
+    item = Item(body, partial(webhooks.shopify_event, topic, body, raw), raw=raw, strict=strict)
+    return await accept(request, "/webhooks/shopify", [item])

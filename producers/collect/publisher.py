@@ -2,13 +2,18 @@
 
 `publish` returns only once the events are durably stored (Kafka acknowledged
 them); it raises `BrokerError` otherwise, and the collector answers 503.
+`available` says whether the publisher believes Kafka is reachable; while it
+is known to be down, `publish` fails at once instead of waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Protocol
+
+from kafka import KafkaAdminClient
 
 from journeys.producers.client import EventProducer
 from journeys.schemas.errors import BrokerError
@@ -16,9 +21,15 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import DeadLetterRow
 from journeys.schemas.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 class Publisher(Protocol):
     """Durable storage for accepted events and rejected input."""
+
+    @property
+    def available(self) -> bool:
+        """False while Kafka is known to be down (publish then fails at once)."""
 
     async def start(self) -> None:
         """Connect."""
@@ -39,6 +50,11 @@ class MemoryPublisher:
         self.records: list[EventRecord] = []
         self.dead_letters: list[DeadLetterRow] = []
         self.fail = False
+
+    @property
+    def available(self) -> bool:
+        """Down exactly while told to fail."""
+        return not self.fail
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -72,6 +88,23 @@ def _retrieved(future: asyncio.Future[None]) -> None:
 _Waiting = tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
 
 
+def reachable(settings: Settings, timeout: float) -> bool:
+    """Whether a Kafka broker at the bootstrap address answers within `timeout` seconds."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_timeout_ms=int(timeout * 1000),
+            request_timeout_ms=int(timeout * 1000),
+        )
+    except Exception:  # any failure to bootstrap means: not reachable now
+        return False
+    try:
+        admin.close()
+    except Exception:
+        log.debug("closing the probe's admin client failed", exc_info=True)
+    return True
+
+
 class KafkaPublisher:
     """Produces to the events and dead-letter topics; returns once Kafka acknowledged.
 
@@ -80,28 +113,68 @@ class KafkaPublisher:
     acknowledges many requests and throughput grows with concurrency instead
     of being bound by one acknowledgement round trip per request.
     kafka-python blocks, so its calls run in the loop's executor. The
-    producer connects on the first publish, so the collector serves (and
-    answers 503) while Kafka is down. A publish not acknowledged within
-    `timeout` seconds is a BrokerError: the client retries, and should the
-    first try still land, it is one event downstream (event ids are
-    idempotency keys).
+    producer connects on the first publish, after a quick probe, so the
+    collector serves (and answers 503) while Kafka is down. A publish not
+    acknowledged within `timeout` seconds is a BrokerError: the client
+    retries, and should the first try still land, it is one event downstream
+    (event ids are idempotency keys).
+
+    Known down: after a failed or unacknowledged send (or a failed probe),
+    `publish` raises BrokerError at once, and a background probe asks the
+    broker every `probe_interval` seconds (each try bounded by
+    `probe_timeout`) until it answers; then sends are tried again.
     """
 
-    def __init__(self, settings: Settings, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        timeout: float = 15.0,
+        probe_interval: float = 1.0,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        self._settings = settings
         self._producer = EventProducer(settings, timeout=timeout)
         self._timeout = timeout
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
         self._starting: asyncio.Future[None] | None = None
         self._pending: list[_Waiting] = []
         self._sender: asyncio.Task[None] | None = None
+        self._down: str | None = None
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """False while Kafka is known to be down."""
+        return self._down is None
 
     async def start(self) -> None:
         """Nothing yet: the first publish connects."""
+
+    def _mark_down(self, reason: str) -> None:
+        if self._down is None:
+            log.warning("Kafka is down (%s); answering 503 at once until it answers again", reason)
+        self._down = reason
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Ask the broker until it answers, then let sends through again."""
+        loop = asyncio.get_running_loop()
+        while self._down is not None:
+            await asyncio.sleep(self._probe_interval)
+            if await loop.run_in_executor(None, reachable, self._settings, self._probe_timeout):
+                log.warning("Kafka answers again at %s", self._settings.kafka_bootstrap)
+                self._down = None
 
     async def _connect(self) -> None:
         """One connection attempt at a time; a failed one is tried again by the next group."""
         attempt = self._starting
         if attempt is None:
-            attempt = asyncio.get_running_loop().run_in_executor(None, self._producer.start)
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, reachable, self._settings, self._probe_timeout):
+                raise BrokerError(f"cannot reach Kafka at {self._settings.kafka_bootstrap}")
+            attempt = loop.run_in_executor(None, self._producer.start)
             self._starting = attempt
         try:
             await attempt
@@ -137,7 +210,8 @@ class KafkaPublisher:
                 _fail(group, BrokerError("the collector stopped before Kafka acknowledged"))
                 raise
             except Exception as exc:
-                _fail(group, exc)
+                self._mark_down(str(exc) or type(exc).__name__)
+                _fail(group, exc if isinstance(exc, BrokerError) else BrokerError(str(exc)))
             else:
                 for _, _, done in group:
                     if not done.done():
@@ -146,9 +220,12 @@ class KafkaPublisher:
     async def publish(
         self, records: Sequence[EventRecord], dead_letters: Sequence[DeadLetterRow]
     ) -> None:
-        """Send both and wait for the acknowledgements; BrokerError if they do not come."""
+        """Send both and wait for the acknowledgements; BrokerError if they do not come, at once
+        while Kafka is known to be down."""
         if not records and not dead_letters:
             return
+        if self._down is not None:
+            raise BrokerError(f"Kafka is unavailable ({self._down})")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)  # a request that timed out no longer awaits it
         self._pending.append((records, dead_letters, done))
@@ -157,6 +234,7 @@ class KafkaPublisher:
         try:
             await asyncio.wait_for(asyncio.shield(done), self._timeout)
         except TimeoutError as exc:
+            self._mark_down(f"no acknowledgement within {self._timeout:g}s")
             raise BrokerError(f"Kafka did not acknowledge within {self._timeout:g}s") from exc
 
     def _connected(self) -> bool:
@@ -166,6 +244,9 @@ class KafkaPublisher:
     async def close(self) -> None:
         """Send what is pending (for at most `timeout` seconds when connected), then flush
         and disconnect; requests still waiting are answered 503."""
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
         sender = self._sender
         if sender is not None and not sender.done():
             if self._connected():
@@ -174,4 +255,5 @@ class KafkaPublisher:
             await asyncio.gather(sender, return_exceptions=True)
         pending, self._pending = self._pending, []
         _fail(pending, BrokerError("the collector stopped before Kafka acknowledged"))
-        await asyncio.get_running_loop().run_in_executor(None, self._producer.close)
+        if self._connected():
+            await asyncio.get_running_loop().run_in_executor(None, self._producer.close)

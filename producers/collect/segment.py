@@ -17,8 +17,17 @@ Any Segment or RudderStack SDK can point at the collector unchanged:
   are not mapped to `login`: websites call `identify` on every page load of a
   known user, which would make every page a login. A sign-up is the
   `Signed Up` track call (→ `signup`), a login `Signed In` (→ `login`).
-- Clock skew: `timestamp = receivedAt - (sentAt - timestamp)` when the SDK
-  sent `sentAt`, as Segment does.
+- Clock skew: when the SDK's clock (its `sentAt`) is off from the
+  collector's by more than a tolerance (`collect_skew_tolerance`, 5 s),
+  `timestamp = receivedAt - (sentAt - timestamp)`, as Segment does; within
+  the tolerance `timestamp` is kept as sent, so one browser's calls keep
+  their order and a retried call keeps its time.
+- Times are ISO 8601 strings. A number (seconds or milliseconds?), a text
+  that is not a time, or a time the correction pushes out of the calendar
+  is refused with a reason: the event becomes a dead letter.
+- Request shape: `FIELDS` names the JSON types each known field may have
+  (`null` always allowed); the OpenAPI description is built from it and
+  `shape_error` enforces it, so the two cannot drift apart.
 - `traits.dmu_role` / `traits.segment` (or the same in `context`) fill the
   event's context (a role outside the contract's six is left out);
   `context.ip` is kept as `context.ip` (the collector may truncate it).
@@ -27,7 +36,7 @@ Any Segment or RudderStack SDK can point at the collector unchanged:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from journeys.schemas.record import DMU_ROLES, KNOWN_TYPES
@@ -71,27 +80,100 @@ def snake(name: str) -> str:
     return _SNAKE.sub("_", name.strip().lower()).strip("_")[:64] or "unnamed"
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
+#: Known fields of a Segment message and the JSON types each may have (`null` always may).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "type": ("string",),
+    "event": ("string",),
+    "name": ("string",),
+    "category": ("string",),
+    "messageId": ("string",),
+    "anonymousId": ("string", "number"),
+    "userId": ("string", "number"),
+    "groupId": ("string", "number"),
+    "previousId": ("string", "number"),
+    "timestamp": ("string",),
+    "originalTimestamp": ("string",),
+    "sentAt": ("string",),
+    "properties": ("object",),
+    "traits": ("object",),
+    "context": ("object",),
+    "integrations": ("object",),
+    "writeKey": ("string",),
+}
+#: Fields a batch body may have beside `batch`, shared by its items.
+BATCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "context": ("object",),
+    "sentAt": ("string",),
+    "writeKey": ("string",),
+    "integrations": ("object",),
+}
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "object": (dict,),
+    "array": (list,),
+}
+#: No skew tolerance: every sentAt corrects (Segment's own rule).
+NO_TOLERANCE = timedelta(0)
+
+
+def shape_error(message: dict[str, Any], fields: dict[str, tuple[str, ...]] = FIELDS) -> str | None:
+    """Why a message's known fields have the wrong JSON types (None when they are right)."""
+    for name, kinds in fields.items():
+        value = message.get(name)
+        if value is None:
+            continue
+        allowed = tuple(t for kind in kinds for t in _PYTHON_TYPES[kind])
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            return f"{name} must be {' or '.join(kinds)}, not {_json_type(value)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, types in _PYTHON_TYPES.items():
+        if isinstance(value, types):
+            return kind
+    return "null" if value is None else type(value).__name__
+
+
+def _time(message: dict[str, Any], name: str) -> datetime | None:
+    """The field as an aware time; None when absent or empty; ValueError when it is not a time."""
+    value = message.get(name)
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 time (a string), not {_json_type(value)}")
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise ValueError(f"{name} is not an ISO 8601 time: {value[:64]!r}") from None
 
 
-def occurred_at(message: dict[str, Any], received: datetime) -> str:
-    """Event time with Segment's clock-skew correction, as ISO 8601 UTC."""
-    stamp = _time(message.get("timestamp")) or _time(message.get("originalTimestamp"))
-    sent = _time(message.get("sentAt"))
-    if stamp is None:
-        moment = received
-    elif sent is not None:
-        moment = received - (sent - stamp)
-    else:
-        moment = stamp
+def _utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def occurred_at(
+    message: dict[str, Any], received: datetime, tolerance: timedelta = NO_TOLERANCE
+) -> str:
+    """Event time, as ISO 8601 UTC, corrected for the SDK's clock when it is off by more than
+    `tolerance`; ValueError (never OverflowError) when the times make no calendar sense."""
+    stamp = _time(message, "timestamp") or _time(message, "originalTimestamp")
+    sent = _time(message, "sentAt")
+    try:
+        if stamp is None:
+            return _utc_text(received)
+        if sent is not None and abs(sent - received) > tolerance:
+            return _utc_text(received - (sent - stamp))
+        return _utc_text(stamp)
+    except OverflowError:
+        raise ValueError(
+            f"timestamp {message.get('timestamp') or message.get('originalTimestamp')!r} "
+            f"with sentAt {message.get('sentAt')!r} is outside the calendar"
+        ) from None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -173,9 +255,16 @@ def _track(message: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def to_event(
-    message: dict[str, Any], received: datetime, call: str | None = None
+    message: dict[str, Any],
+    received: datetime,
+    call: str | None = None,
+    tolerance: timedelta = NO_TOLERANCE,
 ) -> dict[str, Any]:
-    """One Segment message as a contract event (not yet validated)."""
+    """One Segment message as a contract event (not yet validated); ValueError with the reason
+    when it cannot be one."""
+    problem = shape_error(message)
+    if problem:
+        raise ValueError(problem)
     kind = (call or str(message.get("type") or "")).lower()
     context = _dict(message.get("context"))
     traits = {**_dict(context.get("traits")), **_dict(message.get("traits"))}
@@ -201,7 +290,7 @@ def to_event(
     event: dict[str, Any] = {
         "channel": channel,
         "type": type_,
-        "occurred_at": occurred_at(message, received),
+        "occurred_at": occurred_at(message, received, tolerance),
         "anonymous_id": _text(
             message.get("previousId") if kind == "alias" else message.get("anonymousId")
         ),

@@ -7,7 +7,13 @@
   is base64(HMAC-SHA1(key, URL + every POST key and value, keys sorted)).
 - Shopify: `orders/create` → `order_placed`, `checkouts/create` →
   `checkout_started`; `X-Shopify-Hmac-Sha256` is base64(HMAC-SHA256(secret,
-  raw body)); `X-Shopify-Event-Id` (or the webhook id) is the dedupe key.
+  raw body)). The dedupe key comes from what the HMAC covers: the topic and
+  the order's (checkout's) id in the body, else a hash of the whole body.
+  `X-Shopify-Event-Id` is not signed, so a captured webhook replayed with a
+  new one must still be the same event.
+- Provider times are Unix seconds (SendGrid `timestamp`, Mandrill `ts`), as
+  the providers document; anything else (a text, milliseconds, a time
+  outside the calendar) is refused with the reason.
 """
 
 from __future__ import annotations
@@ -55,13 +61,16 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _iso_from_unix(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+def _iso_from_unix(value: Any, name: str) -> str | None:
+    """Unix seconds as ISO 8601 UTC; None when absent; ValueError for anything else."""
+    if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be Unix seconds (a number), not {value!r:.40}")
     try:
         moment = datetime.fromtimestamp(float(value), tz=UTC)
     except (ValueError, OverflowError, OSError):
-        return None
+        raise ValueError(f"{name} {value!r:.40} is not a time in Unix seconds") from None
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -113,7 +122,7 @@ def sendgrid_event(item: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "channel": "email",
         "type": SENDGRID_TYPES.get(kind, kind or "unknown"),
-        "occurred_at": _iso_from_unix(item.get("timestamp")),
+        "occurred_at": _iso_from_unix(item.get("timestamp"), "timestamp"),
         "email": item.get("email"),
         "properties": {
             k: item[k]
@@ -149,7 +158,7 @@ def mandrill_event(item: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "channel": "email",
         "type": MANDRILL_TYPES.get(kind, kind or "unknown"),
-        "occurred_at": _iso_from_unix(item.get("ts")),
+        "occurred_at": _iso_from_unix(item.get("ts"), "ts"),
         "email": msg.get("email"),
         "properties": {
             k: v
@@ -178,8 +187,20 @@ def _money(value: Any) -> float | None:
         return None
 
 
-def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]:
-    """A Shopify order or checkout as a contract event (not yet validated)."""
+def shopify_event_id(topic: str, body: dict[str, Any], raw: bytes) -> str:
+    """An event id from the signed body: topic and order (checkout) id, else the body's hash."""
+    ident = body.get("id")
+    if topic == "checkouts/create":
+        ident = body.get("token") or ident
+    text = str(ident) if isinstance(ident, str | int) and not isinstance(ident, bool) else ""
+    if text.strip() and len(text) <= 64:
+        return f"shopify:{topic}:{text.strip()}"
+    return f"shopify:{topic}:sha256:{hashlib.sha256(raw).hexdigest()[:32]}"
+
+
+def shopify_event(topic: str, body: Any, raw: bytes) -> dict[str, Any]:
+    """A Shopify order or checkout as a contract event (not yet validated); `raw` is the signed
+    body, from which the event id is derived."""
     if topic not in SHOPIFY_TOPICS:
         raise ValueError(
             f"unsupported Shopify topic {topic!r}; send orders/create or checkouts/create"
@@ -223,6 +244,5 @@ def shopify_event(topic: str, body: Any, event_id: str | None) -> dict[str, Any]
         "contact_id": f"shopify:{customer['id']}" if customer.get("id") is not None else None,
         "properties": {k: v for k, v in properties.items() if v is not None},
     }
-    if event_id:
-        event["event_id"] = f"shopify:{event_id}"
+    event["event_id"] = shopify_event_id(topic, body, raw)
     return {k: v for k, v in event.items() if v is not None}

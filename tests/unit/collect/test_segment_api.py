@@ -55,13 +55,28 @@ def test_malformed_json_is_400_with_a_reason() -> None:
     assert answer.status == 400 and "malformed JSON" in answer.body["error"]
 
 
-def test_invalid_single_event_is_400_and_a_dead_letter() -> None:
+def test_invalid_single_event_is_a_dead_letter_with_its_reason() -> None:
+    """Segment's rule: a well-formed call is answered 200; the invalid event is a dead letter."""
     publisher = MemoryPublisher()
-    answer = request(
-        "POST", "/v1/track", publisher, json={"type": "track", "event": "x"}, headers=AUTH
-    )
-    assert answer.status == 400 and "no identity" in answer.body["error"]
+    body = orjson.dumps({"type": "track", "event": "x"})
+    answer = request("POST", "/v1/track", publisher, data=body, headers=AUTH)
+    assert answer.status == 200 and (answer.body["accepted"], answer.body["rejected"]) == (0, 1)
+    assert "no identity" in answer.body["errors"][0]["error"]
     assert len(publisher.dead_letters) == 1 and publisher.records == []
+    assert publisher.dead_letters[0].payload == body  # the bytes as received
+
+
+def test_a_known_field_of_the_wrong_type_is_400_and_stores_nothing() -> None:
+    publisher = MemoryPublisher()
+    for body, reason in (
+        ({**TRACK, "event": 5}, "event must be string, not number"),
+        ({**TRACK, "timestamp": 1793610900}, "timestamp must be string, not number"),
+        ({**TRACK, "properties": []}, "properties must be object, not array"),
+        ({**TRACK, "userId": True}, "userId must be string or number, not boolean"),
+    ):
+        answer = request("POST", "/v1/track", publisher, json=body, headers=AUTH)
+        assert (answer.status, answer.body["error"]) == (400, reason)
+    assert publisher.records == [] and publisher.dead_letters == []
 
 
 def test_batch_keeps_valid_events_and_dead_letters_the_rest() -> None:
@@ -202,7 +217,10 @@ def test_privacy_options_hash_emails_but_keep_the_company() -> None:
 
 
 def test_health_metrics_and_openapi() -> None:
-    assert request("GET", "/health").body == {"status": "ok"}
+    assert request("GET", "/health").body == {"status": "ok", "kafka": "up"}
+    down = MemoryPublisher()
+    down.fail = True
+    assert request("GET", "/health", down).body == {"status": "ok", "kafka": "down"}
     paths = request("GET", "/openapi.json").body["paths"]
     assert {
         "/v1/track",
@@ -237,13 +255,15 @@ def test_orders_webhook_takes_contract_events() -> None:
         ).body["accepted"]
         == 1
     )
-    assert (
-        request(
-            "POST", "/webhooks/orders", publisher, json={**event, "channel": "fax"}, headers=AUTH
-        ).status
-        == 400
+    single = request(
+        "POST", "/webhooks/orders", publisher, json={**event, "channel": "fax"}, headers=AUTH
     )
+    assert (single.status, single.body["rejected"]) == (200, 1)
+    assert "channel" in single.body["errors"][0]["error"]
     assert len(publisher.records) == 1 and len(publisher.dead_letters) == 2
+    for body in (b"7", b'"text"', b"null"):
+        answer = request("POST", "/webhooks/orders", publisher, data=body, headers=AUTH)
+        assert answer.status == 400 and "JSON object" in answer.body["error"]
 
 
 def test_errors_are_json_and_auth_comes_before_parsing() -> None:
@@ -318,9 +338,13 @@ def test_openapi_lists_every_route() -> None:
         if r.resource is not None
     }
     calls = ("track", "page", "screen", "identify", "group", "alias", "t", "p", "s", "i", "g", "a")
-    expected = {(path, method) for path, method in routes if "{" not in path and method != "head"}
+    expected = {
+        (path, method)
+        for path, method in routes
+        if ("{" not in path or path.startswith("/v1/projects/")) and method != "head"
+    }
     expected |= {(f"/v1/{c}", m) for c in calls for m in ("post", "options")}
-    expected |= {(p, "options") for p, _ in expected if p.startswith("/v1/")}
+    expected |= {(p, "options") for p, _ in expected if p.startswith("/v1/") and "{" not in p}
     paths = request("GET", "/openapi.json").body["paths"]
     assert {(path, method) for path, item in paths.items() for method in item} == expected
 

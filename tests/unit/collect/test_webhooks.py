@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from urllib.parse import urlencode
 
 import orjson
@@ -47,7 +48,8 @@ SENDGRID_BODY = orjson.dumps(
 )
 
 
-def sendgrid_headers(body: bytes, timestamp: str = "1793610999") -> dict[str, str]:
+def sendgrid_headers(body: bytes, timestamp: str | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
     signature = PRIVATE.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     return {
         "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
@@ -171,7 +173,7 @@ def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
     order, checkout = publisher.records
     props = orjson.loads(order.properties)
     assert (order.event_id, order.channel, order.type, order.email, order.contact_id) == (
-        "shopify:e-1",
+        "shopify:orders/create:820982911946154508",
         "order",
         "order_placed",
         "inkoop@kwekerij-x.nl",
@@ -183,6 +185,7 @@ def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
     )
     assert order.ts == 1793610900000
     assert (checkout.channel, checkout.type) == ("web", "checkout_started")
+    assert checkout.event_id == "shopify:checkouts/create:820982911946154508"
     headers = {"X-Shopify-Hmac-Sha256": "bm9wZQ==", "X-Shopify-Topic": "orders/create"}
     assert (
         request("POST", "/webhooks/shopify", data=body, headers=headers, config=config).status
