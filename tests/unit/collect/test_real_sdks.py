@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from journeys.producers.collect.publisher import MemoryPublisher
 from tests.unit.collect.client import KEY, settings
@@ -15,7 +16,7 @@ def wait_for(publisher: MemoryPublisher, count: int) -> None:
         time.sleep(0.05)
 
 
-def drive(client) -> None:  # type: ignore[no-untyped-def]
+def drive(client: Any) -> None:
     client.identify(
         "c-17", {"email": "jan@kwekerij-x.nl", "dmu_role": "buyer"}, anonymous_id="cookie-1"
     )

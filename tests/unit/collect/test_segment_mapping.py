@@ -222,3 +222,102 @@ def test_arbitrary_messages_map_or_fail_with_a_reason(message: dict[str, object]
         validate_event(event)
     except InvalidEvent as exc:
         assert str(exc)
+
+
+TOLERANCE = timedelta(seconds=5)
+
+
+@given(moments, st.integers(-5000, 5000), st.integers(0, 4000))
+def test_a_clock_within_the_tolerance_keeps_its_times(
+    stamp: datetime, skew_ms: int, latency_ms: int
+) -> None:
+    """Within the tolerance `timestamp` is kept as sent: whatever the latency, a retry of the
+    same call gets the same time."""
+    received = stamp + timedelta(milliseconds=latency_ms)
+    sent = received + timedelta(milliseconds=skew_ms)
+    message = {"timestamp": _iso(stamp), "sentAt": _iso(sent)}
+    assert datetime.fromisoformat(occurred_at(message, received, TOLERANCE)) == stamp
+
+
+def test_a_redelivery_is_the_same_event_at_the_same_time() -> None:
+    """analytics.js resends a call after a 429 with a new sentAt; it stays one event."""
+    call = {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a",
+        "messageId": "m-7",
+        "timestamp": "2026-11-02T09:59:59.900Z",
+    }
+    first = to_event({**call, "sentAt": "2026-11-02T09:59:59.950Z"}, RECEIVED, None, TOLERANCE)
+    later = RECEIVED + timedelta(seconds=3)
+    retry = to_event({**call, "sentAt": "2026-11-02T10:00:02.990Z"}, later, None, TOLERANCE)
+    assert (first["event_id"], first["occurred_at"]) == (retry["event_id"], retry["occurred_at"])
+    assert first["occurred_at"] == "2026-11-02T09:59:59.900000Z"
+
+
+def test_calls_of_one_tick_keep_their_order() -> None:
+    """A view and the order right after it, sent in two requests: the order stays after."""
+    view = {"type": "track", "event": "Product Viewed", "anonymousId": "a"}
+    order = {"type": "track", "event": "Order Completed", "anonymousId": "a"}
+    first = to_event(
+        {**view, "timestamp": "2026-11-02T10:00:00.001Z", "sentAt": "2026-11-02T10:00:00.002Z"},
+        RECEIVED + timedelta(milliseconds=900),  # a slow first request
+        None,
+        TOLERANCE,
+    )
+    second = to_event(
+        {**order, "timestamp": "2026-11-02T10:00:00.002Z", "sentAt": "2026-11-02T10:00:00.003Z"},
+        RECEIVED + timedelta(milliseconds=40),
+        None,
+        TOLERANCE,
+    )
+    assert first["occurred_at"] < second["occurred_at"]
+
+
+def test_a_clock_off_by_more_than_the_tolerance_is_corrected() -> None:
+    message = {"timestamp": "2026-11-02T09:00:00Z", "sentAt": "2026-11-02T09:00:06Z"}
+    received = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)  # the device is 6 s ahead
+    assert occurred_at(message, received, TOLERANCE) == "2026-11-02T08:59:54Z"
+
+
+extreme_times = st.one_of(
+    st.sampled_from(
+        [
+            "9999-12-31T23:59:59-14:00",
+            "0001-01-01T00:00:00+14:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "",
+            "abc",
+            "2026-02-30T00:00:00Z",
+        ]
+    ),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.integers(),
+    st.floats(),
+    st.none(),
+)
+
+
+@given(extreme_times, extreme_times, extreme_times)
+@settings(max_examples=300)
+def test_no_time_makes_the_mapping_raise_anything_but_value_error(
+    timestamp: object, sent: object, original: object
+) -> None:
+    message = {
+        "type": "page",
+        "anonymousId": "a",
+        "timestamp": timestamp,
+        "sentAt": sent,
+        "originalTimestamp": original,
+    }
+    for tolerance in (timedelta(0), TOLERANCE):
+        try:
+            event = to_event(message, RECEIVED, None, tolerance)
+        except ValueError as exc:
+            assert str(exc)
+            continue
+        try:
+            validate_event(event)
+        except InvalidEvent as exc:
+            assert str(exc)

@@ -7,6 +7,7 @@ import time
 from urllib.parse import urlencode
 
 import orjson
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
@@ -305,3 +306,120 @@ def test_shopify_order_without_identity_is_a_dead_letter_not_a_retry_loop() -> N
     (dead,) = publisher.dead_letters
     assert dead.source == "collect:/webhooks/shopify" and "no identity" in dead.reason
     assert dead.payload == orjson.dumps(guest)
+
+
+def _sendgrid_posts(
+    bodies: list[tuple[bytes, dict[str, str]]], publisher: MemoryPublisher
+) -> list[Answer]:
+    """Several posts to one collector (the replay memory lives in the app)."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from journeys.producers.collect.app import create_app
+
+    async def go() -> list[Answer]:
+        app = create_app(settings(sendgrid_public_key=PUBLIC), publisher)
+        answers = []
+        async with TestClient(TestServer(app)) as client:
+            for body, headers in bodies:
+                response = await client.post("/webhooks/sendgrid", data=body, headers=headers)
+                answers.append(
+                    Answer(response.status, await response.json(), dict(response.headers))
+                )
+                publisher.fail = False  # a failure is for one request only
+        return answers
+
+    return asyncio.run(go())
+
+
+def test_sendgrid_timestamps_far_from_now_or_not_seconds_are_refused() -> None:
+    now = int(time.time())
+    publisher = MemoryPublisher()
+    for timestamp in (str(now - 301), str(now + 301), "978307200", "4102444800", "abc", "", "1e9"):
+        answer = request(
+            "POST",
+            "/webhooks/sendgrid",
+            publisher,
+            data=SENDGRID_BODY,
+            headers=sendgrid_headers(SENDGRID_BODY, timestamp),
+            config=settings(sendgrid_public_key=PUBLIC),
+        )
+        assert answer.status == 401 and "timestamp" in answer.body["error"], timestamp
+    assert publisher.records == [] and publisher.dead_letters == []
+    fresh = sendgrid_headers(SENDGRID_BODY, str(now - 290))
+    config = settings(sendgrid_public_key=PUBLIC)
+    assert (
+        request(
+            "POST", "/webhooks/sendgrid", data=SENDGRID_BODY, headers=fresh, config=config
+        ).status
+        == 200
+    )
+
+
+def test_a_replayed_sendgrid_request_is_not_stored_twice() -> None:
+    publisher = MemoryPublisher()
+    headers = sendgrid_headers(SENDGRID_BODY)
+    first, replay = _sendgrid_posts([(SENDGRID_BODY, headers), (SENDGRID_BODY, headers)], publisher)
+    assert (first.status, first.body["accepted"]) == (200, 2)
+    assert (replay.status, replay.body["accepted"], replay.body["duplicate"]) == (200, 0, True)
+    assert len(publisher.records) == 2 and len(publisher.dead_letters) == 1
+    # a different signature over the same content is still the same request
+    other = {
+        **headers,
+        "X-Twilio-Email-Event-Webhook-Signature": sendgrid_headers(
+            SENDGRID_BODY, headers["X-Twilio-Email-Event-Webhook-Timestamp"]
+        )["X-Twilio-Email-Event-Webhook-Signature"],
+    }
+    (again,) = _sendgrid_posts([(SENDGRID_BODY, other)], MemoryPublisher())
+    assert again.body["accepted"] == 2  # (a new collector: nothing remembered)
+
+
+def test_a_sendgrid_request_answered_503_may_be_sent_again() -> None:
+    publisher = MemoryPublisher()
+    publisher.fail = True
+    headers = sendgrid_headers(SENDGRID_BODY)
+    failed, retried = _sendgrid_posts(
+        [(SENDGRID_BODY, headers), (SENDGRID_BODY, headers)], publisher
+    )
+    assert (failed.status, retried.status, retried.body["accepted"]) == (503, 200, 2)
+
+
+def test_the_replay_memory_is_bounded_and_forgets_expired_requests() -> None:
+    from journeys.producers.collect.replay import SeenRequests
+
+    seen = SeenRequests(capacity=3)
+    assert [seen.begin(bytes([i]), expires=100.0, now=0.0) for i in range(5)] == ["new"] * 5
+    assert len(seen) == 3 and seen.begin(b"\x00", 100.0, 0.0) == "new"  # the oldest forgotten
+    assert seen.begin(b"\x04", 100.0, 0.0) == "in flight"
+    seen.stored(b"\x04")
+    assert seen.begin(b"\x04", 100.0, 0.0) == "stored"
+    assert seen.begin(b"\x04", 100.0, 101.0) == "new"  # past its timestamp's window
+    assert len(seen) <= 3
+
+
+def test_a_replayed_shopify_webhook_with_a_new_event_id_is_the_same_event() -> None:
+    publisher = MemoryPublisher()
+    body = orjson.dumps(SHOPIFY_ORDER)
+    for event_id in ("e-1", "forged-2", "forged-3"):
+        assert shopify_post(body, "orders/create", publisher, event_id).status == 200
+    assert {r.event_id for r in publisher.records} == {"shopify:orders/create:820982911946154508"}
+    no_id = orjson.dumps({k: v for k, v in SHOPIFY_ORDER.items() if k != "id"})
+    shopify_post(no_id, "orders/create", publisher, "x")
+    shopify_post(no_id, "orders/create", publisher, "y")
+    assert len({r.event_id for r in publisher.records}) == 2  # keyed on the signed body's hash
+    assert publisher.records[-1].event_id.startswith("shopify:orders/create:sha256:")
+
+
+def test_provider_times_are_unix_seconds_or_a_reason() -> None:
+    from journeys.producers.collect.webhooks import mandrill_event, sendgrid_event
+
+    assert (
+        sendgrid_event({"event": "open", "email": "a@b.nl", "timestamp": 1793610900})["occurred_at"]
+        == "2026-11-02T09:15:00Z"
+    )
+    for bad in (1793610900000, "1793610900", float("inf"), True, 10**30):
+        with pytest.raises(ValueError, match="timestamp"):
+            sendgrid_event({"event": "open", "email": "a@b.nl", "timestamp": bad})
+    with pytest.raises(ValueError, match="ts"):
+        mandrill_event({"event": "open", "ts": "yesterday", "msg": {"email": "a@b.nl"}})
