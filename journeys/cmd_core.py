@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 import orjson
@@ -41,11 +41,13 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[str, bytes]]:
         yield f"{name}:{number}", line
 
 
-def _open_sink(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_sink(settings: Settings) -> Any:
     from journeys.sinks.background import BackgroundSink
     from journeys.sinks.clickhouse.writer import ClickHouseSink
 
-    sink = BackgroundSink(ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000))
+    sink = BackgroundSink(
+        ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000)
+    )
     sink.setup()
     return sink
 
@@ -66,10 +68,15 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
             path = Path(name)
             if not path.is_file():
                 raise click.BadParameter(f"no such file: {name}", param_hint="FILE")
-            with path.open("rb") as handle, click.progressbar(
-                length=path.stat().st_size, label=f"reading {path.name}", file=sys.stderr,
-                hidden=not show,
-            ) as bar:
+            with (
+                path.open("rb") as handle,
+                click.progressbar(
+                    length=path.stat().st_size,
+                    label=f"reading {path.name}",
+                    file=sys.stderr,
+                    hidden=not show,
+                ) as bar,
+            ):
                 got, bad = read_events(_lines(handle, path.name), received_at, summary, bar.update)
         events.extend(got)
         dead.extend(bad)
@@ -87,11 +94,19 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
     finally:
         sink.close()
     if not quiet:
-        _print_summary(summary, time.monotonic() - started)
+        _print_summary(summary, time.monotonic() - started, _current_transitions(settings))
     return summary
 
 
-def _print_summary(summary: ReplaySummary, seconds: float) -> None:
+def _current_transitions(settings: Settings) -> int:
+    from journeys.report import current_counts
+    from journeys.sinks.clickhouse.client import connect
+
+    client = connect(settings.clickhouse_dsn)
+    return current_counts(client, settings.clickhouse_database)["phase_transitions"]
+
+
+def _print_summary(summary: ReplaySummary, seconds: float, current: int) -> None:
     rate = summary.lines / seconds if seconds > 0 else 0.0
     span = (
         f"{format_ms(summary.first_ts)} .. {format_ms(summary.last_ts)}"
@@ -102,9 +117,16 @@ def _print_summary(summary: ReplaySummary, seconds: float) -> None:
         f"replayed {summary.lines} lines in {seconds:.1f}s ({rate:,.0f} lines/s): "
         f"{summary.events} events, {summary.duplicates} duplicates, "
         f"{summary.invalid} dead letters, {summary.accounts} accounts, "
-        f"{summary.transitions} transitions, {summary.alerts} alerts; event time {span}",
+        f"{summary.transitions} transition rows, {summary.alerts} alerts; event time {span}",
         err=True,
     )
+    if summary.transitions != current:
+        click.echo(
+            f"  transitions: {current} current in the database; the other rows written are "
+            "earlier versions, superseded when a visitor or domain turned out to belong to an "
+            "account and its journey was recomputed",
+            err=True,
+        )
     for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         click.echo(f"  dead letters: {count} x {reason}", err=True)
 

@@ -34,7 +34,8 @@ from journeys.schemas.errors import ConfigError
 
 SLACK_PREFIX = "slack+"
 ANY_KIND = "*"
-_ROUTE_SPLIT = re.compile(r",(?=\s*[A-Za-z0-9_.*-]+\s*=)")
+#: A comma starts the next route only before `kind=` and a URL (query strings keep theirs).
+_ROUTE_SPLIT = re.compile(r",(?=\s*[A-Za-z0-9_.*-]+\s*=\s*(?:slack\+)?[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 @dataclass(frozen=True)

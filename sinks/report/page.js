@@ -193,6 +193,22 @@
     document.body.setAttribute("data-errors", String(window.journeysErrors.length));
   }
 
+  /* Filters travel in the address (#segment=...&from=YYYY-MM-DD&to=YYYY-MM-DD), so a view can be shared. */
+  function fromHash() {
+    var params = new URLSearchParams(location.hash.slice(1));
+    var seg = params.get("segment");
+    if (seg !== null && DATA.segments.indexOf(seg) >= 0) el("segment").value = String(DATA.segments.indexOf(seg));
+    if (params.get("from")) el("from").value = params.get("from");
+    if (params.get("to")) el("to").value = params.get("to");
+  }
+  function toHash() {
+    var params = new URLSearchParams();
+    if (el("segment").value !== "") params.set("segment", DATA.segments[Number(el("segment").value)]);
+    params.set("from", el("from").value);
+    params.set("to", el("to").value);
+    history.replaceState(null, "", "#" + params.toString());
+  }
+
   function setup() {
     DATA.segments.forEach(function (s, i) {
       var o = document.createElement("option"); o.value = String(i); o.textContent = s; el("segment").appendChild(o);
@@ -200,8 +216,9 @@
     var range = span();
     function reset() { el("from").value = iso(range[0]); el("to").value = iso(range[1]); }
     reset();
-    ["segment", "from", "to"].forEach(function (id) { el(id).addEventListener("change", draw); });
-    el("reset").addEventListener("click", function () { reset(); draw(); });
+    fromHash();
+    ["segment", "from", "to"].forEach(function (id) { el(id).addEventListener("change", function () { toHash(); draw(); }); });
+    el("reset").addEventListener("click", function () { reset(); toHash(); draw(); });
     el("subtitle").textContent = "Database " + DATA.database + " · phases from " + DATA.rules +
       (DATA.generated_at ? " · events up to " + text(DATA.now) + " UTC" : " · no events yet");
     el("footer").textContent = "Made by journeys report with Plotly " + Plotly.version + ", embedded: this file needs no network.";
