@@ -43,7 +43,7 @@ def test_a_batch_of_sixty_thousand_empty_items_is_a_short_400() -> None:
 
 def test_a_full_batch_of_garbage_lists_a_hundred_errors_and_counts_all() -> None:
     publisher = MemoryPublisher()
-    batch = [{} for _ in range(2499)] + [message(1)]
+    batch: list[dict[str, object]] = [{} for _ in range(2499)] + [message(1)]
     answer = request("POST", "/v1/batch", publisher, json={"batch": batch}, headers=AUTH)
     assert answer.status == 200
     assert (answer.body["accepted"], answer.body["rejected"]) == (1, 2499)
