@@ -86,17 +86,13 @@ def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None
 
 
 def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
-    from journeys.cmd_stream import (
-        _settings_env,
-        source_partitions,
-        start_processes,
-        stop_processes,
-    )
+    from journeys.processes import settings_env, start_processes, stop_processes
     from journeys.producers.client import EventProducer
+    from journeys.producers.topics import ensure_pipeline_topics
     from journeys.sinks.clickhouse.writer import ClickHouseSink
-    from journeys.sinks.consumer import TopicSink
+    from journeys.sinks.consumer import OutputConsumer
 
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     producer = EventProducer(settings)
     producer.start()
     try:
@@ -107,12 +103,12 @@ def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
 
     expected = _expected_events(lines)
     writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
-    topic_sink = TopicSink(settings, writer)
+    topic_sink = OutputConsumer(settings, writer)
     topic_sink.setup()
     thread = threading.Thread(target=topic_sink.run, name="sink", daemon=True)
     thread.start()
     processes = start_processes(
-        workers, {**_settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
+        workers, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
     )
     try:
         _wait_until_settled(writer, settings, expected, processes)
@@ -151,8 +147,12 @@ def _wait_until_settled(writer: Any, settings: Settings, expected: int, processe
 def _report(settings: Settings) -> None:
     from journeys.report import print_report
     from journeys.sinks.clickhouse.client import connect
+    from journeys.streams.engine.rules import load_rules
 
-    print_report(connect(settings.clickhouse_dsn), settings.clickhouse_database)
+    rules = load_rules(settings.rules_file)
+    if settings.rules_file:
+        click.echo(f"phases from {settings.rules_file}: {' → '.join(rules.phases)}\n")
+    print_report(connect(settings.clickhouse_dsn), settings.clickhouse_database, rules.phases)
     click.echo(
         f"\nThe data stays in {Path(settings.data_dir).resolve()}: query it with\n"
         f"  JOURNEYS_CLICKHOUSE_URL={settings.clickhouse_dsn} (database {settings.clickhouse_database})"

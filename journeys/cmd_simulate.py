@@ -57,10 +57,10 @@ def write_lines(lines: Iterable[bytes], handle: IO[bytes]) -> int:
 def send_lines(lines: Iterable[bytes], settings: Settings) -> int:
     """Produce the lines as they are to the events topic (malformed ones too: the
     pipeline dead-letters them); return how many Kafka acknowledged."""
-    from journeys.cmd_stream import source_partitions
     from journeys.producers.client import EventProducer
+    from journeys.producers.topics import ensure_pipeline_topics
 
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     producer = EventProducer(settings)
     producer.start()
     count = 0

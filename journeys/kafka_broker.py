@@ -3,7 +3,9 @@
 Kafka's jars come from Maven Central through `mvn` into a cache directory
 once; the broker runs on the machine's JDK in the background with its data
 and log under `<data dir>/kafka`. `ensure_broker` is idempotent: a broker
-already answering on the bootstrap address is left alone.
+already answering on the bootstrap address is left alone. Its default
+`message.max.bytes` is the project's `MESSAGE_BYTES` (the topics the project
+creates set it themselves).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from journeys.schemas.codec import MESSAGE_BYTES
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.settings import Settings
 
@@ -92,8 +95,14 @@ def fetch_jars(settings: Settings) -> Path:
     (home / "pom.xml").write_text(_POM.format(version=settings.kafka_version, g=g, a=a, v=v))
     _say(f"fetching Apache Kafka {settings.kafka_version} from Maven Central into {home} (once)")
     command = [
-        mvn, "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(home / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
@@ -105,7 +114,10 @@ def fetch_jars(settings: Settings) -> Path:
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise BrokerError("`java` is not on PATH; install a JDK 17 (e.g. `apt-get install openjdk-17-jdk-headless`)")
+        raise BrokerError(
+            "`java` is not on PATH; install a JDK 17 "
+            "(e.g. `apt-get install openjdk-17-jdk-headless`)"
+        )
     return java
 
 
@@ -133,7 +145,7 @@ def _write_config(settings: Settings, data: Path) -> Path:
                 "group.initial.rebalance.delay.ms=0",
                 "log.cleaner.dedupe.buffer.size=33554432",
                 "auto.create.topics.enable=true",
-                "message.max.bytes=10485760",
+                f"message.max.bytes={MESSAGE_BYTES}",
                 "",
             ]
         )
@@ -147,18 +159,39 @@ def _format(java: str, libs: Path, data: Path, properties: Path) -> None:
         return
     classpath = f"{libs}/*"
     log4j = f"-Dlog4j.configuration=file:{data / 'log4j.properties'}"
-    uuid = subprocess.run(
-        [java, log4j, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip().splitlines()
+    uuid = (
+        subprocess.run(
+            [java, log4j, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     if not uuid:
         raise BrokerError("kafka StorageTool random-uuid printed nothing; is the JDK working?")
     result = subprocess.run(
-        [java, log4j, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", uuid[-1], "-c", str(properties)],
-        capture_output=True, text=True, check=False,
+        [
+            java,
+            log4j,
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            uuid[-1],
+            "-c",
+            str(properties),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
-        raise BrokerError(f"formatting the broker's storage failed:\n{result.stdout}{result.stderr}")
+        raise BrokerError(
+            f"formatting the broker's storage failed:\n{result.stdout}{result.stderr}"
+        )
 
 
 def _pid(data: Path) -> int | None:
@@ -186,13 +219,22 @@ def ensure_broker(settings: Settings, timeout: float = 90.0) -> str:
     properties = _write_config(settings, data)
     _format(java, libs, data, properties)
     command = [
-        java, f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
+        java,
+        f"-Xmx{settings.kafka_heap}",
+        f"-Xms{settings.kafka_heap}",
+        "-XX:+UseG1GC",
         f"-Dlog4j.configuration=file:{data / 'log4j.properties'}",
-        "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(properties),
     ]
     pid = _spawn(command, data / "broker.out")
     (data / "broker.pid").write_text(str(pid))
-    _say(f"starting Kafka {settings.kafka_version} on {settings.kafka_bootstrap} (pid {pid}, log {data / 'broker.log'})")
+    _say(
+        f"starting Kafka {settings.kafka_version} on {settings.kafka_bootstrap} "
+        f"(pid {pid}, log {data / 'broker.log'})"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         finished, status = os.waitpid(pid, os.WNOHANG)
@@ -203,7 +245,9 @@ def ensure_broker(settings: Settings, timeout: float = 90.0) -> str:
             _say("Kafka is up")
             return settings.kafka_bootstrap
         time.sleep(0.5)
-    raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; see {data / 'broker.log'}")
+    raise BrokerError(
+        f"the broker did not accept connections within {timeout:.0f}s; see {data / 'broker.log'}"
+    )
 
 
 def _spawn(command: list[str], log: Path) -> int:
@@ -211,7 +255,9 @@ def _spawn(command: list[str], log: Path) -> int:
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         return os.posix_spawn(
-            command[0], command, dict(os.environ),
+            command[0],
+            command,
+            dict(os.environ),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out, 1),

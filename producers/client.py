@@ -9,11 +9,12 @@ given, so a caller that got no exception may acknowledge its own input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
+from journeys.producers.kafka import kafka_errors, new_producer
+from journeys.producers.topics import Topics
 from journeys.schemas.codec import dead_letter_json
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.identity import email_account
@@ -38,27 +39,13 @@ class EventProducer:
 
     def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
         self._settings = settings
+        self._topics = Topics.of(settings)
         self._timeout = timeout
         self._producer: KafkaProducer | None = None
 
     def start(self) -> None:
         """Connect to the brokers."""
-        try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                batch_size=256 * 1024,
-                compression_type="gzip",
-                max_request_size=8 * 1024 * 1024,
-                request_timeout_ms=int(self._timeout * 1000),
-            )
-        except (KafkaError, OSError) as exc:
-            raise BrokerError(
-                f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {exc}; start one with "
-                "`journeys kafka start` or set JOURNEYS_KAFKA_BOOTSTRAP"
-            ) from exc
+        self._producer = new_producer(self._settings, self._timeout)
 
     @property
     def _client(self) -> KafkaProducer:
@@ -66,34 +53,30 @@ class EventProducer:
             raise BrokerError("the producer is not started; call start() first")
         return self._producer
 
-    def _wait(self, futures: list[object]) -> None:
-        try:
-            self._client.flush(timeout=self._timeout)
+    def _send(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
+        """Send (key, value) pairs; return once Kafka acknowledged every one."""
+        client = self._client
+        with kafka_errors(self._settings.kafka_bootstrap, f"sending to {topic}"):
+            futures = [client.send(topic, key=key, value=value) for key, value in messages]
+            client.flush(timeout=self._timeout)
             for future in futures:
-                future.get(timeout=self._timeout)  # type: ignore[attr-defined]
-        except KafkaError as exc:
-            raise BrokerError(f"Kafka did not acknowledge the events: {exc}") from exc
+                future.get(timeout=self._timeout)
 
     def send(self, records: Sequence[EventRecord]) -> None:
         """Send events keyed by account or visitor; return once all are acknowledged."""
-        topic = self._settings.topic("events")
-        futures = [self._client.send(topic, key=partition_key(r), value=r.to_json()) for r in records]
-        self._wait(futures)
+        self._send(self._topics.events, ((partition_key(r), r.to_json()) for r in records))
 
     def send_raw(self, values: Sequence[bytes], key: bytes | None = None) -> None:
         """Send raw lines as they are (bulk loads, replays of files); unkeyed by default."""
-        topic = self._settings.topic("events")
-        futures = [self._client.send(topic, key=key, value=value) for value in values]
-        self._wait(futures)
+        self._send(self._topics.events, ((key, value) for value in values))
 
     def send_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
-        """Send rejected input to the dead-letter topic."""
-        topic = self._settings.topic("dead-letters")
-        futures = [self._client.send(topic, value=dead_letter_json(row)) for row in rows]
-        self._wait(futures)
+        """Send rejected input to the dead-letter topic (large payloads cut, see codec)."""
+        self._send(self._topics.dead_letters, ((None, dead_letter_json(row)) for row in rows))
 
     def close(self) -> None:
         """Flush and disconnect."""
         if self._producer is not None:
-            self._producer.close(timeout=self._timeout)
-            self._producer = None
+            producer, self._producer = self._producer, None
+            with kafka_errors(self._settings.kafka_bootstrap, "closing the producer"):
+                producer.close(timeout=self._timeout)

@@ -1,19 +1,43 @@
-"""Rows on Kafka topics: the public JSON of transitions, alerts and dead letters,
-and the internal envelope that carries every row type to the sink in order.
+"""The wire format: everything the pipeline puts on Kafka, and the sizes it keeps to.
 
-Public messages are JSON objects with ISO 8601 UTC times, for any consumer.
-The internal `rows` topic carries `{"t": kind, ...}` objects with times in
-milliseconds; `decode_row` turns them back into the dataclasses of
-`schemas.rows`.
+    journeys.events            raw event JSON (contract section 1), from producers
+    journeys.internal.ordered  forwarded events and control messages, packed
+    journeys.internal.rows     engine output rows in the order the sink needs them, packed
+    journeys.transitions       public JSON of a phase transition, one per message
+    journeys.alerts            public JSON of an alert (raised, resolved, withdrawn)
+    journeys.dead-letters      public JSON of rejected input, reason and payload
+
+Internal messages are JSON objects with readable keys, or a JSON array of
+such objects (a *pack*). An `EventRecord` travels as a list of its fields in
+declaration order (`record_values` / `record_from_values`, the only pair);
+other rows as the list of their dataclass fields.
+
+Sizes (documented in docs/streaming.md):
+
+- `MESSAGE_BYTES` (4 MiB): every journeys topic's `max.message.bytes` and
+  every producer's `max_request_size`. Input up to this size reaches the
+  pipeline, so an oversized event becomes a visible dead letter rather than a
+  producer-side error.
+- `PACK_BYTES` (900 KiB): packs are closed before they reach this, so they
+  pass even a topic left at Kafka's default limit (1 MB).
+- `EVENT_BYTES` (512 KiB): a larger event is invalid ("too large").
+- `DEAD_LETTER_PAYLOAD_BYTES` (64 KiB): a dead letter carries its payload
+  whole up to this size; beyond it, the first 64 KiB, the full size and the
+  SHA-256 of the whole, and its reason says so.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
+from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.record import EventRecord, format_ms
 from journeys.schemas.rows import (
     AlertRow,
@@ -24,7 +48,117 @@ from journeys.schemas.rows import (
     TransitionRow,
 )
 
+MESSAGE_BYTES = 4 * 1024 * 1024
+PACK_BYTES = 900 * 1024
+EVENT_BYTES = 512 * 1024
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+#: Longer reasons are cut (a reason quoting its input must not carry the input).
+REASON_CHARS = 2_000
+
 Row = StoredEvent | TransitionRow | JourneyRow | AlertRow | IdentityLink | DeadLetterRow
+
+# ------------------------------------------------------------------ event record
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EventRecord))
+_record_values = attrgetter(*RECORD_FIELDS)
+
+
+def record_values(record: EventRecord) -> tuple[Any, ...]:
+    """An event record as the tuple of its fields, in declaration order."""
+    return _record_values(record)
+
+
+def record_from_values(values: Sequence[Any]) -> EventRecord:
+    """The event record back from `record_values`' output (a JSON list)."""
+    return EventRecord(*values)
+
+
+def check_event_size(raw: bytes) -> None:
+    """Raise `InvalidEvent` for an event larger than `EVENT_BYTES`."""
+    if len(raw) > EVENT_BYTES:
+        raise InvalidEvent(f"event too large: {len(raw):,} bytes, the limit is {EVENT_BYTES:,}")
+
+
+# ------------------------------------------------------------------------ packing
+
+
+def pack(items: Iterable[bytes], limit: int = PACK_BYTES) -> Iterator[bytes]:
+    """JSON values packed into JSON arrays of at most `limit` bytes each.
+
+    Order is kept. An item larger than `limit` on its own travels alone in a
+    pack of one (callers keep single items below `MESSAGE_BYTES`).
+    """
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for item in items:
+        if chunk and size + len(item) + 1 > limit:
+            yield b"[" + b",".join(chunk) + b"]"
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        yield b"[" + b",".join(chunk) + b"]"
+
+
+def unpack(raw: bytes) -> list[Any]:
+    """The JSON objects in a message: a pack's items, or the one object it holds."""
+    body = orjson.loads(raw)
+    return body if isinstance(body, list) else [body]
+
+
+# ------------------------------------------------- the ordered topic (ingest -> stage)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A valid event forwarded by ingest, with the source partition it was read from."""
+
+    partition: int
+    partitions: int
+    record: EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A decision taken through the ordered topic, so a re-read repeats it in place.
+
+    `idle`: the source partition is caught up and quiet (sent by its ingest).
+    `drain`: every source partition is idle; release everything held.
+    """
+
+    kind: str
+    partition: int = -1
+    partitions: int = 0
+
+
+def forwarded_json(record: EventRecord, partition: int, partitions: int) -> bytes:
+    """The message ingest forwards for one valid event."""
+    return orjson.dumps(
+        {"partition": partition, "partitions": partitions, "event": record_values(record)}
+    )
+
+
+def idle_json(partition: int, partitions: int) -> bytes:
+    """Control message: source partition `partition` (of `partitions`) is caught up and quiet."""
+    return orjson.dumps({"control": "idle", "partition": partition, "partitions": partitions})
+
+
+DRAIN_JSON = orjson.dumps({"control": "drain"})
+
+
+def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
+    """The forwarded events and control messages in one message of the ordered topic."""
+    for body in unpack(raw):
+        control = body.get("control")
+        if control is None:
+            yield Forwarded(
+                int(body["partition"]), int(body["partitions"]), record_from_values(body["event"])
+            )
+        else:
+            yield Control(control, int(body.get("partition", -1)), int(body.get("partitions", 0)))
+
+
+# ------------------------------------------------------------------ public messages
 
 
 def transition_json(row: TransitionRow) -> bytes:
@@ -61,25 +195,59 @@ def alert_json(row: AlertRow) -> bytes:
     )
 
 
+def fit_dead_letter(row: DeadLetterRow) -> DeadLetterRow:
+    """The dead letter as it can travel: a payload over `DEAD_LETTER_PAYLOAD_BYTES` is cut
+    to that size, and the reason names the full size and the SHA-256 of the whole.
+
+    The id stays the one computed from the whole payload, so two large inputs that
+    share a beginning stay two dead letters.
+    """
+    reason = row.reason if len(row.reason) <= REASON_CHARS else row.reason[:REASON_CHARS] + "…"
+    payload = row.payload
+    if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
+        digest = hashlib.sha256(payload).hexdigest()
+        reason = (
+            f"{reason} [payload truncated: first {DEAD_LETTER_PAYLOAD_BYTES:,} of "
+            f"{len(payload):,} bytes kept, sha256 {digest}]"
+        )
+        payload = payload[:DEAD_LETTER_PAYLOAD_BYTES]
+    if reason is row.reason and payload is row.payload:
+        return row
+    return replace(row, reason=reason, payload=payload)
+
+
 def dead_letter_json(row: DeadLetterRow) -> bytes:
-    """The public message of rejected input (`journeys.dead-letters`)."""
+    """The public message of rejected input (`journeys.dead-letters`), always small enough.
+
+    `payload` is the input as text (`payload_base64` when it is not UTF-8);
+    `payload_size` and `payload_sha256` describe the whole input, and
+    `payload_truncated` says whether `payload` holds only its beginning.
+    """
+    size, digest = len(row.payload), hashlib.sha256(row.payload).hexdigest()
+    fitted = fit_dead_letter(row)
     body: dict[str, Any] = {
-        "dead_letter_id": row.dead_letter_id,
-        "received_at": format_ms(row.received_at),
-        "received_at_ms": row.received_at,
-        "reason": row.reason,
-        "source": row.source,
+        "dead_letter_id": fitted.dead_letter_id,
+        "received_at": format_ms(fitted.received_at),
+        "received_at_ms": fitted.received_at,
+        "reason": fitted.reason,
+        "source": fitted.source,
+        "payload_size": size,
+        "payload_sha256": digest,
+        "payload_truncated": len(fitted.payload) < size,
     }
     try:
-        body["payload"] = row.payload.decode("utf-8")
+        body["payload"] = fitted.payload.decode("utf-8")
     except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(row.payload).decode()
+        body["payload_base64"] = base64.b64encode(fitted.payload).decode()
     return orjson.dumps(body)
 
 
 def decode_dead_letter(raw: bytes) -> DeadLetterRow:
-    """A dead letter from its public message."""
-    body = orjson.loads(raw)
+    """A dead letter from its public message (truncated as it travelled)."""
+    return _dead_letter(orjson.loads(raw))
+
+
+def _dead_letter(body: dict[str, Any]) -> DeadLetterRow:
     payload = (
         body["payload"].encode("utf-8")
         if "payload" in body
@@ -90,50 +258,7 @@ def decode_dead_letter(raw: bytes) -> DeadLetterRow:
     )
 
 
-def encode_row(row: Row) -> bytes:
-    """A row of any kind as an internal `rows` message."""
-    if isinstance(row, StoredEvent):
-        record = row.record
-        return orjson.dumps(
-            {
-                "t": "event",
-                "e": [
-                    record.event_id, record.channel, record.type, record.ts, record.anonymous_id,
-                    record.contact_id, record.email, record.account_id, record.dmu_role,
-                    record.segment, record.properties, record.context,
-                ],
-                "a": row.account_id,
-                "l": row.late,
-            }
-        )
-    if isinstance(row, DeadLetterRow):
-        return b'{"t":"dead_letter","v":' + dead_letter_json(row) + b"}"
-    kind = _KINDS[type(row)]
-    return orjson.dumps({"t": kind, "v": [getattr(row, name) for name in _FIELDS[kind]]})
-
-
-def decode_rows(raw: bytes) -> list[Row]:
-    """The rows in an internal `rows` message: one row, or a packed JSON array of them."""
-    body = orjson.loads(raw)
-    return [_row(item) for item in body] if isinstance(body, list) else [_row(body)]
-
-
-def decode_row(raw: bytes) -> Row:
-    """The row in an internal `rows` message holding one row."""
-    return _row(orjson.loads(raw))
-
-
-def _row(body: dict[str, Any]) -> Row:
-    kind = body["t"]
-    if kind == "event":
-        return StoredEvent(EventRecord(*body["e"]), body["a"], body["l"])
-    if kind == "dead_letter":
-        return decode_dead_letter(orjson.dumps(body["v"]))  # rare: keep one decoder
-    values = body["v"]
-    if kind == "journey":
-        values[8] = tuple(values[8])  # dmu_roles
-    return _CLASSES[kind](*values)
-
+# ------------------------------------------------------------ the rows topic (stage -> sink)
 
 _CLASSES: dict[str, type] = {
     "transition": TransitionRow,
@@ -142,4 +267,43 @@ _CLASSES: dict[str, type] = {
     "link": IdentityLink,
 }
 _KINDS = {cls: kind for kind, cls in _CLASSES.items()}
-_FIELDS = {kind: cls.__dataclass_fields__.keys() for kind, cls in _CLASSES.items()}  # type: ignore[attr-defined]
+_VALUES = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in _CLASSES.values()}
+
+
+def encode_row(row: Row) -> bytes:
+    """A row of any kind as an item of the internal `rows` topic."""
+    if isinstance(row, StoredEvent):
+        return orjson.dumps(
+            {
+                "kind": "event",
+                "event": record_values(row.record),
+                "account_id": row.account_id,
+                "late": row.late,
+            }
+        )
+    if isinstance(row, DeadLetterRow):
+        return b'{"kind":"dead_letter","dead_letter":' + dead_letter_json(row) + b"}"
+    cls = type(row)
+    return orjson.dumps({"kind": _KINDS[cls], "values": _VALUES[cls](row)})
+
+
+def decode_rows(raw: bytes) -> list[Row]:
+    """The rows in one message of the `rows` topic: a pack of them, or one."""
+    return [_row(item) for item in unpack(raw)]
+
+
+def decode_row(raw: bytes) -> Row:
+    """The row in an item of the `rows` topic."""
+    return _row(orjson.loads(raw))
+
+
+def _row(body: dict[str, Any]) -> Row:
+    kind = body["kind"]
+    if kind == "event":
+        return StoredEvent(record_from_values(body["event"]), body["account_id"], body["late"])
+    if kind == "dead_letter":
+        return _dead_letter(body["dead_letter"])
+    values = body["values"]
+    if kind == "journey":
+        values[8] = tuple(values[8])  # dmu_roles
+    return _CLASSES[kind](*values)

@@ -1,11 +1,21 @@
-"""The sink process: the pipeline's output topics into a sink, offsets committed after writes.
+"""The sink process's loop: the pipeline's output topics into a `Sink`, offsets after writes.
 
-Reads the ordered internal `rows` topic (events, transitions, journeys,
-alerts, identity links, in the order the journey stage produced them) and the
-`dead-letters` topic, hands each poll's rows to a `Sink` and commits the
-offsets only once `flush()` succeeded. A crash between the write and the
-commit re-delivers rows the sink already wrote; the writes are idempotent, so
-nothing changes twice and nothing is lost.
+`OutputConsumer` reads the ordered internal `rows` topic (events,
+transitions, journeys, alerts, identity links, in the order the journey
+stage produced them) and the `dead-letters` topic, hands each poll's rows to
+a `Sink`, and commits exactly the offsets of what `flush()` wrote, only once
+it succeeded. A crash between the write and the commit re-delivers rows the
+sink already wrote; the writes are idempotent, so nothing changes twice and
+nothing is lost.
+
+Outages are waited out, never skipped: ClickHouse or Kafka unreachable at
+start, a failed write, a failed commit are retried with capped exponential
+backoff (0.5 s doubling to 30 s) for as long as it takes, and `progress`
+reports the process unhealthy meanwhile. The sink keeps a failed batch
+buffered (the port's contract), so a retry writes the same rows again and the
+commit waits for it. A commit refused because the group rebalanced is not
+retried: the partitions' new owner reads from the last commit and writes the
+same rows again.
 """
 
 from __future__ import annotations
@@ -15,10 +25,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
 
+from journeys.producers.kafka import kafka_errors, new_consumer
+from journeys.producers.topics import Topics
 from journeys.schemas.codec import decode_dead_letter, decode_rows
 from journeys.schemas.errors import BrokerError, SinkUnavailable
 from journeys.schemas.rows import (
@@ -36,15 +50,49 @@ from journeys.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 POLL_RECORDS = 50_000
+#: Kafka silent for longer than this (no heartbeat answered) makes the sink unhealthy.
+BROKER_PATIENCE = 15.0
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """`stop()` was called while waiting out an outage."""
 
 
 @dataclass
 class SinkProgress:
-    """What the sink process has written so far."""
+    """What the sink process has written so far, and whether it can go on."""
 
     rows: int = 0
     batches: int = 0
     last_write_at: float = 0.0
+    #: What keeps the sink from writing (None while healthy).
+    problem: str | None = None
+    #: `time.monotonic()` when the current problem began (0 while healthy).
+    unhealthy_since: float = 0.0
+    #: Outages waited out so far (failed attempts that were retried).
+    retries: int = 0
+
+    def report(self, problem: str | None) -> None:
+        """Record a problem (keeping when it began), or None once it is gone."""
+        if problem is None:
+            self.unhealthy_since = 0.0
+        elif self.problem is None:
+            self.unhealthy_since = time.monotonic()
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff between attempts."""
+
+    first: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return min(self.cap, self.first * 2 ** (attempt - 1))
 
 
 def rows_output(rows: list[object]) -> Output:
@@ -66,79 +114,135 @@ def rows_output(rows: list[object]) -> Output:
     return out
 
 
-class TopicSink:
-    """Consume the output topics into a sink until stopped."""
+class OutputConsumer:
+    """Consumes the pipeline's output topics into a sink until stopped (see module doc)."""
 
-    def __init__(self, settings: Settings, sink: Sink) -> None:
+    def __init__(self, settings: Settings, sink: Sink, backoff: Backoff | None = None) -> None:
         self._settings = settings
+        self._topics = Topics.of(settings)
         self._sink = sink
+        self._backoff = backoff or Backoff()
         self._consumer: KafkaConsumer | None = None
         self._stop = threading.Event()
         self.progress = SinkProgress()
 
     def setup(self) -> None:
-        """Connect to Kafka and to the sink."""
-        settings = self._settings
-        self._sink.setup()
-        try:
-            self._consumer = KafkaConsumer(
-                settings.topic("internal.rows"),
-                settings.topic("dead-letters"),
-                bootstrap_servers=settings.kafka_bootstrap,
-                group_id=f"{settings.topic_prefix}journeys-sink",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=POLL_RECORDS,
-                fetch_max_bytes=64 * 1024 * 1024,
-                max_partition_fetch_bytes=16 * 1024 * 1024,
-            )
-        except KafkaError as exc:
-            raise BrokerError(
-                f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}; "
-                "start it with `journeys kafka start` or set JOURNEYS_KAFKA_BOOTSTRAP"
-            ) from exc
+        """Connect to the sink and to Kafka, waiting for either while it is down.
+
+        Raises `Stopped` if `stop()` is called meanwhile.
+        """
+        self._retry("setting up the sink", self._sink.setup)
+        self._consumer = self._retry("connecting to Kafka", self._connect)
+
+    def _connect(self) -> KafkaConsumer:
+        return new_consumer(
+            self._settings,
+            self._topics.rows,
+            self._topics.dead_letters,
+            group="journeys-sink",
+            max_poll_records=POLL_RECORDS,
+        )
 
     def stop(self) -> None:
-        """Ask the loop to finish its current batch and return."""
+        """Ask the loop to finish its current step and return."""
         self._stop.set()
 
     def run(self, on_batch: Callable[[SinkProgress], None] | None = None) -> None:
-        """Poll, write, commit, until `stop()`."""
+        """Poll, write, commit, until `stop()`; then close the consumer and the sink."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("call setup() first")
-        dead_letters_topic = self._settings.topic("dead-letters")
         try:
             while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
+                polled = self._retry("reading from Kafka", lambda: self._poll(consumer))
                 if not polled:
+                    self._check_broker(consumer)
                     continue
-                rows: list[object] = []
-                for tp, messages in sorted(polled.items(), key=lambda kv: (kv[0].topic, kv[0].partition)):
-                    for message in messages:
-                        if tp.topic == dead_letters_topic:
-                            rows.append(decode_dead_letter(message.value))
-                        else:
-                            rows.extend(decode_rows(message.value))
-                self._write(rows_output(rows))
-                consumer.commit()
+                rows, offsets = self._decode(polled)
+                self._sink.add(rows_output(rows))
+                self._retry("writing to ClickHouse", self._sink.flush)
+                self._commit(consumer, offsets)
                 self.progress.rows += len(rows)
                 self.progress.batches += 1
                 self.progress.last_write_at = time.monotonic()
                 if on_batch is not None:
                     on_batch(self.progress)
+        except Stopped:
+            log.info("stopped while waiting; the uncommitted batch will be read again")
         finally:
             consumer.close(autocommit=False)
-            self._sink.close()
+            if self._stop.is_set() and self.progress.problem is not None:
+                log.warning("not flushing the sink on the way out: %s", self.progress.problem)
+            else:
+                self._sink.close()
 
-    def _write(self, output: Output) -> None:
-        for attempt in range(1, 6):
+    def _poll(self, consumer: KafkaConsumer) -> dict[Any, list[Any]]:
+        with kafka_errors(self._settings.kafka_bootstrap, "polling the output topics"):
+            return consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
+
+    def _decode(self, polled: dict[Any, list[Any]]) -> tuple[list[object], dict[Any, Any]]:
+        """The rows of a poll, topic by topic, and the offsets that writing them completes."""
+        rows: list[object] = []
+        offsets = {}
+        for tp, messages in sorted(polled.items(), key=lambda kv: (kv[0].topic, kv[0].partition)):
+            for message in messages:
+                if tp.topic == self._topics.dead_letters:
+                    rows.append(decode_dead_letter(message.value))
+                else:
+                    rows.extend(decode_rows(message.value))
+            last = messages[-1]
+            offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(
+                last.offset + 1, "", -1
+            )
+        return rows, offsets
+
+    def _commit(self, consumer: KafkaConsumer, offsets: dict[Any, Any]) -> None:
+        """Commit the offsets of written rows; wait out Kafka, give way to a rebalance."""
+
+        def commit() -> None:
             try:
-                self._sink.add(output)
-                self._sink.flush()
-                return
-            except SinkUnavailable as exc:
-                if attempt == 5:
-                    raise
-                log.warning("write failed (attempt %d), retrying: %s", attempt, exc)
-                time.sleep(0.5 * attempt)
+                with kafka_errors(self._settings.kafka_bootstrap, "committing offsets"):
+                    consumer.commit(offsets)
+            except BrokerError as exc:
+                if isinstance(exc.__cause__, CommitFailedError):
+                    log.warning("commit refused after a rebalance; the rows will be re-read")
+                    return
+                raise
+
+        self._retry("committing offsets", commit)
+
+    def _check_broker(self, consumer: KafkaConsumer) -> None:
+        """Report unhealthy while the group coordinator has not answered a heartbeat lately."""
+        try:
+            metrics = consumer.metrics()
+            ago = metrics["consumer-coordinator-metrics"]["last-heartbeat-seconds-ago"]
+        except Exception:
+            return
+        if BROKER_PATIENCE < ago < float("inf"):  # inf: no heartbeat yet (still joining)
+            self.progress.report(
+                f"Kafka at {self._settings.kafka_bootstrap} has not answered for {ago:.0f}s"
+            )
+        elif self.progress.problem is not None and self.progress.problem.startswith("Kafka at"):
+            self.progress.report(None)
+
+    def _retry(self, doing: str, attempt: Callable[[], T]) -> T:
+        """`attempt()` until it succeeds, waiting out `SinkUnavailable` and `BrokerError`."""
+        failures = 0
+        while True:
+            try:
+                result = attempt()
+            except (SinkUnavailable, BrokerError) as exc:
+                failures += 1
+                self.progress.retries += 1
+                delay = self._backoff.delay(failures)
+                self.progress.report(f"{doing}: {exc}")
+                log.warning(
+                    "%s failed (attempt %d), retrying in %.1fs: %s", doing, failures, delay, exc
+                )
+                if self._stop.wait(delay):
+                    raise Stopped(doing) from exc
+                continue
+            if failures:
+                log.info("%s succeeded after %d failed attempts", doing, failures)
+                self.progress.report(None)
+            return result

@@ -13,125 +13,189 @@ Ingest scales with the input's partitions and the number of workers; the
 journey stage is one ordered stream, because identity links cross every key
 (a cookie, an email and an ERP id of one account hash to different
 partitions) and history must be applied in event-time order.
+
+Nothing is acknowledged before it is safe: both agents take their input
+without automatic acks, wait until Kafka acknowledged everything they sent
+(and the stage saved its checkpoint), and only then ack, so Faust commits
+only offsets whose effects are stored. A send that fails stops the worker
+(exit status 1) before anything moves; it is restarted and reads again from
+the last commit. A broker outage is waited out: sends wait up to Faust's
+`producer_request_timeout` and the worker reports unhealthy meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
-from journeys.schemas.codec import alert_json, dead_letter_json, encode_row, transition_json
-from journeys.schemas.errors import InvalidEvent
-from journeys.schemas.event import parse_event
-from journeys.schemas.rows import DeadLetterRow, Output
+from journeys.producers.kafka import explain, faust_options, unreachable
+from journeys.producers.topics import Topics
+from journeys.schemas.codec import (
+    DRAIN_JSON,
+    alert_json,
+    dead_letter_json,
+    encode_row,
+    idle_json,
+    pack,
+    transition_json,
+)
+from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
 from journeys.streams.checkpoint import CheckpointStore
 from journeys.streams.config import engine_config
-from journeys.streams.stage import JourneyStage, envelope, pack
+from journeys.streams.ingest import Fetched, IdleWatch, split
+from journeys.streams.metrics import report
+from journeys.streams.stage import JourneyStage
 
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 5_000
 STAGE_BATCH = 200
-#: Items packed into one message of an internal topic (a JSON array).
-MESSAGE_ROWS = 2_000
+#: A send unacknowledged for longer than this makes the worker report unhealthy.
+SEND_PATIENCE = 10.0
+#: Exit status of a worker stopped by a failed send (its input is read again on restart).
+EXIT_SEND_FAILED = 1
 
 
 @dataclass
-class Runtime:
-    """What the agents of one worker process share."""
+class WorkerState:
+    """What the agents and timers of one worker process share, and what it reports."""
 
     settings: Settings
     source_partitions: int
-    idle_after: float
+    idle: IdleWatch
     stage: JourneyStage | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
+    #: `time.monotonic()` since which sends have waited for acknowledgements, if any do.
+    sending_since: float | None = None
+    problem: str | None = None
+    unhealthy_since: float = 0.0
 
 
 def create_app(settings: Settings, source_partitions: int, idle_after: float = 2.0) -> faust.App:
     """A Faust app for these settings; `source_partitions` is the events topic's count."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    names = Topics.of(settings)
     app = faust.App(
         f"{settings.topic_prefix}journeys",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_options(settings),
         value_serializer="raw",
         key_serializer="raw",
         datadir=str(settings.data_dir / "faust"),
         store="memory://",
         web_enabled=False,
-        topic_replication_factor=1,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=20_000,
     )
-    runtime = Runtime(settings, source_partitions, idle_after)
-    events = app.topic(settings.topic("events"), value_type=bytes)
-    ordered = app.topic(settings.topic("internal.ordered"), value_type=bytes, partitions=1, internal=True)
-    rows = app.topic(settings.topic("internal.rows"), value_type=bytes, partitions=1, internal=True)
-    transitions = app.topic(settings.topic("transitions"), value_type=bytes, internal=True)
-    alerts = app.topic(settings.topic("alerts"), value_type=bytes, internal=True)
-    dead_letters = app.topic(settings.topic("dead-letters"), value_type=bytes, internal=True)
+    state = WorkerState(settings, source_partitions, IdleWatch(idle_after))
+    events = app.topic(names.events, value_type=bytes)
+    ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
+    rows = app.topic(names.rows, value_type=bytes, partitions=1, internal=True)
+    transitions = app.topic(names.transitions, value_type=bytes, internal=True)
+    alerts = app.topic(names.alerts, value_type=bytes, internal=True)
+    dead_letters = app.topic(names.dead_letters, value_type=bytes, internal=True)
+
+    async def deliver(sends: list[Awaitable[Any]]) -> None:
+        """Wait until Kafka acknowledged every send; raise the first failure."""
+        state.sending_since = time.monotonic()
+        try:
+            await asyncio.gather(*sends)
+        finally:
+            state.sending_since = None
 
     @app.agent(events)
     async def ingest(stream: Any) -> None:
-        """Validate raw events; forward valid ones in order, invalid ones to dead letters."""
-        async for batch in stream.take_events(INGEST_BATCH, within=0.05):
-            now = int(time.time() * 1000)
-            forward: list[bytes] = []
+        """Validate raw events; forward valid ones, dead-letter the rest; then ack."""
+        async for batch in stream.noack_take(INGEST_BATCH, within=0.05):
+            try:
+                now = int(time.time() * 1000)
+                messages = [
+                    (e.message.topic, e.message.partition, e.message.offset, _bytes(e.value))
+                    for e in batch
+                ]
+                out = split(messages, state.source_partitions, now)
+                sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
+                for row in out.dead_letters:
+                    sends.append(await dead_letters.send(value=dead_letter_json(row)))
+                await deliver(sends)
+            except Exception as exc:
+                _stop("ingest", exc, state.settings)
             for event in batch:
-                message = event.message
-                raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-                try:
-                    record = parse_event(raw)
-                except InvalidEvent as exc:
-                    source = f"{message.topic}:{message.partition}:{message.offset}"
-                    row = DeadLetterRow.of(raw, str(exc), source, now)
-                    await dead_letters.send(value=dead_letter_json(row))
-                    runtime.counters["invalid"] += 1
-                    continue
-                forward.append(envelope(record, message.partition, runtime.source_partitions))
-            # One message per batch: Faust's per-message send costs more than the work itself.
-            for chunk in range(0, len(forward), MESSAGE_ROWS):
-                await ordered.send(value=pack(forward[chunk : chunk + MESSAGE_ROWS]), partition=0)
-            runtime.counters["ingested"] += len(forward)
+                await stream.ack(event)
+            state.idle.delivered(out.next_offsets, time.time())
+            state.counters["ingested"] += len(out.forward)
+            state.counters["invalid"] += len(out.dead_letters)
 
     @app.agent(ordered)
     async def journey(stream: Any) -> None:
-        """Run the journey stage; ack input only once its effects are checkpointed."""
+        """Run the journey stage; ack input only once its effects are sent and checkpointed."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.1):
-            stage = runtime.stage or _open_stage(runtime)
-            out = stage.handle((event.message.offset, event.value) for event in batch)
-            await _publish(out, rows, transitions, alerts)
-            await app.producer.flush()
-            stage.checkpoint()
+            try:
+                stage = state.stage or await _open_stage(state)
+                out = stage.handle((event.message.offset, event.value) for event in batch)
+                await deliver(await _publish(out, rows, transitions, alerts))
+                stage.checkpoint()
+            except Exception as exc:
+                _stop("journey stage", exc, state.settings)
             for event in batch:
                 await stream.ack(event)
 
+    def source_fetches() -> tuple[float, dict[int, Fetched]]:
+        now = time.time()
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == names.events}
+        state.idle.assigned(assigned, now)
+        return now, _fetched(app, names.events, assigned)
+
+    @app.timer(interval=1.0)
+    async def watch_health() -> None:
+        """Report unhealthy while Kafka stays silent or leaves sends unacknowledged."""
+        _report_health(state, *source_fetches())
+
     @app.timer(interval=0.5)
     async def watch_idle() -> None:
-        """Mark quiet input partitions idle, and drain when all are (see streams.stage)."""
-        if runtime.stage is not None:
-            for message in runtime.stage.control_messages(runtime.idle_after):
-                await ordered.send(value=message, partition=0)
+        """Announce idle source partitions; ask for a drain when all are (see streams.stage)."""
+        try:
+            due = state.idle.due(*source_fetches())
+            if due:
+                partitions = state.source_partitions
+                sends = [
+                    await ordered.send(value=idle_json(p, partitions), partition=0) for p in due
+                ]
+                await deliver(sends)
+                state.idle.announced(due)
+            stage = state.stage
+            if stage is not None and stage.drain_due():
+                stage.drain_requested = True
+                await deliver([await ordered.send(value=DRAIN_JSON, partition=0)])
+        except Exception as exc:  # nothing was announced; the next tick decides again
+            log.warning("announcing idle partitions failed: %r", exc)
+            if state.stage is not None:
+                state.stage.drain_requested = False
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        if runtime.stage is not None and any(tp.topic == ordered.get_topic_name() for tp in revoked):
-            runtime.stage.close()
-            runtime.stage = None
+        if state.stage is not None and any(tp.topic == names.ordered for tp in revoked):
+            state.stage.close()
+            state.stage = None
 
-    app.journeys_runtime = runtime  # type: ignore[attr-defined]
+    app.journeys_state = state  # type: ignore[attr-defined]
     return app
 
 
-def _open_stage(runtime: Runtime) -> JourneyStage:
-    settings = runtime.settings
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else bytes(value or b"")
+
+
+async def _open_stage(state: WorkerState) -> JourneyStage:
+    settings = state.settings
     store = CheckpointStore(settings.data_dir / "stage" / f"{settings.topic_prefix}journeys")
     stage = JourneyStage(engine_config(settings), settings.allowed_lateness, store)
     for attempt in range(100):
@@ -142,22 +206,79 @@ def _open_stage(runtime: Runtime) -> JourneyStage:
             if attempt == 99:
                 raise
             log.info("waiting for the stage checkpoint to be released: %s", exc)
-            time.sleep(0.1)
-    runtime.stage = stage
+            await asyncio.sleep(0.1)
+    state.stage = stage
     log.info("journey stage opened at input offset %s", stage.offset)
     return stage
 
 
-async def _publish(out: Output, rows: Any, transitions: Any, alerts: Any) -> None:
-    """Rows in the order the sink needs them (links last), packed; public topics beside."""
+async def _publish(out: Output, rows: Any, transitions: Any, alerts: Any) -> list[Any]:
+    """Send rows in the order the sink needs them (links last), packed; public topics beside.
+
+    Returns the sends' futures, to be awaited before anything is acknowledged.
+    """
     encoded = [encode_row(row) for row in out.events]
     encoded += [encode_row(row) for row in out.transitions]
     encoded += [encode_row(row) for row in out.journeys]
     encoded += [encode_row(row) for row in out.alerts]
     encoded += [encode_row(row) for row in out.links]
-    for chunk in range(0, len(encoded), MESSAGE_ROWS):
-        await rows.send(value=pack(encoded[chunk : chunk + MESSAGE_ROWS]), partition=0)
+    sends = [await rows.send(value=message, partition=0) for message in pack(encoded)]
     for transition in out.transitions:
-        await transitions.send(key=transition.account_id.encode(), value=transition_json(transition))
+        key, value = transition.account_id.encode(), transition_json(transition)
+        sends.append(await transitions.send(key=key, value=value))
     for alert in out.alerts:
-        await alerts.send(key=alert.account_id.encode(), value=alert_json(alert))
+        sends.append(await alerts.send(key=alert.account_id.encode(), value=alert_json(alert)))
+    return sends
+
+
+def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetched]:
+    """What this worker's consumer last heard from the broker about its source partitions.
+
+    Faust has no public accessor for the fetch time, so this reads aiokafka's
+    consumer (`last_poll_timestamp`, `highwater`) behind Faust's consumer thread,
+    and Faust's committed offsets; anything missing counts as not heard.
+    """
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
+    except Exception:
+        return {}
+    from aiokafka.structs import TopicPartition
+
+    out = {}
+    for partition in partitions:
+        tp = TopicPartition(topic, partition)
+        try:
+            polled = consumer.last_poll_timestamp(tp)
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        at = polled / 1000 if polled else None
+        out[partition] = Fetched(highwater, at, committed.get(tp))
+    return out
+
+
+def _report_health(state: WorkerState, now: float, fetched: dict[int, Fetched]) -> None:
+    sending = state.sending_since
+    if sending is not None and time.monotonic() - sending > SEND_PATIENCE:
+        waited = time.monotonic() - sending
+        report(state, f"Kafka has not acknowledged sends for {waited:.0f}s")
+    elif state.idle.stale(now, fetched):
+        report(state, f"no fetch from Kafka at {state.settings.kafka_bootstrap} lately")
+    else:
+        report(state, None)
+
+
+def _stop(agent: str, exc: Exception, settings: Settings) -> NoReturn:
+    """A send or the checkpoint failed: stop the worker before any offset moves.
+
+    The batch is not acknowledged, so a restarted worker reads it again. The
+    process exits at once (no graceful shutdown that could let Faust commit
+    more), with status `EXIT_SEND_FAILED`.
+    """
+    why = explain(settings.kafka_bootstrap, agent, exc) if unreachable(exc) else repr(exc)
+    log.critical("%s failed, stopping the worker (its input will be read again): %s", agent, why)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_SEND_FAILED)

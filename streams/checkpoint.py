@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
@@ -50,7 +50,8 @@ class CheckpointStore:
         self.path.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(self.path), options=Options(raw_mode=True))
         loaded = Loaded()
-        for key, value in self._db.items():
+        for raw_key, value in self._db.items():
+            key = cast(bytes, raw_key)  # raw mode: keys and values are bytes
             prefix, name = key[:2], key[2:].decode()
             if prefix == _HOLDER:
                 loaded.holders[name] = Holder.from_bytes(value)

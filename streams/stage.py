@@ -1,20 +1,23 @@
 """The journey stage: ordered input in, engine output and checkpoints out.
 
 The Faust agent that owns the single-partition `ordered` topic hands each
-batch of messages to a `JourneyStage`. Messages are either events forwarded
-by the ingest agents (with the source partition they came from and how many
-source partitions there are) or control messages the stage itself produced
-through the same topic (so that a re-read after a crash makes the same
-decisions in the same places).
+batch of messages to a `JourneyStage`. Messages (see `journeys.schemas.codec`)
+are events forwarded by the ingest agents, with the source partition they
+came from and how many there are, and control messages: `idle` from the
+ingest that reads a source partition, `drain` from the stage itself. Both
+travel through the same topic, so a re-read after a crash makes the same
+decisions in the same places.
 
 The watermark rule (documented in the README):
 - Each source partition's progress is the latest event time it delivered.
 - The watermark is the slowest *active* partition's progress less the
   allowed lateness; events before it are released to the engine in
   (occurred_at, event_id) order.
-- A partition that has delivered nothing for `idle_timeout` of wall-clock
-  time is marked idle (a control message) and stops holding the watermark
-  back until it delivers again.
+- A partition is marked idle by its ingest once it is caught up with the log
+  end (as a fresh fetch from the broker reported it) and quiet for
+  `idle_after` seconds (see `journeys.streams.ingest`); it stops holding the
+  watermark back until it delivers again. A broker outage is not idleness:
+  without fresh fetches no partition is declared idle.
 - When every partition is idle, the stage drains: all buffered events are
   released and event time advances to the latest event seen, so alerts due by
   then are raised, as at the end of a replay.
@@ -24,47 +27,22 @@ The watermark rule (documented in the README):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import orjson
-
+from journeys.schemas.codec import (
+    Control,
+    Forwarded,
+    decode_ordered,
+    record_from_values,
+    record_values,
+)
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.streams.checkpoint import CheckpointStore
 from journeys.streams.engine import EngineConfig, JourneyEngine, Sequencer
 
 _NEVER = -(2**62)
-
-
-def envelope(record: EventRecord, partition: int, partitions: int) -> bytes:
-    """The message an ingest agent forwards for one valid event."""
-    return orjson.dumps(
-        {
-            "p": partition,
-            "n": partitions,
-            "e": [
-                record.event_id, record.channel, record.type, record.ts, record.anonymous_id,
-                record.contact_id, record.email, record.account_id, record.dmu_role,
-                record.segment, record.properties, record.context,
-            ],
-        }
-    )
-
-
-def pack(messages: list[bytes]) -> bytes:
-    """Several JSON values in one message: a JSON array of them."""
-    return b"[" + b",".join(messages) + b"]"
-
-
-def idle_message(partition: int) -> bytes:
-    """Control message: a source partition has gone quiet."""
-    return orjson.dumps({"c": "idle", "p": partition})
-
-
-DRAIN_MESSAGE = orjson.dumps({"c": "drain"})
 
 
 @dataclass
@@ -76,7 +54,6 @@ class StageStats:
     late: int = 0
     duplicates: int = 0
     drains: int = 0
-    heard: dict[int, float] = field(default_factory=dict)
 
 
 class JourneyStage:
@@ -94,6 +71,8 @@ class JourneyStage:
         self.idle: set[int] = set()
         self.max_ts = _NEVER
         self.stats = StageStats()
+        #: A drain was asked for and has not come back through the topic yet.
+        self.drain_requested = False
 
     def open(self) -> None:
         """Load the last checkpoint (or start empty)."""
@@ -111,7 +90,7 @@ class JourneyStage:
         if released:
             self.sequencer.released = (int(released[0]), str(released[1]))
         for values in meta.get("buffer", []):
-            self.sequencer.push(EventRecord(*values))
+            self.sequencer.push(record_from_values(values))
 
     def close(self) -> None:
         """Release the checkpoint directory."""
@@ -121,33 +100,24 @@ class JourneyStage:
 
     def handle(self, messages: Iterable[tuple[int, bytes]]) -> Output:
         """Apply a batch of (offset, value) messages; return the rows it produced."""
-        now = time.monotonic()
         for offset, value in messages:
             if offset <= self.offset:
                 continue  # already reflected in the checkpoint
             self.offset = offset
-            body = orjson.loads(value)
-            if isinstance(body, list):  # a packed batch of forwarded events
-                for item in body:
-                    self._receive(item, now)
-                continue
-            control = body.get("c")
-            if control == "idle":
-                self.idle.add(int(body["p"]))
-            elif control == "drain":
-                self._drain()
-            else:
-                self._receive(body, now)
+            for item in decode_ordered(value):
+                if isinstance(item, Forwarded):
+                    self._receive(item)
+                else:
+                    self._control(item)
         watermark = self.watermark()
         if watermark is not None:
             self._release(self.sequencer.release(watermark))
         return self.engine.take()
 
-    def _receive(self, body: dict[str, Any], now: float) -> None:
-        partition, record = int(body["p"]), EventRecord(*body["e"])
+    def _receive(self, item: Forwarded) -> None:
+        partition, record = item.partition, item.record
         self.stats.received += 1
-        self.stats.heard[partition] = now
-        self.partitions = max(self.partitions, int(body["n"]))
+        self.partitions = max(self.partitions, item.partitions)
         self.idle.discard(partition)
         if record.ts > self.progress.get(partition, _NEVER):
             self.progress[partition] = record.ts
@@ -159,6 +129,19 @@ class JourneyStage:
             else:
                 self.stats.late += 1
                 self.engine.process_late(record)
+
+    def _control(self, item: Control) -> None:
+        if item.kind == "idle":
+            self.partitions = max(self.partitions, item.partitions)
+            self.idle.add(item.partition)
+        elif item.kind == "drain":
+            self.drain_requested = False
+            if self.all_idle():  # a partition may have delivered since the drain was asked
+                self._drain()
+
+    def all_idle(self) -> bool:
+        """Whether every source partition is marked idle."""
+        return self.partitions > 0 and all(p in self.idle for p in range(self.partitions))
 
     def watermark(self) -> int | None:
         """Release events before this event time; None while a partition is unheard of."""
@@ -184,27 +167,15 @@ class JourneyStage:
 
     # --------------------------------------------------------------- control
 
-    def control_messages(self, idle_after: float) -> list[bytes]:
-        """Control messages due now: partitions gone quiet, and a drain when all are.
+    def drain_due(self) -> bool:
+        """Whether to ask for a drain now: every partition idle, and something to release.
 
-        Sent through the ordered topic, so they take effect in order and the same
-        way when the input is read again after a restart.
+        The drain is asked through the ordered topic (`DRAIN_JSON`), so it takes
+        effect in order, and the same way when the input is read again.
         """
-        now = time.monotonic()
-        messages = []
-        quiet = set(self.idle)
-        for partition in range(self.partitions):
-            heard = self.stats.heard.get(partition)
-            if partition not in self.idle and (heard is None or now - heard > idle_after):
-                if heard is None:
-                    self.stats.heard[partition] = now  # give it a full period from now
-                    continue
-                messages.append(idle_message(partition))
-                quiet.add(partition)
-        everyone_quiet = self.partitions > 0 and len(quiet) >= self.partitions
-        if everyone_quiet and (len(self.sequencer) or self.engine.clock < self.max_ts):
-            messages.append(DRAIN_MESSAGE)
-        return messages
+        if self.drain_requested or not self.all_idle():
+            return False
+        return bool(len(self.sequencer)) or self.engine.clock < self.max_ts
 
     # ------------------------------------------------------------ checkpoint
 
@@ -221,10 +192,6 @@ class JourneyStage:
             "idle": sorted(self.idle),
             "max_ts": self.max_ts,
             "released": list(self.sequencer.released),
-            "buffer": [
-                [e.event_id, e.channel, e.type, e.ts, e.anonymous_id, e.contact_id, e.email,
-                 e.account_id, e.dmu_role, e.segment, e.properties, e.context]
-                for e in buffered
-            ],
+            "buffer": [record_values(e) for e in buffered],
         }
         self._store.save(self.engine.changes(), meta)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import orjson
 
-from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
+from journeys.processes import settings_env, start_processes, stop_processes
+from journeys.producers.topics import ensure_pipeline_topics
 from journeys.kafka_broker import ensure_broker
 from journeys.producers.client import EventProducer
 from journeys.producers.simulator import simulate
@@ -34,7 +35,7 @@ from journeys.schemas.record import format_ms
 from journeys.schemas.settings import Settings
 from journeys.sinks.clickhouse.queries import table_counts
 from journeys.sinks.clickhouse.writer import ClickHouseSink
-from journeys.sinks.consumer import TopicSink
+from journeys.sinks.consumer import OutputConsumer
 
 
 def settings_for(root: Path, chdb: Path, partitions: int) -> Settings:
@@ -70,12 +71,12 @@ async def raw_consume(settings: Settings, expected: int) -> float:
 def run_pipeline(settings: Settings, workers: int, expected: int) -> float:
     """Seconds to store `expected` events at the steady rate (from the first row to the last)."""
     writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
-    sink = TopicSink(settings, writer)
+    sink = OutputConsumer(settings, writer)
     sink.setup()
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     started = time.perf_counter()
-    processes = start_processes(workers, {**_settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
+    processes = start_processes(workers, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
     first = None
     try:
         while (stored := table_counts(writer.client, settings.clickhouse_database)["events"]) < expected:
@@ -94,7 +95,7 @@ def run_pipeline(settings: Settings, workers: int, expected: int) -> float:
 
 
 def produce_bulk(settings: Settings, lines: list[bytes]) -> None:
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     producer = EventProducer(settings)
     producer.start()
     producer.send_raw(lines)
@@ -121,13 +122,13 @@ def bench_throughput(root: Path, chdb: Path, events: int) -> None:
 
 def bench_latency(root: Path, chdb: Path, rate: int, seconds: int) -> None:
     settings = settings_for(root, chdb, partitions=4)
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
-    sink = TopicSink(settings, writer)
+    sink = OutputConsumer(settings, writer)
     sink.setup()
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
-    processes = start_processes(1, {**_settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
+    processes = start_processes(1, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
     producer = EventProducer(settings)
     producer.start()
     time.sleep(8)  # let the worker join its group

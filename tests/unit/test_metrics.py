@@ -1,41 +1,58 @@
-"""Worker and sink metrics read the processes' own counters when scraped."""
+"""Worker and sink metrics read the processes' own state when scraped; /health says why not."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json
 from journeys.schemas.settings import Settings
 from journeys.sinks.consumer import SinkProgress
-from journeys.streams.app import Runtime
+from journeys.streams.app import WorkerState
 from journeys.streams.checkpoint import CheckpointStore
 from journeys.streams.engine import EngineConfig
-from journeys.streams.metrics import sink_registry, worker_registry
-from journeys.streams.stage import DRAIN_MESSAGE, JourneyStage, envelope
+from journeys.streams.ingest import IdleWatch
+from journeys.streams.metrics import report, serve, sink_registry, worker_registry
+from journeys.streams.stage import JourneyStage
+from tests.unit.collect.server import free_port
 from tests.unit.engine.journey import ev
 
 
-def value(registry, name: str) -> float:  # type: ignore[no-untyped-def]
-    return float(registry.get_sample_value(name))
+def value(registry: CollectorRegistry, name: str) -> float:
+    sample = registry.get_sample_value(name)
+    assert sample is not None, name
+    return float(sample)
 
 
 def test_worker_metrics_follow_the_stage(tmp_path: Path) -> None:
-    runtime = Runtime(Settings(), source_partitions=1, idle_after=1.0)
-    registry = worker_registry(runtime)
+    state = WorkerState(Settings(), source_partitions=1, idle=IdleWatch(1.0))
+    registry = worker_registry(state)
     assert value(registry, "journeys_stage_owned") == 0
-    runtime.counters["ingested"] = 3
+    assert value(registry, "journeys_worker_healthy") == 1
+    state.counters["ingested"] = 3
     stage = JourneyStage(EngineConfig.default(), 0, CheckpointStore(tmp_path))
     stage.open()
-    runtime.stage = stage
-    stage.handle([(0, envelope(ev("page_view", 0), 0, 1)), (1, envelope(ev("page_view", 5), 0, 1))])
+    state.stage = stage
+    first, second = (
+        forwarded_json(ev("page_view", 0), 0, 1),
+        forwarded_json(ev("page_view", 5), 0, 1),
+    )
+    stage.handle([(0, first), (1, second)])
     assert value(registry, "journeys_worker_ingested_events") == 3
     assert value(registry, "journeys_stage_released_events") == 1
     assert value(registry, "journeys_stage_buffered_events") == 1
     assert value(registry, "journeys_stage_event_time_lag_seconds") == 5 * 3600
-    stage.handle([(2, DRAIN_MESSAGE)])
+    stage.handle([(2, idle_json(0, 1)), (3, DRAIN_JSON)])
     assert value(registry, "journeys_stage_buffered_events") == 0
-    assert b"journeys_stage_input_offset 2.0" in generate_latest(registry)
+    assert b"journeys_stage_input_offset 3.0" in generate_latest(registry)
+    report(state, "Kafka has not acknowledged sends for 12s")
+    assert value(registry, "journeys_worker_healthy") == 0
+    assert value(registry, "journeys_worker_unhealthy_seconds") >= 0
+    report(state, None)
+    assert value(registry, "journeys_worker_healthy") == 1
 
 
 def test_sink_metrics() -> None:
@@ -43,3 +60,27 @@ def test_sink_metrics() -> None:
     registry = sink_registry(progress)
     assert value(registry, "journeys_sink_rows_written") == 10
     assert value(registry, "journeys_sink_seconds_since_last_write") == -1
+    assert value(registry, "journeys_sink_healthy") == 1
+    progress.report("writing to ClickHouse: unavailable")
+    assert value(registry, "journeys_sink_healthy") == 0
+
+
+def test_health_endpoint_answers_503_with_the_problem_then_200() -> None:
+    progress = SinkProgress()
+    port = free_port()
+    server = serve(sink_registry(progress), progress, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+            assert answer.status == 200 and answer.read() == b"ok\n"
+        progress.report("writing to ClickHouse: refused")
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+            raise AssertionError("expected 503")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and b"refused" in exc.read()
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
+            assert b"journeys_sink_healthy 0.0" in answer.read()
+    finally:
+        server.shutdown()
+        server.server_close()

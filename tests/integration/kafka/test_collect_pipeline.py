@@ -34,9 +34,9 @@ def test_sdk_and_webhook_events_end_as_rows_in_clickhouse(
     pipeline: Pipeline = pipeline_factory(workers=1, partitions=2)
     settings = pipeline.settings.model_copy(update={"write_keys": KEY, "shopify_secret": SecretStr("shp")})
     pipeline.settings = settings
-    from journeys.cmd_stream import source_partitions
+    from journeys.producers.topics import ensure_pipeline_topics
 
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     with running(settings, KafkaPublisher(settings)) as url:
         client = Client(write_key=KEY, host=url, max_retries=2, sync_mode=True)
         client.identify("c-1", {"email": "jan@kas-west.nl"}, anonymous_id="cookie-9")

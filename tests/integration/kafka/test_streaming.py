@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from journeys.cmd_stream import _settings_env, source_partitions, start_processes, stop_processes
+from journeys.processes import settings_env, start_processes, stop_processes
+from journeys.producers.topics import ensure_pipeline_topics
 from journeys.producers.client import EventProducer
 from journeys.producers.simulator import simulate
 from journeys.schemas.errors import InvalidEvent
@@ -29,7 +30,7 @@ from journeys.schemas.settings import Settings
 from journeys.sinks.clickhouse.client import connect
 from journeys.sinks.clickhouse.queries import snapshot, table_counts
 from journeys.sinks.clickhouse.writer import ClickHouseSink
-from journeys.sinks.consumer import TopicSink
+from journeys.sinks.consumer import OutputConsumer
 from journeys.streams.replay import replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
@@ -44,13 +45,13 @@ class Pipeline:
     settings: Settings
     workers: int
     processes: list[Any] = field(default_factory=list)
-    sink: TopicSink | None = None
+    sink: OutputConsumer | None = None
     thread: threading.Thread | None = None
     writer: ClickHouseSink | None = None
 
     def start_sink(self) -> None:
         self.writer = ClickHouseSink(self.settings.clickhouse_dsn, self.settings.clickhouse_database)
-        self.sink = TopicSink(self.settings, self.writer)
+        self.sink = OutputConsumer(self.settings, self.writer)
         self.sink.setup()
         self.thread = threading.Thread(target=self.sink.run, daemon=True)
         self.thread.start()
@@ -62,7 +63,7 @@ class Pipeline:
             self.sink = None
 
     def start_workers(self) -> None:
-        env = {**_settings_env(self.settings), "JOURNEYS_IDLE_AFTER": "1"}
+        env = {**settings_env(self.settings), "JOURNEYS_IDLE_AFTER": "1"}
         self.processes = start_processes(self.workers, env, with_sink=False)
 
     def stop(self) -> None:
@@ -95,7 +96,7 @@ def settings_for(tmp_path: Path, chdb_dir: Path, bootstrap: str, partitions: int
 
 
 def produce(settings: Settings, lines: list[bytes]) -> None:
-    source_partitions(settings)
+    ensure_pipeline_topics(settings)
     producer = EventProducer(settings)
     producer.start()
     try:
@@ -120,6 +121,8 @@ def wait_settled(pipeline: Pipeline, want_events: int, want_dead: int, quiet: fl
     last, changed = None, time.monotonic()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
+        for process in pipeline.processes:
+            assert process.poll() is None, f"{process.args} exited with {process.returncode}"
         counts = table_counts(client, db)
         if counts != last:
             last, changed = counts, time.monotonic()

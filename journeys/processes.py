@@ -1,0 +1,179 @@
+"""The pipeline's processes: a worker, the sink, and the supervisor that runs them together.
+
+`run_worker` and `run_sink` are the bodies of `journeys worker` and
+`journeys sink`; `start_processes`, `supervise` and `stop_processes` are what
+`journeys run` (and `journeys demo`) do with them as child processes.
+`supervise` restarts a child that exits on its own, with capped backoff, as
+an orchestrator would: a worker stopped by a failed send reads its input
+again, and an outage never ends the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from journeys.schemas.durations import format_duration_ms, parse_duration_ms
+from journeys.schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _durations() -> frozenset[str]:
+    """Settings that are durations (`DurationMs`), passed on in their written form (`4h`)."""
+    return frozenset(
+        name
+        for name, spec in Settings.model_fields.items()
+        if any(getattr(m, "func", None) is parse_duration_ms for m in spec.metadata)
+    )
+
+
+def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning") -> None:
+    """Run one Faust worker in the foreground until stopped."""
+    from faust.worker import Worker
+
+    from journeys.producers.topics import ensure_pipeline_topics
+    from journeys.streams.app import create_app
+    from journeys.streams.metrics import serve, worker_registry
+
+    app = create_app(settings, ensure_pipeline_topics(settings), idle_after=idle_after)
+    state = app.journeys_state  # type: ignore[attr-defined]
+    serve(worker_registry(state), state, settings.metrics_port)
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def run_sink(settings: Settings) -> None:
+    """Run the sink in the foreground until SIGINT/SIGTERM, waiting out outages."""
+    from journeys.sinks.clickhouse.writer import ClickHouseSink
+    from journeys.sinks.consumer import OutputConsumer, Stopped
+    from journeys.streams.metrics import serve, sink_registry
+
+    writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
+    consumer = OutputConsumer(settings, writer)
+    serve(sink_registry(consumer.progress), consumer.progress, settings.metrics_port)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        consumer.setup()
+    except Stopped:
+        return
+    consumer.run()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Settings as JOURNEYS_* variables, so child processes see the flags given here."""
+    env = {}
+    durations = _durations()
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if name in durations:
+            value = format_duration_ms(value)
+        env[f"JOURNEYS_{name.upper()}"] = str(value)
+    return env
+
+
+class Child(subprocess.Popen[bytes]):
+    """A child process that remembers its environment, so it can be started again."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        super().__init__(args, env=env)
+        self.command = args
+        self.env = env
+        self.kind = args[-1]
+
+    def again(self) -> Child:
+        """The same command in the same environment, started anew."""
+        return Child(self.command, self.env)
+
+
+def _command(kind: str) -> list[str]:
+    return [sys.executable, "-m", "journeys", kind]
+
+
+def start_processes(
+    workers: int, extra_env: dict[str, str] | None = None, with_sink: bool = True
+) -> list[Child]:
+    """Start N workers (and the sink first) as child processes of this one.
+
+    With `JOURNEYS_METRICS_PORT` set, the sink serves on that port and worker
+    i on the port + 1 + i.
+    """
+    env = {**os.environ, **(extra_env or {})}
+    port = int(env.get("JOURNEYS_METRICS_PORT", "0") or 0)
+
+    def with_port(offset: int) -> dict[str, str]:
+        return {**env, "JOURNEYS_METRICS_PORT": str(port + offset)} if port else env
+
+    processes = [Child(_command("sink"), with_port(0))] if with_sink else []
+    for i in range(workers):
+        processes.append(Child(_command("worker"), with_port(1 + i)))
+    return processes
+
+
+def supervise(
+    processes: list[Child],
+    stopping: Callable[[], bool],
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+    say: Callable[[str], None] = log.warning,
+) -> int:
+    """Keep the processes running until `stopping()`; the number of restarts.
+
+    A child that exits is started again with the same command and environment
+    after a delay that doubles with each exit in a row (up to `max_delay`) and
+    starts over once the child has run for a minute.
+    """
+    restarts = 0
+    delays = [first_delay] * len(processes)
+    started = [time.monotonic()] * len(processes)
+    due: dict[int, float] = {}
+    while not stopping():
+        now = time.monotonic()
+        for i, process in enumerate(processes):
+            if i in due:
+                if now >= due[i]:
+                    del due[i]
+                    processes[i] = process.again()
+                    started[i] = now
+                    restarts += 1
+                continue
+            code = process.poll()
+            if code is None:
+                continue
+            if now - started[i] > 60:
+                delays[i] = first_delay
+            say(
+                f"journeys {process.kind} (pid {process.pid}) exited with {code}; "
+                f"starting it again in {delays[i]:.0f}s"
+            )
+            due[i] = now + delays[i]
+            delays[i] = min(max_delay, delays[i] * 2)
+        time.sleep(0.2)
+    return restarts
+
+
+def stop_processes(processes: list[Child], timeout: float = 20.0) -> None:
+    """SIGTERM every process, then SIGKILL what is left after `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,154 @@
+"""Kafka in one place: how the project's clients are built, and what their errors mean.
+
+Every client the project opens (the producer client, the sink's consumer,
+the admin client, the Faust app's producer and consumer) takes its options
+from here, so the sizes of `journeys.schemas.codec` hold everywhere:
+`max_request_size` is `MESSAGE_BYTES`, and consumers fetch at least that.
+
+`kafka_errors()` is the one translation of driver errors (kafka-python's,
+aiokafka's, and socket errors) into `BrokerError`, in the manner of httpx's
+`map_httpcore_exceptions`: wrap a call in it where Kafka enters the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiokafka.errors
+import kafka.errors
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from journeys.schemas.codec import MESSAGE_BYTES
+from journeys.schemas.errors import BrokerError
+from journeys.schemas.settings import Settings
+
+#: Fetch sizes: a partition's fetch holds at least one largest message, a fetch several.
+PARTITION_FETCH_BYTES = 4 * MESSAGE_BYTES
+FETCH_BYTES = 16 * MESSAGE_BYTES
+
+_DRIVER_ERRORS = (kafka.errors.KafkaError, aiokafka.errors.KafkaError, OSError)
+_UNREACHABLE = (
+    kafka.errors.KafkaConnectionError,
+    kafka.errors.KafkaTimeoutError,
+    kafka.errors.NodeNotReadyError,
+    aiokafka.errors.KafkaConnectionError,
+    aiokafka.errors.KafkaTimeoutError,
+    aiokafka.errors.NodeNotReadyError,
+    aiokafka.errors.RequestTimedOutError,
+    kafka.errors.RequestTimedOutError,
+    OSError,
+)
+_TOO_LARGE = (
+    kafka.errors.MessageSizeTooLargeError,
+    aiokafka.errors.MessageSizeTooLargeError,
+)
+
+
+def driver_error(exc: BaseException) -> BaseException | None:
+    """The Kafka driver (or socket) error behind `exc`, following `__cause__`; else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _DRIVER_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def explain(bootstrap: str, doing: str, exc: BaseException) -> str:
+    """What went wrong with Kafka at `bootstrap` while `doing`, and what to do next."""
+    if isinstance(exc, _TOO_LARGE):
+        return (
+            f"Kafka at {bootstrap} refused a message while {doing}: {exc} "
+            f"(the project's limit is {MESSAGE_BYTES:,} bytes per message)"
+        )
+    if isinstance(exc, _UNREACHABLE):
+        return (
+            f"cannot reach Kafka at {bootstrap} while {doing}: {exc}; start one with "
+            "`journeys kafka start` or set JOURNEYS_KAFKA_BOOTSTRAP"
+        )
+    return f"Kafka at {bootstrap} failed while {doing}: {exc!r}"
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error (or the driver error behind it) means Kafka could not be reached."""
+    cause = driver_error(exc) if not isinstance(exc, BrokerError) else exc.__cause__
+    return isinstance(cause, _UNREACHABLE)
+
+
+@contextmanager
+def kafka_errors(bootstrap: str, doing: str) -> Iterator[None]:
+    """Translate driver errors raised inside into `BrokerError` (with the driver's as cause)."""
+    try:
+        yield
+    except BrokerError:
+        raise
+    except Exception as exc:
+        cause = driver_error(exc)
+        if cause is None:
+            raise
+        raise BrokerError(explain(bootstrap, doing, cause)) from exc
+
+
+def new_producer(settings: Settings, timeout: float = 30.0, **options: Any) -> KafkaProducer:
+    """A kafka-python producer: acks from all in-sync replicas, idempotent, batched."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "compression_type": "gzip",
+        "max_request_size": MESSAGE_BYTES,
+        "request_timeout_ms": int(timeout * 1000),
+        **options,
+    }
+    with kafka_errors(settings.kafka_bootstrap, "connecting a producer"):
+        return KafkaProducer(**config)
+
+
+def new_consumer(settings: Settings, *topics: str, group: str, **options: Any) -> KafkaConsumer:
+    """A kafka-python consumer in `group` (prefixed), committing only when told to."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": f"{settings.topic_prefix}{group}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_bytes": FETCH_BYTES,
+        "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
+        **options,
+    }
+    with kafka_errors(settings.kafka_bootstrap, "connecting a consumer"):
+        return KafkaConsumer(*topics, **config)
+
+
+def new_admin(settings: Settings) -> KafkaAdminClient:
+    """An admin client (topic creation and configuration)."""
+    with kafka_errors(settings.kafka_bootstrap, "connecting the admin client"):
+        return KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap,
+            request_timeout_ms=15_000,
+            bootstrap_timeout_ms=10_000,
+        )
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """The Kafka options of the Faust app (`faust.App(**faust_options(settings), ...)`).
+
+    Acks from all replicas; sends wait out a broker outage of up to
+    `producer_request_timeout` (20 minutes) before they fail; fetches take
+    the largest message.
+    """
+    return {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "producer_acks": -1,
+        "producer_max_request_size": MESSAGE_BYTES,
+        "producer_request_timeout": 1200.0,
+        "consumer_max_fetch_size": PARTITION_FETCH_BYTES,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_replication_factor": 1,
+        "topic_partitions": settings.topic_partitions,
+    }
