@@ -94,19 +94,19 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
     finally:
         sink.close()
     if not quiet:
-        _print_summary(summary, time.monotonic() - started, _current_transitions(settings))
+        _print_summary(summary, time.monotonic() - started, _current(settings))
     return summary
 
 
-def _current_transitions(settings: Settings) -> int:
+def _current(settings: Settings) -> dict[str, int]:
+    """Current rows per table after the replay (what the views and the summary count)."""
     from journeys.report import current_counts
     from journeys.sinks.clickhouse.client import connect
 
-    client = connect(settings.clickhouse_dsn)
-    return current_counts(client, settings.clickhouse_database)["phase_transitions"]
+    return current_counts(connect(settings.clickhouse_dsn), settings.clickhouse_database)
 
 
-def _print_summary(summary: ReplaySummary, seconds: float, current: int) -> None:
+def _print_summary(summary: ReplaySummary, seconds: float, current: dict[str, int]) -> None:
     rate = summary.lines / seconds if seconds > 0 else 0.0
     span = (
         f"{format_ms(summary.first_ts)} .. {format_ms(summary.last_ts)}"
@@ -117,16 +117,20 @@ def _print_summary(summary: ReplaySummary, seconds: float, current: int) -> None
         f"replayed {summary.lines} lines in {seconds:.1f}s ({rate:,.0f} lines/s): "
         f"{summary.events} events, {summary.duplicates} duplicates, "
         f"{summary.invalid} dead letters, {summary.accounts} accounts, "
-        f"{summary.transitions} transition rows, {summary.alerts} alerts; event time {span}",
+        f"{summary.transitions} transition rows written; event time {span}",
         err=True,
     )
-    if summary.transitions != current:
-        click.echo(
-            f"  transitions: {current} current in the database; the other rows written are "
-            "earlier versions, superseded when a visitor or domain turned out to belong to an "
-            "account and its journey was recomputed",
-            err=True,
-        )
+    superseded = (
+        "; the other rows written are earlier versions, superseded when a visitor or domain "
+        "turned out to belong to an account and its journey was recomputed"
+        if summary.transitions != current["phase_transitions"]
+        else ""
+    )
+    click.echo(
+        f"  in the database now: {current['phase_transitions']} transitions{superseded}; "
+        f"{current['alerts']} alerts ({current['open_alerts']} open)",
+        err=True,
+    )
     for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         click.echo(f"  dead letters: {count} x {reason}", err=True)
 
