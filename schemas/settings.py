@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         default=2500, ge=1, description="most items in one batch request (more: 400)"
     )
     collect_max_inflight: int = Field(
-        default=32 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         ge=1024,
         description="request body bytes the collector holds at once (more: 503, retry)",
     )

@@ -112,11 +112,13 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     limit = max(collector.settings.collect_max_body, WEBHOOK_MAX_BODY)
     held = body_size(request, limit) if request.body_exists else 0
     try:
+        if request.method == "POST" and not collector.publisher.available:
+            raise Rejected(503, "events not stored: Kafka is down; retry", retry_after=RETRY_AFTER)
         collector.budget.take(held)
-    except Rejected as exc:
+    except Rejected as exc:  # answered before the body is read
         held = 0
         response: web.StreamResponse = _error(exc.status, exc.message, **exc.extra)
-        response.force_close()  # its body is not read
+        response.force_close()
     else:
         try:
             response = await _answer(request, handler)

@@ -2,9 +2,9 @@
 
 Each handler checks the caller (write key or provider signature), maps the
 payload to contract events with the pure functions of `segment` and
-`webhooks`, and hands them to `accept`, which validates them, publishes the
-valid ones and the dead letters together, and answers only once the
-publisher returned (Kafka acknowledged).
+`webhooks`; `sort_items` validates them into records and dead letters, and
+`store` publishes both together and answers only once the publisher
+returned (Kafka acknowledged).
 
 Two kinds of bad input, two answers:
 
@@ -161,38 +161,52 @@ def _event(collector: Collector, item: Item, ip: str | None, size_limit: int | N
     return validate_event(mapped)
 
 
-async def accept(
-    request: web.Request,
-    source: str,
-    items: list[Item],
-    ip: str | None = None,
-    sized: bool = False,
-) -> web.Response:
-    """Validate mapped events; publish the valid ones and the dead letters; answer a summary.
+@dataclass
+class Sorted:
+    """A request's items sorted into records and dead letters, with the first reasons."""
 
-    `sized`: check each item against the event size limit (a batch's items).
-    """
-    collector = request.app[COLLECTOR]
+    source: str
+    records: list[EventRecord]
+    dead: list[DeadLetterRow]
+    problems: list[dict[str, Any]]
+
+
+def sort_items(
+    collector: Collector, source: str, items: list[Item], ip: str | None = None, sized: bool = False
+) -> Sorted:
+    """Validate mapped events into records and dead letters (`sized`: check each item against
+    the event size limit, as for a batch's items)."""
     max_event = collector.settings.collect_max_event
     now = int(time.time() * 1000)
-    records: list[EventRecord] = []
-    dead: list[DeadLetterRow] = []
-    problems: list[dict[str, Any]] = []
+    done = Sorted(source, [], [], [])
     for index, item in enumerate(items):
         try:
-            records.append(_event(collector, item, ip, max_event if sized else None))
+            done.records.append(_event(collector, item, ip, max_event if sized else None))
         except EVENT_ERRORS as exc:
             reason = str(exc) or type(exc).__name__
-            dead.append(dead_letter(item.payload(), reason, f"collect:{source}", now, max_event))
-            if len(problems) < MAX_LISTED_ERRORS:
-                problems.append({"index": index, "error": reason})
-    await collector.publisher.publish(records, dead)
-    collector.metrics.accepted.labels(source).inc(len(records))
-    collector.metrics.rejected.labels(source).inc(len(dead))
-    return web.json_response(
-        {"success": True, "accepted": len(records), "rejected": len(dead), "errors": problems},
-        dumps=_dumps,
-    )
+            payload = item.payload()
+            done.dead.append(dead_letter(payload, reason, f"collect:{source}", now, max_event))
+            if len(done.problems) < MAX_LISTED_ERRORS:
+                done.problems.append({"index": index, "error": reason})
+    return done
+
+
+async def store(collector: Collector, done: Sorted) -> web.Response:
+    """Publish the records and the dead letters; answer the summary once Kafka acknowledged.
+
+    Callers drop the parsed body before awaiting this: while Kafka is slow,
+    a waiting request holds only its records.
+    """
+    await collector.publisher.publish(done.records, done.dead)
+    collector.metrics.accepted.labels(done.source).inc(len(done.records))
+    collector.metrics.rejected.labels(done.source).inc(len(done.dead))
+    answer = {
+        "success": True,
+        "accepted": len(done.records),
+        "rejected": len(done.dead),
+        "errors": done.problems,
+    }
+    return web.json_response(answer, dumps=_dumps)
 
 
 def _cap(collector: Collector, items: list[Any], what: str) -> None:
@@ -272,8 +286,11 @@ async def segment_call(request: web.Request) -> web.Response:
     collector.limiter.take(key, 1)
     received = datetime.now(UTC)
     build = partial(segment.to_event, body, received, call, collector.skew_tolerance)
-    item = Item(body, build, raw=raw, strict=strict)
-    return await accept(request, f"/v1/{call}", [item], ip=_segment_ip(request))
+    done = sort_items(
+        collector, f"/v1/{call}", [Item(body, build, raw=raw, strict=strict)], _segment_ip(request)
+    )
+    del body, build
+    return await store(collector, done)
 
 
 def _batch_message(message: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +331,9 @@ async def segment_batch(request: web.Request) -> web.Response:
         Item(m, partial(_batch_event, m, body, received, tolerance), strict=strict) for m in batch
     ]
     sized = len(raw) > collector.settings.collect_max_event
-    return await accept(request, "/v1/batch", items, ip=_segment_ip(request), sized=sized)
+    done = sort_items(collector, "/v1/batch", items, _segment_ip(request), sized)
+    del body, batch, items
+    return await store(collector, done)
 
 
 async def orders(request: web.Request) -> web.Response:
@@ -326,9 +345,11 @@ async def orders(request: web.Request) -> web.Response:
     if isinstance(body, list):
         _cap(collector, body, "the array")
         collector.limiter.take(key, len(body))
-        items = [Item(e, partial(_same, e), strict=strict) for e in body]
         sized = len(raw) > collector.settings.collect_max_event
-        return await accept(request, "/webhooks/orders", items, sized=sized)
+        items = [Item(e, partial(_same, e), strict=strict) for e in body]
+        done = sort_items(collector, "/webhooks/orders", items, sized=sized)
+        del body, items
+        return await store(collector, done)
     if not isinstance(body, dict):
         raise Rejected(400, "send one event (a JSON object) or an array of them")
     if len(raw) > collector.settings.collect_max_event:
@@ -338,8 +359,11 @@ async def orders(request: web.Request) -> web.Response:
             f"{collector.settings.collect_max_event}",
         )
     collector.limiter.take(key, 1)
-    item = Item(body, partial(_same, body), raw=raw, strict=strict)
-    return await accept(request, "/webhooks/orders", [item])
+    done = sort_items(
+        collector, "/webhooks/orders", [Item(body, partial(_same, body), raw, strict)]
+    )
+    del body
+    return await store(collector, done)
 
 
 def _duplicate() -> web.Response:
@@ -372,8 +396,10 @@ async def sendgrid(request: web.Request) -> web.Response:
     if seen == "in flight":
         raise Rejected(409, "the same signed request is being stored; retry", retry_after=1)
     items = [Item(e, partial(webhooks.sendgrid_event, e), strict=strict) for e in body]
+    done = sort_items(collector, "/webhooks/sendgrid", items, sized=True)
+    del body, items
     try:
-        response = await accept(request, "/webhooks/sendgrid", items, sized=True)
+        response = await store(collector, done)
     except BaseException:
         collector.seen.forget(key)
         raise
@@ -393,7 +419,8 @@ async def mandrill(request: web.Request) -> web.Response:
     """
     if request.method in ("HEAD", "GET"):
         return web.Response(status=200)
-    settings = request.app[COLLECTOR].settings
+    collector = request.app[COLLECTOR]
+    settings = collector.settings
     raw = await read_body(request, settings)
     if settings.mandrill_webhook_key is None:
         raise Rejected(401, "Mandrill is not configured (JOURNEYS_MANDRILL_WEBHOOK_KEY)")
@@ -413,7 +440,9 @@ async def mandrill(request: web.Request) -> web.Response:
     if not isinstance(events, list):
         raise Rejected(400, "mandrill_events must be a JSON array")
     items = [Item(e, partial(webhooks.mandrill_event, e), strict=strict) for e in events]
-    return await accept(request, "/webhooks/mandrill", items, sized=True)
+    done = sort_items(collector, "/webhooks/mandrill", items, sized=True)
+    del events, items, form
+    return await store(collector, done)
 
 
 async def shopify(request: web.Request) -> web.Response:
@@ -422,7 +451,8 @@ async def shopify(request: web.Request) -> web.Response:
     Other topics are answered 200 and ignored, so a subscription to more
     topics than the collector maps does not make Shopify retry and give up.
     """
-    settings = request.app[COLLECTOR].settings
+    collector = request.app[COLLECTOR]
+    settings = collector.settings
     raw = await read_body(request, settings)
     if settings.shopify_secret is None:
         raise Rejected(401, "Shopify is not configured (JOURNEYS_SHOPIFY_SECRET)")
@@ -437,4 +467,6 @@ async def shopify(request: web.Request) -> web.Response:
             dumps=_dumps,
         )
     item = Item(body, partial(webhooks.shopify_event, topic, body, raw), raw=raw, strict=strict)
-    return await accept(request, "/webhooks/shopify", [item])
+    done = sort_items(collector, "/webhooks/shopify", [item])
+    del body, item
+    return await store(collector, done)
