@@ -21,12 +21,26 @@ from journeys.schemas.settings import Settings
 @click.option("--accounts", default=300, show_default=True, help="Simulated companies.")
 @click.option("--days", default=120, show_default=True, help="Days of history to simulate.")
 @click.option("--seed", default=7, show_default=True, help="Simulation seed.")
-@click.option("--kafka/--no-kafka", "via_kafka", default=True, show_default=True,
-              help="Stream through a local Kafka broker, or replay without one.")
+@click.option(
+    "--kafka/--no-kafka",
+    "via_kafka",
+    default=True,
+    show_default=True,
+    help="Stream through a local Kafka broker, or replay without one.",
+)
 @click.option("--workers", default=1, show_default=True, help="Faust workers (with --kafka).")
-@settings_options("data_dir", "kafka_bootstrap", "kafka_controller_port", "topic_partitions", "cart_abandon_after",
-                  "deal_stall_after", "rules_file")
-def demo(accounts: int, days: int, seed: int, via_kafka: bool, workers: int, settings: Settings) -> None:
+@settings_options(
+    "data_dir",
+    "kafka_bootstrap",
+    "kafka_controller_port",
+    "topic_partitions",
+    "cart_abandon_after",
+    "deal_stall_after",
+    "rules_file",
+)
+def demo(
+    accounts: int, days: int, seed: int, via_kafka: bool, workers: int, settings: Settings
+) -> None:
     """Simulate B2B journeys, run them through the pipeline, print the summary.
 
     Data goes to a fresh embedded ClickHouse under DATA_DIR/demo, which stays
@@ -38,7 +52,11 @@ def demo(accounts: int, days: int, seed: int, via_kafka: bool, workers: int, set
     if home.exists():
         shutil.rmtree(home)
     settings = settings.model_copy(
-        update={"data_dir": home, "clickhouse_url": None, "topic_prefix": f"demo{int(time.time())}."}
+        update={
+            "data_dir": home,
+            "clickhouse_url": None,
+            "topic_prefix": f"demo{int(time.time())}.",
+        }
     )
     started = time.monotonic()
     lines = list(simulate(accounts=accounts, days=days, seed=seed))
@@ -77,12 +95,15 @@ def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None
     try:
         ensure_broker(settings)
     except JourneysError as exc:
-        raise click.ClickException(f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)") from exc
+        raise click.ClickException(
+            f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)"
+        ) from exc
     try:
         _stream(lines, settings, workers)
     finally:
         if started_broker:
-            stop_broker(settings)  # its data lives under the demo directory, which the next demo replaces
+            # Its data lives under the demo directory, which the next demo replaces.
+            stop_broker(settings)
 
 
 def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
@@ -118,7 +139,9 @@ def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
         thread.join(timeout=30)
 
 
-def _wait_until_settled(writer: Any, settings: Settings, expected: int, processes: list[Any]) -> None:
+def _wait_until_settled(
+    writer: Any, settings: Settings, expected: int, processes: list[Any]
+) -> None:
     """Until every event is stored and nothing has been written for a few seconds."""
     from journeys.sinks.clickhouse.queries import table_counts
 
@@ -134,11 +157,17 @@ def _wait_until_settled(writer: Any, settings: Settings, expected: int, processe
             last_seen, last_change = seen, time.monotonic()
         stored = counts.get("events", 0)
         if sys.stderr.isatty():
-            click.echo(f"\r  stored {stored:,}/{expected:,} events, {counts.get('alerts', 0):,} alerts ", err=True, nl=False)
+            click.echo(
+                f"\r  stored {stored:,}/{expected:,} events, {counts.get('alerts', 0):,} alerts ",
+                err=True,
+                nl=False,
+            )
         if stored >= expected and time.monotonic() - last_change > 4:
             break
         if time.monotonic() - last_change > 120:
-            raise click.ClickException("the pipeline stopped making progress; see .journeys/demo logs")
+            raise click.ClickException(
+                "the pipeline stopped making progress; see .journeys/demo logs"
+            )
         time.sleep(0.5)
     if sys.stderr.isatty():
         click.echo("", err=True)
@@ -153,9 +182,14 @@ def _report(settings: Settings) -> None:
     if settings.rules_file:
         click.echo(f"phases from {settings.rules_file}: {' → '.join(rules.phases)}\n")
     print_report(connect(settings.clickhouse_dsn), settings.clickhouse_database, rules.phases)
+    home = Path(settings.data_dir).resolve()
     click.echo(
-        f"\nThe data stays in {Path(settings.data_dir).resolve()}: query it with\n"
-        f"  JOURNEYS_CLICKHOUSE_URL={settings.clickhouse_dsn} (database {settings.clickhouse_database})"
+        f"\nThe data stays in {home}. Look at it with\n"
+        f"  journeys report --data-dir {home}    (the journey map, one HTML file)\n"
+        f'  journeys query --data-dir {home} "SELECT * FROM analytics_accounts_per_phase"\n'
+        f"  journeys account --data-dir {home} ACCOUNT_ID\n"
+        f"or any ClickHouse client: JOURNEYS_CLICKHOUSE_URL={settings.clickhouse_dsn} "
+        f"(database {settings.clickhouse_database})"
     )
 
 

@@ -85,6 +85,8 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"  # the table is for reading; --json and --csv carry every digit
     value = _plain(value)
     text = (
         ""
