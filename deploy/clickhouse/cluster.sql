@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS journeys.events_local ON CLUSTER '{cluster}'
     properties    String,
     context       String,
     late          UInt8,
+    engine_account_id  String,
     version       UInt64,
     precedence    UInt128 MATERIALIZED bitShiftLeft(toUInt128(17592186044415 - toUnixTimestamp64Milli(occurred_at)), 64) + version,
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3),

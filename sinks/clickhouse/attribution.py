@@ -4,28 +4,29 @@ An identity link says an alias (a contact_id, anonymous_id or email) belongs
 to an account, or that one account was merged into another. Events stored
 before the link must follow it; so must events stored after it, which
 happens when output arrives out of order (several sink processes, a
-re-delivered batch). After each flush the writer therefore looks at both
-sides of the batch: the links it wrote (which stored events do they move?)
-and the events it wrote (is there a stored link for them already?).
-`sinks.reference.attributed_account` is the reference for the answer: an event
-stored without an account takes the account of its contact_id link, else
-its anonymous_id link, else its email link; merged accounts are followed as
-a chain.
+re-delivered batch). And a link can change: an alias re-linked to the
+account it met earlier in event time, an account merged elsewhere.
 
-A moved event is written again with a higher version: at least
-`REATTRIBUTED` + the link's time in ms, and always above the row it
-replaces, so the newest attribution wins whatever order links arrive in.
+Every stored event keeps the account the journey engine gave it
+(`engine_account_id`, '' for none), so its account can always be worked out
+again from scratch, the way `sinks.reference.attributed_account` does: the
+engine's account, else the account of its contact_id link, else of its
+anonymous_id link, else of its email link (its *base*); then the merges
+from the base to the end of the chain.
 
-One case differs from the reference: an event already moved by a weaker
-alias (say its anonymous_id) does not move again when a stronger alias (its
-contact_id) is later linked to a different account, because the table
-keeps only the current account. The engine links all aliases of an event
-to the same journey in the same step, so its output never meets this case.
+After each flush the writer recomputes the events the batch may have
+changed (`candidates`): those carrying an alias the batch linked, those of
+the batch stored without an account, and those whose base is an account the
+batch merged, an account merged into one of those (upstream), or a merged
+account the batch's events were stored under. A moved event is written again
+with a higher version: at least `REATTRIBUTED` + the latest link time it
+followed, and always above the row it replaces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -40,33 +41,36 @@ MAX_CHAIN = 32
 
 EVENT_COLUMNS = (
     "event_id, channel, type, occurred_at, account_id, contact_id, anonymous_id, email, "
-    "dmu_role, segment, properties, context, late, version"
+    "dmu_role, segment, properties, context, late, engine_account_id, version"
 )
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """What a batch could change: per alias kind the aliases, and the accounts, involved."""
+    """What a batch could change.
+
+    `aliases`: per alias kind, the aliases linked in the batch and those of the
+    batch's events stored without an account. `merged`: accounts the batch
+    merged into another. `accounts`: the accounts the batch's events were
+    stored under (an earlier merge may apply to them).
+    """
 
     aliases: dict[str, list[str]]
+    merged: list[str]
     accounts: list[str]
 
     def __bool__(self) -> bool:
-        return bool(self.accounts) or any(self.aliases.values())
+        return bool(self.merged) or bool(self.accounts) or any(self.aliases.values())
 
 
 def candidates(out: Output) -> Candidates:
-    """The aliases and accounts whose stored events this batch may re-attribute.
-
-    Aliases: those linked in the batch, and those of the batch's events stored
-    without an account. Accounts: those merged away in the batch, and those
-    the batch's events were stored under (an earlier merge may apply to them).
-    """
+    """The aliases and accounts whose stored events this batch may re-attribute."""
     aliases: dict[str, set[str]] = {kind: set() for kind in ALIAS_ORDER}
+    merged: set[str] = set()
     accounts: set[str] = set()
     for link in out.links:
         if link.kind == "account":
-            accounts.add(link.alias)
+            merged.add(link.alias)
         elif link.kind in aliases:
             aliases[link.kind].add(link.alias)
     for row in out.events:
@@ -78,29 +82,38 @@ def candidates(out: Output) -> Candidates:
             value = getattr(record, kind)
             if value:
                 aliases[kind].add(value)
-    return Candidates({k: sorted(v) for k, v in aliases.items()}, sorted(accounts))
+    return Candidates({k: sorted(v) for k, v in aliases.items()}, sorted(merged), sorted(accounts))
 
 
 def reattribute(client: Client, db: str, todo: Candidates) -> int:
-    """Move stored events to the accounts their links give; the number of INSERTs run.
+    """Move stored events to the accounts their links give; the number of events moved.
 
     Needs the batch's events and links to be in ClickHouse already.
     """
     if not todo:
         return 0
-    statements = 0
-    linked = _linked_aliases(client, db, todo.aliases)
-    for kind in ALIAS_ORDER:
-        aliases = sorted({alias for k, alias, _ in linked if k == kind})
-        if aliases:
-            _move(client, db, kind, aliases)
-            statements += 1
-    accounts = set(todo.accounts) | {account for _, _, account in linked}
-    moves = follow_merges(_merges_from(client, db, accounts))
-    if moves:
-        _move_accounts(client, db, moves)
-        statements += 1
-    return statements
+    affected = set(todo.merged) | _upstream(client, db, set(todo.merged))
+    if todo.accounts:
+        affected |= set(_merges_from(client, db, set(todo.accounts), depth=1))
+    params: dict[str, Any] = {kind: todo.aliases.get(kind, []) for kind in ALIAS_ORDER}
+    params["affected"] = sorted(affected)
+    bases = {
+        str(row[0])
+        for row in client.query(
+            f"SELECT DISTINCT base FROM ({_based(db)}) WHERE base != ''", parameters=params
+        ).result_rows
+    }
+    if not bases:
+        return 0
+    moves = follow_merges(_merges_from(client, db, bases))
+    merged = sorted(moves)
+    params |= {
+        "merged": merged,
+        "ends": [moves[a][0] for a in merged],
+        "at": [moves[a][1] for a in merged],
+    }
+    summary = client.command(_move(db), parameters=params)
+    return int(getattr(summary, "written_rows", 0) or 0)
 
 
 def follow_merges(merges: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
@@ -122,27 +135,13 @@ def follow_merges(merges: dict[str, tuple[str, int]]) -> dict[str, tuple[str, in
     return moves
 
 
-def _linked_aliases(
-    client: Client, db: str, aliases: dict[str, list[str]]
-) -> list[tuple[str, str, str]]:
-    """(kind, alias, account) of every candidate alias that has a stored link."""
-    if not any(aliases.values()):
-        return []
-    rows = client.query(
-        f"SELECT kind, alias, account_id FROM {db}.identity_links FINAL WHERE "
-        "(kind = 'contact_id' AND alias IN {contact_id:Array(String)}) OR "
-        "(kind = 'anonymous_id' AND alias IN {anonymous_id:Array(String)}) OR "
-        "(kind = 'email' AND alias IN {email:Array(String)})",
-        parameters={kind: aliases.get(kind, []) for kind in ALIAS_ORDER},
-    ).result_rows
-    return [(str(kind), str(alias), str(account)) for kind, alias, account in rows]
-
-
-def _merges_from(client: Client, db: str, accounts: set[str]) -> dict[str, tuple[str, int]]:
+def _merges_from(
+    client: Client, db: str, accounts: set[str], depth: int = MAX_CHAIN
+) -> dict[str, tuple[str, int]]:
     """Every stored merge reachable from these accounts: {merged: (into, link time)}."""
     merges: dict[str, tuple[str, int]] = {}
     frontier = set(accounts)
-    for _ in range(MAX_CHAIN):
+    for _ in range(depth):
         if not frontier:
             break
         rows = client.query(
@@ -157,47 +156,91 @@ def _merges_from(client: Client, db: str, accounts: set[str]) -> dict[str, tuple
     return merges
 
 
-_ALIAS_MATCH = {
-    "contact_id": "e.contact_id",
-    "anonymous_id": "e.anonymous_id",
-    "email": "e.email",
-}
-_SELECT_MOVED = (
-    f"INSERT INTO {{db}}.events ({EVENT_COLUMNS}) "
-    "SELECT e.event_id, e.channel, e.type, e.occurred_at, l.account_id, e.contact_id, "
-    "e.anonymous_id, e.email, e.dmu_role, e.segment, e.properties, e.context, e.late, "
-    f"greatest(e.version + 1, toUInt64({REATTRIBUTED} + l.at)) "
-    "FROM {db}.events AS e FINAL "
-)
+def _upstream(client: Client, db: str, accounts: set[str]) -> set[str]:
+    """Accounts whose stored merge chains run through any of `accounts`."""
+    found: set[str] = set()
+    frontier = set(accounts)
+    for _ in range(MAX_CHAIN):
+        if not frontier:
+            break
+        rows = client.query(
+            f"SELECT alias FROM {db}.identity_links FINAL "
+            "WHERE kind = 'account' AND account_id IN {accounts:Array(String)}",
+            parameters={"accounts": sorted(frontier)},
+        ).result_rows
+        frontier = {str(alias) for (alias,) in rows} - found - accounts
+        found |= frontier
+    return found
 
 
-def _move(client: Client, db: str, kind: str, aliases: list[str]) -> None:
-    """Give events stored without an account the account their linked alias of `kind` has."""
-    column = _ALIAS_MATCH[kind]
-    client.command(
-        _SELECT_MOVED.format(db=db)
-        + "INNER JOIN (SELECT alias, account_id, toUnixTimestamp64Milli(linked_at) AS at "
-        f"FROM {db}.identity_links FINAL "
-        "WHERE kind = {kind:String} AND alias IN {aliases:Array(String)}) AS l "
-        f"ON {column} = l.alias "
-        f"WHERE e.account_id = '' AND {column} IN {{aliases:Array(String)}}",
-        parameters={"kind": kind, "aliases": aliases},
+def _filter(db: str, e: str) -> str:
+    """Which stored events a batch may move (columns prefixed with `e`): those stored
+    under an affected account, and those stored without one that carry an alias of the
+    batch or an alias linked to an affected account."""
+    linked = (
+        "{column} IN (SELECT alias FROM {db}.identity_links FINAL "
+        "WHERE kind = '{kind}' AND account_id IN {{affected:Array(String)}})"
+    )
+    aliases = " OR ".join(
+        [f"{e}{kind} IN {{{kind}:Array(String)}}" for kind in ALIAS_ORDER]
+        + [linked.format(column=f"{e}{kind}", db=db, kind=kind) for kind in ALIAS_ORDER]
+    )
+    return (
+        f"{e}engine_account_id IN {{affected:Array(String)}} "
+        f"OR ({e}engine_account_id = '' AND ({aliases}))"
     )
 
 
-def _move_accounts(client: Client, db: str, moves: dict[str, tuple[str, int]]) -> None:
-    """Hand the events of merged accounts on to the account each chain ends at."""
-    merged = sorted(moves)
-    client.command(
-        _SELECT_MOVED.format(db=db)
-        + "INNER JOIN (SELECT m.1 AS alias, m.2 AS account_id, m.3 AS at FROM (SELECT "
-        "arrayJoin(arrayZip({merged:Array(String)}, {into:Array(String)}, {at:Array(Int64)})) "
-        "AS m)) AS l "
-        "ON e.account_id = l.alias "
-        "WHERE e.account_id IN {merged:Array(String)}",
-        parameters={
-            "merged": merged,
-            "into": [moves[a][0] for a in merged],
-            "at": [moves[a][1] for a in merged],
-        },
+_COPIED = (
+    "event_id",
+    "channel",
+    "type",
+    "occurred_at",
+    "contact_id",
+    "anonymous_id",
+    "email",
+    "dmu_role",
+    "segment",
+    "properties",
+    "context",
+    "late",
+    "engine_account_id",
+    "version",
+)
+_JOINS = (("contact_id", "lc"), ("anonymous_id", "la"), ("email", "le"))
+
+
+def _based(db: str) -> str:
+    """The candidate events (FINAL rows) with their base account before merges, and the
+    time of the alias link it came from. Links are read for the candidates' aliases only."""
+    filter_e, filter_plain = _filter(db, "e."), _filter(db, "")
+    columns = ", ".join(f"e.{c} AS {c}" for c in _COPIED)
+    joins = " ".join(
+        f"LEFT JOIN (SELECT alias, account_id, toUnixTimestamp64Milli(linked_at) AS at "
+        f"FROM {db}.identity_links FINAL WHERE kind = '{kind}' AND alias IN "
+        f"(SELECT {kind} FROM {db}.events WHERE {filter_plain})) AS {name} "
+        f"ON {name}.alias = e.{kind}"
+        for kind, name in _JOINS
+    )
+    return (
+        f"SELECT {columns}, e.account_id AS current, "
+        "multiIf(e.engine_account_id != '', e.engine_account_id, "
+        "lc.account_id != '', lc.account_id, la.account_id != '', la.account_id, "
+        "le.account_id) AS base, "
+        "multiIf(e.engine_account_id != '', 0, lc.account_id != '', lc.at, "
+        "la.account_id != '', la.at, le.account_id != '', le.at, 0) AS base_at "
+        f"FROM {db}.events AS e FINAL {joins} WHERE {filter_e}"
+    )
+
+
+def _move(db: str) -> str:
+    """Write the candidates whose account changes again, at the end of their chain."""
+    ends = "transform(base, {merged:Array(String)}, {ends:Array(String)}, base)"
+    chain_at = "transform(base, {merged:Array(String)}, {at:Array(Int64)}, toInt64(0))"
+    return (
+        f"INSERT INTO {db}.events ({EVENT_COLUMNS}) "
+        "SELECT event_id, channel, type, occurred_at, moved, contact_id, anonymous_id, email, "
+        "dmu_role, segment, properties, context, late, engine_account_id, "
+        f"greatest(version + 1, toUInt64({REATTRIBUTED} + greatest(base_at, {chain_at}))) "
+        f"FROM (SELECT *, {ends} AS moved FROM ({_based(db)})) WHERE moved != current"
     )

@@ -1,12 +1,13 @@
 """Versioned schema migrations that resume where they stopped.
 
 Each `migrations/NNNN_name.sql` file is applied once, in order, and recorded
-in `schema_migrations`. Every statement is recorded too (`NNNN_name#3`), so
-an upgrade interrupted half-way resumes at the statement after the last one
-that completed, and a step that is not idempotent on its own (a RENAME) is
-not run twice. Statements are still written to be safe to repeat (`IF NOT
-EXISTS`, `IF EXISTS`, `OR REPLACE`, copies into a ReplacingMergeTree), for the
-moment between a statement and its record.
+in `schema_migrations`. A CREATE (`IF NOT EXISTS`, `OR REPLACE`) can run again
+at any time; every other statement (the RENAME, copy and DROP of a table
+rebuilt with new keys) is recorded on its own (`NNNN_name#3`), so an upgrade
+interrupted half-way resumes after the last one that completed instead of
+renaming or copying twice. Those are still written to be safe to repeat
+(`IF EXISTS`, copies into a ReplacingMergeTree) for the moment between a
+statement and its record.
 
 `{db}` in a file is the database name, which `Settings` restricts to an
 identifier; values are always bound as parameters.
@@ -60,7 +61,8 @@ def migrate(client: Client, database: str) -> list[str]:
             if step in done:
                 continue
             run(client, statement.replace("{db}", database))
-            _record(client, database, step)
+            if not statement.startswith("CREATE "):
+                _record(client, database, step)
         _record(client, database, name)
         applied.append(name)
     return applied

@@ -89,7 +89,7 @@ _ORDER = {
     "dead_letters": "dead_letter_id",
     "identity_links": "kind, alias",
 }
-_SKIP = {"inserted_at", "version", "is_deleted"}
+_SKIP = {"inserted_at", "version", "is_deleted", "engine_account_id"}
 
 
 def snapshot(client: Client, db: str) -> dict[str, list[dict[str, Any]]]:

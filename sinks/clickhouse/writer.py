@@ -61,6 +61,7 @@ def _events(out: Output) -> pa.Table:
             "properties": pa.array([r.properties for r in records], pa.string()),
             "context": pa.array([r.context for r in records], pa.string()),
             "late": pa.array([1 if row.late else 0 for row in out.events], pa.uint8()),
+            "engine_account_id": _strings([row.account_id for row in out.events]),
             "version": pa.array([LATE if row.late else ON_TIME for row in out.events], pa.uint64()),
         }
     )

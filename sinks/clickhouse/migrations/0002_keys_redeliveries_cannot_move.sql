@@ -4,6 +4,9 @@
 -- schema keyed and partitioned events on occurred_at, which a retried Segment call moves:
 -- two deliveries stayed two rows, and a backfill of many years hit "Too many partitions"
 -- (code 252). Now the sorting key is event_id alone and the table is not partitioned.
+-- `engine_account_id` keeps the account the journey engine stored the event under ('' for
+-- none), so re-attribution can start again from it when a link changes (an alias re-linked,
+-- an account merged elsewhere); account_id is the attributed account readers use.
 -- Which row of an event_id wins is `precedence`: the earliest occurred_at first (bits
 -- 64..127: 2^44 - 1 less the time in ms, 2^44 ms reaching past DateTime64's year 2299),
 -- then the highest `version` (bits 0..63: late rows 1, on-time rows 2, re-attributions
@@ -42,6 +45,7 @@ CREATE TABLE IF NOT EXISTS {db}.events
     properties    String,
     context       String,
     late          UInt8,
+    engine_account_id  String,
     version       UInt64,
     precedence    UInt128 MATERIALIZED bitShiftLeft(toUInt128(17592186044415 - toUnixTimestamp64Milli(occurred_at)), 64) + version,
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3),
@@ -53,15 +57,19 @@ ENGINE = ReplacingMergeTree(precedence)
 ORDER BY event_id;
 
 -- Each event_id once: the earliest delivery (ties: the highest version), carrying the
--- account of the newest attribution any of its deliveries received.
+-- account of the newest attribution any of its deliveries received. The engine's own
+-- account is that of the newest row the engine wrote (versions below 1000); where only
+-- re-attributed rows are left, the current account stands for it.
 INSERT INTO {db}.events
     (event_id, channel, type, occurred_at, account_id, contact_id, anonymous_id, email,
-     dmu_role, segment, properties, context, late, version, inserted_at)
+     dmu_role, segment, properties, context, late, engine_account_id, version, inserted_at)
 SELECT event_id,
        argMax(channel, p), argMax(type, p), argMax(occurred_at, p),
        argMax(account_id, version),
        argMax(contact_id, p), argMax(anonymous_id, p), argMax(email, p), argMax(dmu_role, p),
        argMax(segment, p), argMax(properties, p), argMax(context, p), argMax(late, p),
+       if(countIf(version < 1000) > 0, argMaxIf(account_id, version, version < 1000),
+          argMax(account_id, version)),
        max(version), argMax(inserted_at, p)
 FROM
 (

@@ -26,7 +26,8 @@ def test_candidates_take_linked_aliases_unattributed_events_aliases_and_accounts
     )
     assert candidates(out) == Candidates(
         aliases={"contact_id": ["c1"], "anonymous_id": ["v1", "v2"], "email": ["j@b.nl"]},
-        accounts=["acme", "b.nl"],
+        merged=["b.nl"],
+        accounts=["acme"],
     )
 
 

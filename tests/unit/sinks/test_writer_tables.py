@@ -55,6 +55,7 @@ def test_events_carry_the_record_the_account_and_a_version_that_ranks_late_rows_
         "properties": ['{"url":"/x"}', "{}"],
         "context": ['{"dmu_role":"buyer"}', "{}"],
         "late": [0, 1],
+        "engine_account_id": ["", "acme"],
         "version": [writer.ON_TIME, writer.LATE],
     }
     assert table.column("occurred_at").cast(pa.int64()).to_pylist() == [ms(0), ms(1)]
