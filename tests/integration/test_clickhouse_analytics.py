@@ -1,0 +1,496 @@
+"""The analytics views on simulated journeys, against values computed here in Python.
+
+The simulator's events are replayed (`journeys.streams.replay`) into the
+real embedded ClickHouse and into the in-memory sink; each view's answer is
+then worked out again from the in-memory rows (`sinks.reference`), with no
+SQL, and compared row for row.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from journeys.producers.simulator import simulate
+from journeys.schemas.rows import AlertRow, JourneyRow, Output, StoredEvent, TransitionRow
+from journeys.sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.memory import MemorySink
+from journeys.sinks.reference import FinalTables
+from journeys.streams.engine import EngineConfig
+from journeys.streams.replay import replay
+from tests.unit.engine.journey import ev, ms
+
+pytestmark = pytest.mark.integration
+
+PHASES = ["awareness", "consideration", "decision", "purchase", "delivery", "loyalty"]
+ROLES = ["initiator", "gatekeeper", "influencer", "decider", "buyer", "user"]
+SUPPLIER = {
+    ("email", "sent"),
+    ("email", "delivered"),
+    ("email", "bounce"),
+    ("email", "deferred"),
+    ("order", "quote_sent"),
+    ("order", "invoice_sent"),
+    ("order", "order_shipped"),
+    ("order", "order_delivered"),
+}
+DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class World:
+    """The replayed database and the reference rows of the same replay."""
+
+    client: Client
+    db: str
+    ref: FinalTables
+
+    @property
+    def as_of(self) -> int:
+        return max(j.last_seen for j in self.ref.journeys.values())
+
+    def view(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.client.query(sql.format(db=self.db)).result_rows]
+
+
+@pytest.fixture(scope="module")
+def world(chdb_dsn: str) -> World:
+    lines = [(f"sim:{n}", line) for n, line in enumerate(simulate(accounts=160, days=150, seed=5))]
+    memory = MemorySink()
+    replay(lines, memory, EngineConfig.default(), 0)
+    db = f"an_{uuid.uuid4().hex[:10]}"
+    sink = ClickHouseSink(chdb_dsn, db)
+    sink.setup()
+    replay(lines, sink, EngineConfig.default(), 0)
+    return World(sink.client, db, memory.final())
+
+
+def approx(value: float | None) -> Any:
+    return None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def order(phase: str) -> int:
+    return PHASES.index(phase) + 1 if phase in PHASES else 0
+
+
+def entered(ref: FinalTables) -> dict[tuple[str, str], TransitionRow]:
+    return dict(ref.current()["phase_transitions_current"])
+
+
+def account_events(ref: FinalTables) -> dict[str, list[StoredEvent]]:
+    out: dict[str, list[StoredEvent]] = defaultdict(list)
+    for row in ref.events.values():
+        if row.account_id:
+            out[row.account_id].append(row)
+    return out
+
+
+def open_alerts(ref: FinalTables) -> list[AlertRow]:
+    return list(ref.current()["open_alerts"].values())
+
+
+# ---------------------------------------------------------------- accounts per phase
+
+
+def test_accounts_per_phase(world: World) -> None:
+    counts = Counter(j.phase for j in world.ref.journeys.values())
+    total = sum(counts.values())
+    expected = sorted(
+        ((p, order(p), n, approx(n / total)) for p, n in counts.items()),
+        key=lambda r: (r[1] == 0, r[1], r[0]),
+    )
+    assert world.view("SELECT * FROM {db}.analytics_accounts_per_phase") == expected
+    assert len(expected) >= 5
+
+
+def test_accounts_per_phase_by_segment(world: World) -> None:
+    counts = Counter((j.segment or "", j.phase) for j in world.ref.journeys.values())
+    sizes = Counter(j.segment or "" for j in world.ref.journeys.values())
+    expected = sorted(
+        ((s, p, order(p), n, approx(n / sizes[s])) for (s, p), n in counts.items()),
+        key=lambda r: (r[0], r[2] == 0, r[2], r[1]),
+    )
+    assert world.view("SELECT * FROM {db}.analytics_accounts_per_phase_by_segment") == expected
+    assert len(sizes) >= 3
+
+
+# ---------------------------------------------------------------- cohorts and time
+
+
+def test_monthly_cohort_funnel_with_median_days(world: World) -> None:
+    transitions = entered(world.ref)
+    cohorts: dict[date, list[Any]] = defaultdict(list)
+    for j in world.ref.journeys.values():
+        moment = datetime.fromtimestamp(j.first_seen / 1000, tz=UTC)
+        cohorts[date(moment.year, moment.month, 1)].append(j)
+    expected = []
+    for month in sorted(cohorts):
+        members = cohorts[month]
+        for i, phase in enumerate(PHASES, start=1):
+            reached = sum(1 for j in members if order(j.phase) >= i)
+            from_first, from_previous = [], []
+            for j in members:
+                t = transitions.get((j.account_id, phase))
+                if t is None:
+                    continue
+                from_first.append((t.transitioned_at - j.first_seen) / DAY)
+                before = transitions.get((j.account_id, t.from_phase or ""))
+                if before is not None:
+                    from_previous.append((t.transitioned_at - before.transitioned_at) / DAY)
+            expected.append(
+                (
+                    month,
+                    phase,
+                    i,
+                    len(members),
+                    reached,
+                    approx(reached / len(members)),
+                    len(from_first),
+                    approx(median(from_first)),
+                    approx(median(from_previous)),
+                )
+            )
+    got = world.view("SELECT * FROM {db}.analytics_cohort_funnel")
+    assert got == expected
+    assert len(cohorts) >= 4 and any(r[7] for r in got if r[1] == "loyalty")
+
+
+def test_time_in_phase_and_stalled_share(world: World) -> None:
+    ref, as_of = world.ref, world.as_of
+    transitions = entered(ref)
+    stalled = {a.account_id for a in open_alerts(ref) if a.kind == "deal_stalled"}
+    expected = []
+    for phase in sorted({p for _, p in transitions}, key=lambda p: (order(p) == 0, order(p), p)):
+        now = [j for j in ref.journeys.values() if j.phase == phase]
+        spent = [
+            (nxt.transitioned_at - t.transitioned_at) / DAY
+            for (account, to), t in transitions.items()
+            if to == phase
+            for nxt in transitions.values()
+            if nxt.account_id == account and nxt.from_phase == phase
+        ]
+        stalled_now = sum(1 for j in now if j.account_id in stalled)
+        expected.append(
+            (
+                phase,
+                order(phase),
+                sum(1 for _, p in transitions if p == phase),
+                len(now),
+                approx(median([(as_of - j.phase_since) / DAY for j in now])),
+                len(spent),
+                approx(median(spent)),
+                stalled_now,
+                approx(stalled_now / len(now)) if now else None,
+                as_of,
+            )
+        )
+    got = world.view(
+        "SELECT * EXCEPT (as_of), toUnixTimestamp64Milli(as_of) FROM {db}.analytics_time_in_phase"
+    )
+    assert got == expected
+    assert sum(r[7] for r in expected) > 0  # some accounts are stalled
+
+
+# ---------------------------------------------------------------- touchpoints
+
+
+def windows(ref: FinalTables) -> list[tuple[TransitionRow, int]]:
+    """Each transition with the moment its window opens (entering the phase it left)."""
+    transitions = entered(ref)
+    out = []
+    for t in transitions.values():
+        if not t.from_phase:
+            since = -(2**62)
+        else:
+            before = transitions.get((t.account_id, t.from_phase))
+            since = before.transitioned_at if before is not None else 0
+        out.append((t, since))
+    return out
+
+
+def touchpoints(ref: FinalTables) -> tuple[Counter[Any], dict[Any, set[str]], Counter[Any]]:
+    by_account = account_events(ref)
+    counts: Counter[Any] = Counter()
+    accounts: dict[Any, set[str]] = defaultdict(set)
+    made = Counter((t.from_phase or "", t.to_phase) for t in entered(ref).values())
+    for t, since in windows(ref):
+        for row in by_account.get(t.account_id, []):
+            if since < row.record.ts <= t.transitioned_at:
+                key = (t.from_phase or "", t.to_phase, row.record.channel, row.record.type)
+                counts[key] += 1
+                accounts[key].add(t.account_id)
+    return counts, accounts, made
+
+
+def test_touchpoints_that_precede_each_transition(world: World) -> None:
+    counts, accounts, made = touchpoints(world.ref)
+    expected = sorted(
+        (
+            (
+                f,
+                to,
+                ch,
+                ty,
+                n,
+                len(accounts[(f, to, ch, ty)]),
+                made[(f, to)],
+                approx(len(accounts[(f, to, ch, ty)]) / made[(f, to)]),
+            )
+            for (f, to, ch, ty), n in counts.items()
+        ),
+        key=lambda r: (r[0], r[1], -r[4], r[2], r[3]),
+    )
+    assert world.view("SELECT * FROM {db}.analytics_transition_touchpoints") == expected
+    assert {r[2] for r in expected} == {"web", "email", "order", "sales"}
+
+
+def test_channels_that_precede_each_transition(world: World) -> None:
+    counts, accounts, made = touchpoints(world.ref)
+    per_channel: Counter[Any] = Counter()
+    who: dict[Any, set[str]] = defaultdict(set)
+    for (f, to, ch, _), n in counts.items():
+        per_channel[(f, to, ch)] += n
+        who[(f, to, ch)] |= accounts[(f, to, ch, _)]
+    expected = sorted(
+        (
+            (
+                f,
+                to,
+                ch,
+                n,
+                len(who[(f, to, ch)]),
+                made[(f, to)],
+                approx(len(who[(f, to, ch)]) / made[(f, to)]),
+            )
+            for (f, to, ch), n in per_channel.items()
+        ),
+        key=lambda r: (r[0], r[1], -r[3], r[2]),
+    )
+    assert world.view("SELECT * FROM {db}.analytics_transition_channels") == expected
+
+
+# ---------------------------------------------------------------- DMU coverage
+
+
+def coverage(ref: FinalTables) -> dict[str, tuple[list[str], int]]:
+    """Per account: the roles engaged (sorted) and the contacts engaged."""
+    out = {}
+    by_account = account_events(ref)
+    for account in ref.journeys:
+        active = [
+            r
+            for r in by_account.get(account, [])
+            if (r.record.channel, r.record.type) not in SUPPLIER
+        ]
+        roles = sorted({r.record.dmu_role for r in active if r.record.dmu_role})
+        contacts = len({r.record.contact_id for r in active if r.record.contact_id})
+        out[account] = (roles, contacts)
+    return out
+
+
+def test_dmu_coverage_per_account(world: World) -> None:
+    seen = coverage(world.ref)
+    expected = sorted(
+        (
+            a,
+            j.phase,
+            order(j.phase),
+            j.segment or "",
+            seen[a][0],
+            len(seen[a][0]),
+            seen[a][1],
+            int("decider" in seen[a][0]),
+        )
+        for a, j in world.ref.journeys.items()
+    )
+    got = sorted(world.view("SELECT * FROM {db}.analytics_dmu_coverage"))
+    assert got == expected
+    assert {len(r[4]) for r in expected} >= {1, 3, 5}
+
+
+def test_dmu_roles_per_phase(world: World) -> None:
+    seen = coverage(world.ref)
+    expected = []
+    phases = {j.phase for j in world.ref.journeys.values()}
+    for phase in sorted(phases, key=lambda p: (order(p) == 0, order(p), p)):
+        members = [a for a, j in world.ref.journeys.items() if j.phase == phase]
+        for role in ROLES:
+            engaged = sum(1 for a in members if role in seen[a][0])
+            expected.append(
+                (phase, order(phase), role, len(members), engaged, approx(engaged / len(members)))
+            )
+    assert world.view("SELECT * FROM {db}.analytics_dmu_roles") == expected
+
+
+def test_accounts_in_decision_without_a_decider(world: World) -> None:
+    seen, as_of = coverage(world.ref), world.as_of
+    expected = sorted(
+        (
+            (
+                a,
+                j.segment or "",
+                j.phase_since,
+                approx((as_of - j.phase_since) / DAY),
+                seen[a][0],
+                seen[a][1],
+                as_of,
+            )
+            for a, j in world.ref.journeys.items()
+            if j.phase == "decision" and "decider" not in seen[a][0]
+        ),
+        key=lambda r: (-(as_of - r[2]), r[0]),
+    )
+    got = world.view(
+        "SELECT account_id, segment, toUnixTimestamp64Milli(decision_since), days_in_decision, "
+        "roles_engaged, contacts_engaged, toUnixTimestamp64Milli(as_of) "
+        "FROM {db}.analytics_decision_without_decider"
+    )
+    assert got == expected
+    assert expected, "the simulation has deals where no decider took part"
+
+
+# ---------------------------------------------------------------- alerts and orders
+
+
+def parse_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def cart_value(alert: AlertRow, events: list[StoredEvent]) -> float:
+    """Lines added in the cart episode, less those whose SKU was removed after them."""
+    details = orjson.loads(alert.details)
+    since, until = parse_ms(details["cart_started_at"]), parse_ms(details["last_cart_activity_at"])
+    added, removed = [], []
+    for row in events:
+        if row.record.type not in ("add_to_cart", "remove_from_cart"):
+            continue
+        if not since <= row.record.ts <= until:
+            continue
+        props = orjson.loads(row.record.properties)
+        items = props.get("items")
+        lines = items if isinstance(items, list) and items else [props]
+        for line in lines:
+            if row.record.type == "add_to_cart":
+                value = float(line.get("price", 0)) * float(line.get("quantity", 0))
+                added.append((row.record.ts, line.get("sku", ""), value))
+            else:
+                removed.append((row.record.ts, line.get("sku", "")))
+    return sum(
+        v for ts, sku, v in added if not any(r_sku == sku and r_ts >= ts for r_ts, r_sku in removed)
+    )
+
+
+def test_open_alerts_with_cart_value_and_deal_age(world: World) -> None:
+    ref, as_of = world.ref, world.as_of
+    by_account = account_events(ref)
+    expected = []
+    for alert in open_alerts(ref):
+        j = ref.journeys.get(alert.account_id)
+        cart = deal = age = None
+        if alert.kind == "cart_abandoned":
+            cart = approx(cart_value(alert, by_account.get(alert.account_id, [])))
+        if alert.kind == "deal_stalled":
+            deal = parse_ms(orjson.loads(alert.details)["open_since"])
+            age = approx((as_of - deal) / DAY)
+        expected.append(
+            (
+                alert.alert_id,
+                alert.kind,
+                alert.account_id,
+                j.phase if j else "",
+                (j.segment or "") if j else "",
+                alert.raised_at,
+                approx((as_of - alert.raised_at) / DAY),
+                cart,
+                deal,
+                age,
+            )
+        )
+    expected.sort(key=lambda r: (-r[5], r[0]))
+    got = world.view(
+        "SELECT alert_id, kind, account_id, phase, segment, toUnixTimestamp64Milli(raised_at), "
+        "days_open, cart_value, toUnixTimestamp64Milli(deal_opened_at), deal_age_days "
+        "FROM {db}.analytics_open_alerts"
+    )
+    assert got == expected
+    kinds = Counter(r[1] for r in expected)
+    assert kinds["cart_abandoned"] and kinds["deal_stalled"]
+    assert all(r[7] > 0 for r in got if r[1] == "cart_abandoned")
+
+
+def test_repeat_order_intervals_of_loyal_accounts(world: World) -> None:
+    ref, as_of = world.ref, world.as_of
+    by_account = account_events(ref)
+    expected = []
+    for account in sorted(a for a, j in ref.journeys.items() if j.phase == "loyalty"):
+        j = ref.journeys[account]
+        times = sorted(
+            r.record.ts
+            for r in by_account.get(account, [])
+            if (r.record.channel, r.record.type) == ("order", "order_placed")
+        )
+        gaps = [(b - a) / DAY for a, b in zip(times, times[1:], strict=False)]
+        expected.append(
+            (
+                account,
+                j.segment or "",
+                j.phase_since,
+                len(times),
+                times[0] if times else None,
+                times[-1] if times else None,
+                [approx(g) for g in gaps],
+                approx(median(gaps)),
+                approx(statistics.fmean(gaps)) if gaps else None,
+                approx((as_of - times[-1]) / DAY) if times else None,
+            )
+        )
+    got = world.view(
+        "SELECT account_id, segment, toUnixTimestamp64Milli(loyal_since), orders, "
+        "toUnixTimestamp64Milli(first_order_at), toUnixTimestamp64Milli(last_order_at), "
+        "interval_days, median_interval_days, mean_interval_days, days_since_last_order "
+        "FROM {db}.analytics_repeat_orders"
+    )
+    assert got == expected
+    assert any(r[3] >= 3 for r in expected)
+
+
+def test_a_supplier_action_does_not_engage_a_role(
+    ch_sink: Callable[[str], ClickHouseSink], ch_database: str
+) -> None:
+    sink = ch_sink(ch_database)
+    sink.add(
+        Output(
+            events=[
+                StoredEvent(ev("sent", 0, email="d@acme.nl", dmu_role="decider"), "acme"),
+                StoredEvent(ev("quote_sent", 1, contact_id="c2", dmu_role="decider"), "acme"),
+                StoredEvent(ev("pricing_view", 2, contact_id="c1", dmu_role="buyer"), "acme"),
+                StoredEvent(ev("open", 3, email="u@acme.nl", dmu_role="user"), "acme"),
+            ],
+            journeys=[
+                JourneyRow("acme", "decision", ms(1), ms(0), ms(3), ms(3), 4, 2, (), "growers", 1)
+            ],
+        )
+    )
+    sink.flush()
+    rows = sink.client.query(
+        "SELECT roles_engaged, contacts_engaged, decider_engaged "
+        f"FROM {ch_database}.analytics_dmu_coverage"
+    ).result_rows
+    assert rows == [(["buyer", "user"], 1, 0)]
+    missing = sink.client.query(
+        f"SELECT account_id, days_in_decision FROM {ch_database}.analytics_decision_without_decider"
+    ).result_rows
+    assert missing == [("acme", pytest.approx(2 / 24))]
