@@ -64,11 +64,10 @@ def median_days_between_phases(client: Client, db: str) -> list[tuple[str, str, 
 
 
 def open_alerts(client: Client, db: str) -> list[tuple[str, int]]:
-    """(kind, alerts raised and not resolved)."""
+    """(kind, alerts raised and neither resolved nor withdrawn)."""
     rows = select(
         client,
-        f"SELECT kind, count() FROM {db}.alerts FINAL WHERE resolved_at IS NULL "
-        "GROUP BY kind ORDER BY kind",
+        f"SELECT kind, count() FROM {db}.open_alerts GROUP BY kind ORDER BY kind",
     )
     return [(str(kind), int(n)) for kind, n in rows]
 
