@@ -1,7 +1,9 @@
 """The pure journey engine: identity, phases, transitions and alerts in event time.
 
-Imports no I/O library. `JourneyEngine` applies ordered events; `Sequencer`
-orders them; `load_rules` reads the phase rules.
+Imports no I/O library. `JourneyEngine` applies events in any order
+(`identity` decides the journey, `phases` folds it, `alerts` runs its
+deadlines); `Sequencer` orders them for a stream; `load_rules` reads the
+phase rules.
 """
 
 from journeys.streams.engine.engine import CART_ABANDONED, DEAL_STALLED, EngineConfig, JourneyEngine

@@ -1,71 +1,68 @@
-"""The journey engine: events in event-time order in, journey rows out. Pure.
+"""The journey engine: events in, in any order, journey rows out. Pure.
 
-No Kafka, no ClickHouse, no clock: time is the events' own. The Faust worker
-and `journeys replay` feed the same engine the same ordered events and get
-the same rows.
+No Kafka, no ClickHouse, no wall clock: time is the events' own. Every rule
+is a function of an account's set of events (see `phases` and `alerts`), so
+the order events arrive in changes nothing but when rows are published:
+`journeys replay` of sorted input and a stream with late, redelivered and
+out-of-order events end with the same tables.
 
-What happens to one event, in order:
-1. Timers due strictly before its time fire (alerts, visitor eviction).
-2. A duplicate event_id seen within the dedupe window is dropped.
-3. Identity: the event's own account (account_id, else the email's company,
-   else its free-mail address) and the journeys its aliases (anonymous_id,
-   contact_id, email) already belong to are found. Lower-ranked journeys merge
-   into the highest (an anonymous visitor into the account it turns out to
-   be, a domain account into the ERP account its contact belongs to); two
-   different accounts of the same rank never merge. New aliases are linked.
-4. The event is applied: counts, DMU roles, phase rules, cart and deal state.
+What happens to one event:
+1. A redelivery (an event_id seen within the window) is dropped, unless it is
+   earlier than the copy applied: then the event moves to the earlier time.
+2. Identity (`identity.Identity.decide`): the journey it belongs to; journeys
+   found to be one merge, aliases are linked.
+3. The event joins its journey's tail. If it comes after everything the
+   journey holds, it is applied at once (`Phases.step`). Otherwise the
+   journey is marked and, once per batch (`take`, `advance_to`, or when one
+   of its deadlines is due), folded again from its base and its sorted tail;
+   the engine publishes the difference: changed and deleted transitions,
+   alerts raised, moved or withdrawn, a new journey row.
+4. Event time (`clock`) advances with `process` and `advance_to`; deadlines
+   before it fire: alerts, folding old tail events into the base, forgetting
+   visitors.
+
+Events older than the window (`EngineConfig.window`, the setting
+`dedupe_window`) are applied as far as their order-free parts allow (counts,
+roles, links, the trajectory's earliest steps) and are not deduplicated.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
+from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-import orjson
-
-from journeys.schemas.identity import FREE_MAIL_DOMAINS
-from journeys.schemas.record import DMU_ROLES, EventRecord, format_ms
+from journeys.schemas.record import DMU_ROLES, EventRecord
 from journeys.schemas.rows import (
-    AlertRow,
     IdentityLink,
     JourneyRow,
     Output,
     StoredEvent,
     TransitionRow,
 )
-from journeys.streams.engine.rules import (
-    CART_ACTIVITY,
-    CART_CHECKOUT,
-    CART_END,
-    CART_START,
-    DEAL_CLOSE,
-    DEAL_OPEN,
-    NEUTRAL,
-    SUPPLIER,
-    Rules,
-    load_rules,
-)
+from journeys.streams.engine.alerts import Alerts
+from journeys.streams.engine.identity import ALIAS_KINDS, Decision, Identity
+from journeys.streams.engine.phases import Phases
+from journeys.streams.engine.rules import Rules, load_rules
 from journeys.streams.engine.state import (
     ACCOUNT_RANK,
+    CART_ABANDONED,
+    DEAL_STALLED,
     MAX_VISITOR_ALIASES,
-    RANK_ACCOUNT,
-    RANK_ANONYMOUS,
-    RANK_CONTACT,
-    RANK_DOMAIN,
-    RANK_FREE_MAIL,
+    Entry,
+    Fold,
     Holder,
     Step,
-    merge_trajectories,
     trajectory_rows,
 )
 
-CART_ABANDONED = "cart_abandoned"
-DEAL_STALLED = "deal_stalled"
-_EVICT = "evict"
+__all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineChanges", "EngineConfig", "JourneyEngine"]
+
 _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
-_ALIAS_KINDS = {"a": "anonymous_id", "c": "contact_id", "e": "email"}
+_LINK_SEPARATOR = "\x1f"
+# Stages of one call, in the order they publish (see `JourneyEngine._version`).
+_AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -76,543 +73,14 @@ class EngineConfig:
     cart_abandon_after: int = 4 * 3_600_000
     deal_stall_after: int = 14 * 86_400_000
     visitor_ttl: int = 90 * 86_400_000
+    #: How far behind event time an event may come and still be placed exactly, and how
+    #: long event_ids are remembered for dedupe.
+    window: int = 3 * 86_400_000
 
     @classmethod
     def default(cls) -> EngineConfig:
         """The contract's defaults."""
         return cls(rules=load_rules())
-
-
-def _alert_id(kind: str, account: str, since: int) -> str:
-    digest = hashlib.blake2b(f"{kind}\x1f{account}\x1f{since}".encode(), digest_size=12)
-    return "al_" + digest.hexdigest()
-
-
-class JourneyEngine:
-    """Stitches events into per-account journeys, transitions and alerts.
-
-    Feed events in (occurred_at, event_id) order with `process`; call
-    `advance_to(ts)` at the end of input so alerts due by then are raised;
-    `take()` hands over everything produced since the last call, with a
-    journey snapshot of every account that changed.
-    """
-
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        self.config = config or EngineConfig.default()
-        self._rules = self.config.rules
-        self._classes = self._rules.classes
-        self._phases = self._rules.phases
-        self.holders: dict[str, Holder] = {}
-        #: alias key ("a:…", "c:…", "e:…") -> holder key
-        self.aliases: dict[str, str] = {}
-        #: account key merged away -> the account it merged into
-        self.redirects: dict[str, str] = {}
-        self.clock = 0
-        self.late = 0
-        self.duplicates = 0
-        self._timers: list[tuple[int, str, str]] = []
-        #: event_ids applied at the current clock millisecond: in (ts, event_id) order a
-        #: duplicate delivery is always adjacent to the original, so this is all it takes.
-        self._seen: set[str] = set()
-        self._dirty: dict[str, Holder] = {}
-        self._out = Output()
-        #: What changed since the last `changes()`, for incremental checkpoints.
-        self._touched: set[str] = set()
-        self._touched_aliases: set[str] = set()
-        self._touched_redirects: set[str] = set()
-
-    # ------------------------------------------------------------------ input
-
-    def process(self, event: EventRecord) -> None:
-        """Apply one event; events must come in (ts, event_id) order."""
-        ts = event.ts
-        if ts > self.clock:
-            if self._timers and self._timers[0][0] < ts:
-                self._fire(ts, inclusive=False)
-            self.clock = ts
-            self._seen.clear()
-        elif ts < self.clock:
-            self.process_late(event)
-            return
-        if event.event_id in self._seen:
-            self.duplicates += 1
-            return
-        self._seen.add(event.event_id)
-        holder = self._resolve(event)
-        self._apply(holder, event)
-        self._out.events.append(
-            StoredEvent(event, holder.key if holder.rank >= ACCOUNT_RANK else None)
-        )
-
-    def process_all(self, events: Iterable[EventRecord]) -> None:
-        """Apply many events in order."""
-        for event in events:
-            self.process(event)
-
-    def process_late(self, event: EventRecord) -> None:
-        """Store an event that came after its time was settled; it moves nothing."""
-        self.late += 1
-        holder_key = self._lookup(event)
-        holder = self.holders.get(holder_key) if holder_key else None
-        account = holder.key if holder is not None and holder.rank >= ACCOUNT_RANK else None
-        self._out.events.append(StoredEvent(event, account, late=True))
-
-    def advance_to(self, ts: int) -> None:
-        """Event time reached `ts` with nothing more before it: raise what is due by then."""
-        if self._timers and self._timers[0][0] <= ts:
-            self._fire(ts, inclusive=True)
-        self.clock = max(self.clock, ts)
-
-    def take(self) -> Output:
-        """Everything produced since the last call, journey snapshots included."""
-        out = self._out
-        for holder in self._dirty.values():
-            if holder.rank >= ACCOUNT_RANK and holder.traj and self.holders.get(holder.key) is holder:
-                out.journeys.append(self._journey_row(holder))
-        self._dirty = {}
-        self._out = Output()
-        return out
-
-    # --------------------------------------------------------------- identity
-
-    def _find(self, key: str) -> str:
-        redirects = self.redirects
-        if key not in redirects:
-            return key
-        root = key
-        while root in redirects:
-            root = redirects[root]
-        while key != root:  # path compression
-            following = redirects[key]
-            redirects[key] = root
-            key = following
-        return root
-
-    def _own(self, event: EventRecord) -> tuple[str, int]:
-        if event.account_id:
-            return event.account_id, RANK_ACCOUNT
-        if event.email:
-            domain = event.email.rpartition("@")[2]
-            if domain in FREE_MAIL_DOMAINS:
-                return event.email, RANK_FREE_MAIL
-            return domain, RANK_DOMAIN
-        if event.contact_id:
-            return "?c:" + event.contact_id, RANK_CONTACT
-        return "?a:" + (event.anonymous_id or ""), RANK_ANONYMOUS
-
-    def _alias_keys(self, event: EventRecord) -> list[str]:
-        keys = []
-        if event.contact_id:
-            keys.append("c:" + event.contact_id)
-        if event.email:
-            keys.append("e:" + event.email)
-        if event.anonymous_id:
-            keys.append("a:" + event.anonymous_id)
-        return keys
-
-    def _lookup(self, event: EventRecord) -> str | None:
-        """The holder an event belongs to now, without learning anything (late events)."""
-        own, rank = self._own(event)
-        own = self._find(own)
-        best = self.holders.get(own)
-        for alias in self._alias_keys(event):
-            key = self.aliases.get(alias)
-            holder = self.holders.get(self._find(key)) if key else None
-            if holder is not None and (best is None or holder.rank > best.rank):
-                best = holder
-        return best.key if best is not None else None
-
-    def _resolve(self, event: EventRecord) -> Holder:
-        holders = self.holders
-        own_key, own_rank = self._own(event)
-        if own_key in self.redirects:
-            own_key = self._find(own_key)
-        own = holders.get(own_key)
-        if own is not None and own.rank >= own_rank:
-            # The common case: a known account whose aliases in this event all point to it.
-            aliases = self.aliases
-            if (
-                (event.contact_id is None or aliases.get("c:" + event.contact_id) == own_key)
-                and (event.email is None or aliases.get("e:" + event.email) == own_key)
-                and (event.anonymous_id is None or aliases.get("a:" + event.anonymous_id) == own_key)
-            ):
-                return own
-        if own is not None and own.rank < own_rank:
-            own.rank = own_rank  # an explicit account id names a known domain, say
-        alias_keys = self._alias_keys(event)
-        found: list[Holder] = []
-        for alias in alias_keys:
-            key = self.aliases.get(alias)
-            if key is None:
-                continue
-            holder = holders.get(self._find(key))
-            if holder is None:
-                del self.aliases[alias]  # its visitor was forgotten
-                self._touched_aliases.add(alias)
-            elif holder is not own and holder not in found:
-                found.append(holder)
-
-        winner = own
-        win_rank = own_rank if own is None else own.rank
-        for holder in found:
-            if holder.rank > win_rank:
-                winner, win_rank = holder, holder.rank
-        if winner is None:
-            winner = holders[own_key] = Holder(own_key, own_rank, event.ts)
-            self._touched.add(own_key)
-            if own_rank < ACCOUNT_RANK:
-                winner.aliases = []
-                self._schedule(winner, _EVICT, event.ts + self.config.visitor_ttl)
-        losers = [
-            h for h in found + ([own] if own is not None else [])
-            if h is not winner and (h.rank < win_rank or h.rank < ACCOUNT_RANK)
-        ]
-        for loser in losers:
-            self._merge(loser, winner, event.ts)
-
-        for alias in alias_keys:
-            if alias not in self.aliases:
-                self._link(alias, winner, event.ts)
-        return winner
-
-    def _link(self, alias: str, holder: Holder, ts: int, new: bool = True) -> None:
-        self.aliases[alias] = holder.key
-        self._touched_aliases.add(alias)
-        if new and alias[0] == "c":
-            holder.contacts += 1
-        if holder.rank >= ACCOUNT_RANK:
-            self._out.links.append(IdentityLink(_ALIAS_KINDS[alias[0]], alias[2:], holder.key, ts))
-        elif holder.aliases is not None and len(holder.aliases) < MAX_VISITOR_ALIASES:
-            holder.aliases.append(alias)
-
-    def _merge(self, loser: Holder, winner: Holder, ts: int) -> None:
-        """`loser` turns out to be `winner`'s journey: fold it in, retroactively."""
-        old_traj = winner.traj
-        if loser.traj:
-            winner.traj = merge_trajectories(winner.traj, loser.traj) if winner.traj else list(loser.traj)
-        winner.first_seen = min(winner.first_seen, loser.first_seen)
-        winner.last_seen = max(winner.last_seen, loser.last_seen)
-        if loser.last_activity is not None:
-            winner.last_activity = max(winner.last_activity or 0, loser.last_activity)
-        winner.events += loser.events
-        winner.contacts += loser.contacts
-        winner.dmu |= loser.dmu
-        winner.segment = winner.segment or loser.segment
-        winner.version = max(winner.version, loser.version) + 1
-        if loser.cart_start is not None and (
-            winner.cart_start is None or loser.cart_last > winner.cart_last
-        ):
-            winner.cart_start = min(loser.cart_start, winner.cart_start or loser.cart_start)
-            winner.cart_last, winner.cart_armed = loser.cart_last, loser.cart_armed
-            winner.cart_alerted = winner.cart_alerted or loser.cart_alerted
-        if loser.deal_open is not None:
-            winner.deal_open = min(loser.deal_open, winner.deal_open or loser.deal_open)
-            winner.stall_alerted = winner.stall_alerted or loser.stall_alerted
-        if loser.open_alerts:
-            winner.open_alerts = {**loser.open_alerts, **(winner.open_alerts or {})}
-
-        del self.holders[loser.key]
-        self._dirty.pop(loser.key, None)
-        self._touched.add(loser.key)
-        self._touched.add(winner.key)
-        if loser.rank >= ACCOUNT_RANK:
-            self.redirects[loser.key] = winner.key
-            self._touched_redirects.add(loser.key)
-            self._out.links.append(IdentityLink("account", loser.key, winner.key, ts))
-            self._retract(loser)
-        for alias in loser.aliases or ():
-            if self.aliases.get(alias) == loser.key:
-                self._link(alias, winner, ts, new=False)
-        if winner.rank >= ACCOUNT_RANK:
-            self._emit_diff(winner, old_traj)
-            self._rearm(winner)
-        self._dirty[winner.key] = winner
-
-    def _retract(self, loser: Holder) -> None:
-        """Rows of an account merged away are marked deleted."""
-        version = loser.version + 1
-        for prev, step in trajectory_rows(loser.traj).values():
-            self._out.transitions.append(self._transition(loser.key, prev, step, version, True))
-        if loser.traj:
-            row = self._journey_row(loser)
-            self._out.journeys.append(replace(row, version=version, deleted=True))
-
-    # ------------------------------------------------------------------ apply
-
-    def _apply(self, holder: Holder, event: EventRecord) -> None:
-        ts = event.ts
-        holder.events += 1
-        holder.version += 1
-        if ts > holder.last_seen:
-            holder.last_seen = ts
-        cls = self._classes[event.channel].get(event.type, NEUTRAL)
-        flags = cls.flags
-        active = not flags & SUPPLIER
-        if active:
-            holder.last_activity = ts
-        if event.dmu_role:
-            holder.dmu |= _DMU_BITS[event.dmu_role]
-        if event.segment:
-            holder.segment = event.segment
-        if holder.sched_evict is not None:
-            self._schedule(holder, _EVICT, ts + self.config.visitor_ttl)
-
-        current = holder.traj[-1][0] if holder.traj else -1
-        target = self._rules.first_activity_phase if active else -1
-        for phase, after in cls.moves:
-            if after <= current:
-                if phase > target:
-                    target = phase
-                break
-        if target > current:
-            step: Step = (target, ts, event.event_id, event.type, event.channel)
-            holder.traj.append(step)
-            if holder.rank >= ACCOUNT_RANK:
-                self._out.transitions.append(
-                    self._transition(holder.key, current, step, holder.version, False)
-                )
-        if flags or (active and holder.open_alerts):
-            self._cart_and_deal(holder, flags, active, ts)
-        self._dirty[holder.key] = holder
-        self._touched.add(holder.key)
-
-    def _cart_and_deal(self, holder: Holder, flags: int, active: bool, ts: int) -> None:
-        if flags & CART_END:
-            if holder.cart_start is not None:
-                self._resolve_alert(holder, CART_ABANDONED, ts)
-            holder.cart_start, holder.cart_armed, holder.cart_alerted = None, False, False
-        elif flags & CART_CHECKOUT:
-            holder.cart_armed = False
-        if flags & CART_ACTIVITY:
-            if holder.cart_start is None and flags & CART_START:
-                holder.cart_start, holder.cart_alerted = ts, False
-            if holder.cart_start is not None:
-                holder.cart_last = ts
-                holder.cart_armed = not holder.cart_alerted
-        if flags & DEAL_CLOSE:
-            holder.deal_open, holder.stall_alerted = None, False
-            self._resolve_alert(holder, DEAL_STALLED, ts)
-        elif flags & DEAL_OPEN and holder.deal_open is None:
-            holder.deal_open = ts
-        if active and holder.stall_alerted:
-            holder.stall_alerted = False
-            self._resolve_alert(holder, DEAL_STALLED, ts)
-        if holder.rank >= ACCOUNT_RANK:
-            self._rearm(holder)
-
-    # ----------------------------------------------------------------- timers
-
-    def _cart_deadline(self, holder: Holder) -> int | None:
-        if holder.cart_armed and not holder.cart_alerted and holder.cart_start is not None:
-            return holder.cart_last + self.config.cart_abandon_after
-        return None
-
-    def _stall_base(self, holder: Holder) -> int | None:
-        if holder.deal_open is None or holder.stall_alerted:
-            return None
-        return max(holder.deal_open, holder.last_activity or 0)
-
-    def _stall_deadline(self, holder: Holder) -> int | None:
-        base = self._stall_base(holder)
-        return None if base is None else base + self.config.deal_stall_after
-
-    def _rearm(self, holder: Holder) -> None:
-        cart = self._cart_deadline(holder)
-        if cart is not None and (holder.sched_cart is None or cart < holder.sched_cart):
-            self._schedule(holder, CART_ABANDONED, cart)
-        stall = self._stall_deadline(holder)
-        if stall is not None and (holder.sched_stall is None or stall < holder.sched_stall):
-            self._schedule(holder, DEAL_STALLED, stall)
-
-    def _schedule(self, holder: Holder, kind: str, deadline: int) -> None:
-        """Keep one heap entry per holder and kind; later deadlines are found when it pops."""
-        if kind == CART_ABANDONED:
-            holder.sched_cart = deadline
-        elif kind == DEAL_STALLED:
-            holder.sched_stall = deadline
-        else:
-            if holder.sched_evict is not None and holder.sched_evict <= deadline:
-                return
-            holder.sched_evict = deadline
-        heapq.heappush(self._timers, (deadline, holder.key, kind))
-
-    def _fire(self, ts: int, inclusive: bool) -> None:
-        timers = self._timers
-        while timers and (timers[0][0] <= ts if inclusive else timers[0][0] < ts):
-            deadline, key, kind = heapq.heappop(timers)
-            holder = self.holders.get(key)
-            if holder is None:
-                continue
-            self._touched.add(key)
-            if kind == _EVICT:
-                self._fire_evict(holder, deadline)
-                continue
-            scheduled = holder.sched_cart if kind == CART_ABANDONED else holder.sched_stall
-            if scheduled != deadline:
-                continue  # superseded by an earlier entry for the same timer
-            due = self._cart_deadline(holder) if kind == CART_ABANDONED else self._stall_deadline(holder)
-            if due is None:
-                self._clear_sched(holder, kind)
-            elif due > deadline:
-                self._schedule(holder, kind, due)
-            else:
-                self._clear_sched(holder, kind)
-                self._raise(holder, kind, deadline)
-
-    def _clear_sched(self, holder: Holder, kind: str) -> None:
-        if kind == CART_ABANDONED:
-            holder.sched_cart = None
-        else:
-            holder.sched_stall = None
-
-    def _fire_evict(self, holder: Holder, deadline: int) -> None:
-        if holder.sched_evict != deadline:
-            return
-        due = holder.last_seen + self.config.visitor_ttl
-        if due > deadline:
-            holder.sched_evict = None
-            self._schedule(holder, _EVICT, due)
-            return
-        del self.holders[holder.key]
-        for alias in holder.aliases or ():
-            if self.aliases.get(alias) == holder.key:
-                del self.aliases[alias]
-                self._touched_aliases.add(alias)
-
-    # ----------------------------------------------------------------- alerts
-
-    def _raise(self, holder: Holder, kind: str, at: int) -> None:
-        if kind == CART_ABANDONED:
-            since = holder.cart_start or 0
-            holder.cart_alerted, holder.cart_armed = True, False
-            details = {
-                "cart_started_at": format_ms(since),
-                "last_cart_activity_at": format_ms(holder.cart_last),
-                "threshold_ms": self.config.cart_abandon_after,
-            }
-        else:
-            if holder.phase not in self._rules.stall_phases:
-                return
-            since = self._stall_base(holder) or 0
-            holder.stall_alerted = True
-            details = {
-                "phase": self._phases[holder.phase],
-                "open_since": format_ms(holder.deal_open or since),
-                "last_activity_at": format_ms(holder.last_activity) if holder.last_activity else None,
-                "threshold_ms": self.config.deal_stall_after,
-            }
-        alert_id = _alert_id(kind, holder.key, since)
-        text = orjson.dumps(details).decode()
-        if holder.open_alerts is None:
-            holder.open_alerts = {}
-        holder.open_alerts[kind] = (alert_id, at, text)
-        self._out.alerts.append(AlertRow(alert_id, kind, holder.key, at, text, version=1))
-
-    def _resolve_alert(self, holder: Holder, kind: str, ts: int) -> None:
-        if not holder.open_alerts or kind not in holder.open_alerts:
-            return
-        alert_id, raised_at, text = holder.open_alerts.pop(kind)
-        if not holder.open_alerts:
-            holder.open_alerts = None
-        self._out.alerts.append(
-            AlertRow(alert_id, kind, holder.key, raised_at, text, version=2, resolved_at=ts)
-        )
-
-    # ------------------------------------------------------------------- rows
-
-    def _transition(
-        self, account: str, previous: int, step: Step, version: int, deleted: bool
-    ) -> TransitionRow:
-        phase, ts, event_id, type_, channel = step
-        return TransitionRow(
-            account_id=account,
-            from_phase=self._phases[previous] if previous >= 0 else None,
-            to_phase=self._phases[phase],
-            transitioned_at=ts,
-            event_id=event_id,
-            event_type=type_,
-            channel=channel,
-            version=version,
-            deleted=deleted,
-        )
-
-    def _emit_diff(self, holder: Holder, old: list[Step]) -> None:
-        before = trajectory_rows(old)
-        after = trajectory_rows(holder.traj)
-        for phase, (previous, step) in after.items():
-            if before.get(phase) != (previous, step):
-                self._out.transitions.append(
-                    self._transition(holder.key, previous, step, holder.version, False)
-                )
-        for phase, (previous, step) in before.items():
-            if phase not in after:
-                self._out.transitions.append(
-                    self._transition(holder.key, previous, step, holder.version, True)
-                )
-
-    def _journey_row(self, holder: Holder) -> JourneyRow:
-        last = holder.traj[-1]
-        return JourneyRow(
-            account_id=holder.key,
-            phase=self._phases[last[0]],
-            phase_since=last[1],
-            first_seen=holder.first_seen,
-            last_seen=holder.last_seen,
-            last_activity=holder.last_activity,
-            events=holder.events,
-            contacts=holder.contacts,
-            dmu_roles=tuple(r for r, bit in _DMU_BITS.items() if holder.dmu & bit),
-            segment=holder.segment,
-            version=holder.version,
-        )
-
-    # ------------------------------------------------------------ checkpoints
-
-    def changes(self) -> EngineChanges:
-        """What changed since the last call: holders, aliases and redirects to write or delete."""
-        changes = EngineChanges(
-            holders={k: self.holders.get(k) for k in self._touched},
-            aliases={k: self.aliases.get(k) for k in self._touched_aliases},
-            redirects={k: self.redirects[k] for k in self._touched_redirects},
-            meta=self.meta(),
-        )
-        self._touched, self._touched_aliases, self._touched_redirects = set(), set(), set()
-        return changes
-
-    def meta(self) -> dict[str, object]:
-        """The engine's own counters and clock."""
-        return {
-            "clock": self.clock, "late": self.late, "duplicates": self.duplicates,
-            "seen": sorted(self._seen),
-        }
-
-    @classmethod
-    def restore(
-        cls,
-        config: EngineConfig,
-        holders: dict[str, Holder],
-        aliases: dict[str, str],
-        redirects: dict[str, str],
-        meta: dict[str, object],
-    ) -> JourneyEngine:
-        """An engine continuing from a checkpoint; timers are rebuilt from the holders."""
-        engine = cls(config)
-        engine.holders, engine.aliases, engine.redirects = holders, aliases, redirects
-        engine.clock = int(meta.get("clock", 0))  # type: ignore[call-overload]
-        engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
-        engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
-        engine._seen = set(meta.get("seen", ()))  # type: ignore[call-overload]
-        timers = engine._timers
-        for key, holder in holders.items():
-            for kind, deadline in (
-                (CART_ABANDONED, holder.sched_cart),
-                (DEAL_STALLED, holder.sched_stall),
-                (_EVICT, holder.sched_evict),
-            ):
-                if deadline is not None:
-                    timers.append((deadline, key, kind))
-        heapq.heapify(timers)
-        return engine
 
 
 @dataclass
@@ -623,3 +91,617 @@ class EngineChanges:
     aliases: dict[str, str | None]
     redirects: dict[str, str]
     meta: dict[str, object]
+
+
+class JourneyEngine:
+    """Stitches events into per-account journeys, transitions and alerts.
+
+    `process` applies an event and advances event time to it; `process_late`
+    applies one without moving event time (it came after its time was
+    passed). `advance_to(ts)` says nothing more is expected before `ts`, so
+    alerts due by then are raised. `take()` hands over everything produced
+    since the last call, with a journey row of every account that changed.
+    """
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig.default()
+        rules = self.config.rules
+        self._phase_names = rules.phases
+        self._alerts = Alerts(rules, self.config.cart_abandon_after, self.config.deal_stall_after)
+        self._logic = Phases(rules, self._alerts)
+        self.identity = Identity()
+        self.holders: dict[str, Holder] = {}
+        #: Event time: the latest event time processed or advanced to.
+        self.clock = 0
+        #: Deadlines before this have fired (the clock, or just past it after `advance_to`).
+        self._until = 0
+        self.late = 0
+        self.duplicates = 0
+        #: Calls that fed or advanced the engine: what row versions are made of.
+        self._seq = 0
+        self._window = self.config.window
+        #: Tail events are folded into the base in batches, once the oldest is this much
+        #: older than the window.
+        self._slack = max(self._window // 1, 1)
+        self._wakes: list[tuple[int, str]] = []
+        #: event_id -> time of every event in a tail (the dedupe window).
+        self._ids: dict[str, int] = {}
+        self._pending: dict[str, Holder] = {}
+        #: Journeys with a tail, and when event time next looks for tails to fold.
+        self._tailed: dict[str, Holder] = {}
+        self._next_sweep = 0
+        self._dirty: dict[str, Holder] = {}
+        self._changed: list[str] = []
+        self._kinds = self._logic.by_name
+        self._step = self._logic.step
+        self._out = Output()
+        #: What changed since the last `changes()`, for incremental checkpoints.
+        self._touched: set[str] = set()
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """alias key ("a:…", "c:…", "e:…") -> journey key."""
+        return self.identity.aliases
+
+    @property
+    def redirects(self) -> dict[str, str]:
+        """account key merged away -> the account it merged into."""
+        return self.identity.redirects
+
+    # ------------------------------------------------------------------ input
+
+    def process(self, event: EventRecord) -> None:
+        """Apply one event and advance event time to it (events before it may still come)."""
+        self._seq += 1
+        ts = event.ts
+        if ts > self.clock:
+            self.clock = ts
+            if ts > self._until:
+                self._until = ts
+                if self._pending:
+                    self._settle()
+                if self._wakes and self._wakes[0][0] < ts:
+                    self._wake()
+                if ts >= self._next_sweep:
+                    self._sweep()
+            self._ingest(event, False)
+        elif ts < self.clock:
+            self.late += 1
+            self._ingest(event, True)
+        else:
+            self._ingest(event, False)
+
+    def process_all(self, events: Iterable[EventRecord]) -> None:
+        """Apply many events."""
+        for event in events:
+            self.process(event)
+
+    def process_late(self, event: EventRecord) -> None:
+        """Apply an event that came after event time passed it; event time stays."""
+        self._seq += 1
+        self.late += 1
+        self._ingest(event, True)
+
+    def advance_to(self, ts: int) -> None:
+        """Event time reached `ts` with nothing more before it: raise what is due by then."""
+        self._seq += 1
+        self.clock = max(self.clock, ts)
+        self._until = max(self._until, ts + 1)
+        if self._pending:
+            self._settle()
+        if self._wakes and self._wakes[0][0] < self._until:
+            self._wake()
+        if self._until >= self._next_sweep:
+            self._sweep()
+
+    def take(self) -> Output:
+        """Everything produced since the last call, journey rows included.
+
+        Journeys changed out of order are folded again when event time next moves
+        (`process` of a later event, `advance_to`), not here: what is published, and
+        with which versions, depends only on the calls that fed the engine, not on when
+        it was taken.
+        """
+        out = self._out
+        for holder in self._dirty.values():
+            if (
+                holder.rank >= ACCOUNT_RANK
+                and holder.cur.traj
+                and self.holders.get(holder.key) is holder
+            ):
+                out.journeys.append(self._journey_row(holder))
+        self._dirty = {}
+        self._out = Output()
+        return out
+
+    # ------------------------------------------------------------------ events
+
+    def _ingest(self, event: EventRecord, late: bool) -> None:
+        """Dedupe, resolve, and add one event to its journey (applied at once if in order)."""
+        event_id, ts = event.event_id, event.ts
+        ids = self._ids
+        known = ids.get(event_id)
+        if known is not None and ts >= known:
+            self.duplicates += 1
+            return
+        holders = self.holders
+        key = None if late else self.identity.known(event, holders)
+        h = holders[key] if key is not None else self._resolve(event)
+        kinds = self._kinds.get(event.channel)
+        kind = kinds.get(event.type) if kinds is not None else None
+        if kind is None:
+            kind = self._logic.kind(event.channel, event.type)
+        key = h.key
+        account = key if h.rank >= ACCOUNT_RANK else None
+        events = self._out.events
+        events.append(StoredEvent(event, account, late))
+        if known is not None:
+            self.duplicates += 1
+            if not self._move_earlier(h, (ts, event_id, kind.code), known):
+                events.pop()
+            return
+        # Order-free aggregates.
+        h.events += 1
+        if ts < h.first_seen:
+            h.first_seen = ts
+        if event.dmu_role:
+            h.dmu |= _DMU_BITS[event.dmu_role]
+        if event.segment and (h.segment_at is None or (ts, event_id) > h.segment_at):
+            h.segment, h.segment_at = event.segment, (ts, event_id)
+        self._dirty[key] = h
+        self._touched.add(key)
+        entry = (ts, event_id, kind.code)
+        if ts <= h.bound:  # older than the window: as far as order allows
+            self._logic.insert_old(self._own_base(h), entry)
+            self._mark(h)
+            return
+        ids[event_id] = ts
+        tail = h.tail
+        cur = h.cur
+        if tail:
+            last = tail[-1]
+            in_order = ts > last[0] or (ts == last[0] and event_id > last[1])
+        else:
+            self._tailed[key] = h
+            in_order = True
+        if not in_order or h.pending or (cur.fired is not None and ts <= cur.fired):
+            insort(tail, entry)
+            self._mark(h)
+            return
+        # In order: extend the current fold.
+        tail.append(entry)
+        if h.snap is not None and ts <= h.snap[0]:
+            h.snap = None
+        if cur is h.base:
+            cur = h.cur = cur.copy()
+        if account is None:
+            self._step(cur, ts, event_id, kind, None)
+            return
+        changed = self._changed
+        if h.wake is not None and h.wake < ts:
+            self._alerts.fire(cur, account, ts, changed)
+        made = self._step(cur, ts, event_id, kind, changed)
+        if made is not None:
+            traj = cur.traj
+            previous = traj[-2][0] if len(traj) > 1 else -1
+            self._out.transitions.append(
+                self._transition(account, previous, made, self._version(_AT_EVENT), False)
+            )
+        if changed:
+            self._emit_alerts(h, cur, changed, self._version(_AT_EVENT))
+            self._schedule(h)
+        elif kind.flags:
+            self._schedule(h)
+
+    def _version(self, stage: int) -> int:
+        """The version of rows published now: it grows with every call and, within one, with
+        the stage (timers, merges, the event, folding again), the same however calls are
+        batched between `take()`s, so input read again after a restart publishes the same."""
+        return self._seq * 4 + stage
+
+    def _emit_alerts(self, h: Holder, f: Fold, changed: list[str], version: int) -> None:
+        alerts = f.alerts or {}
+        for aid in dict.fromkeys(changed):
+            self._out.alerts.append(self._alerts.row(aid, alerts[aid], h.key, version))
+        changed.clear()
+
+    def _move_earlier(self, h: Holder, entry: Entry, known: int) -> bool:
+        """An earlier delivery of an event in `h`'s tail: move it there. False if not found."""
+        ts, event_id, _ = entry
+        tail = h.tail
+        for i, old in enumerate(tail):
+            if old[1] == event_id and old[0] == known:
+                del tail[i]
+                break
+        else:
+            return False
+        self._ids[event_id] = ts
+        if ts < h.first_seen:
+            h.first_seen = ts
+        if ts <= h.bound:
+            self._logic.insert_old(self._own_base(h), entry)
+        else:
+            insort(tail, entry)
+            self._tailed[h.key] = h
+        self._mark(h)
+        self._dirty[h.key] = h
+        self._touched.add(h.key)
+        return True
+
+    @staticmethod
+    def _own_base(h: Holder) -> Fold:
+        """The base, no longer shared with `cur`, to change it."""
+        if h.cur is h.base:
+            h.base = h.base.copy()
+        return h.base
+
+    def _mark(self, h: Holder) -> None:
+        """The journey is folded again when event time next moves."""
+        h.snap = None
+        if not h.pending:
+            h.pending = True
+            self._pending[h.key] = h
+
+    # ------------------------------------------------------------------ folding
+
+    def _settle(self) -> None:
+        """Fold every marked journey again and publish the differences."""
+        pending, self._pending = self._pending, {}
+        for key in sorted(pending):
+            holder = pending[key]
+            if holder.pending and self.holders.get(key) is holder:
+                self._refold(holder, _AT_SETTLE)
+
+    def _refold(self, h: Holder, stage: int) -> None:
+        old = h.cur
+        account = h.key if h.rank >= ACCOUNT_RANK else None
+        new = self._logic.fold(h.base.copy(), h.tail, account, self._until)
+        h.cur = new
+        h.pending = False
+        self._pending.pop(h.key, None)
+        if account is not None:
+            version = self._version(stage)
+            self._emit_trajectory(h, old.traj, new.traj, version)
+            for aid, alert, withdrawn in self._alerts.diff(old.alerts, new.alerts):
+                self._out.alerts.append(self._alerts.row(aid, alert, h.key, version, withdrawn))
+        self._dirty[h.key] = h
+        self._touched.add(h.key)
+        self._schedule(h)
+
+    def _roll(self, h: Holder, bound: int, base: Fold | None = None) -> None:
+        """Fold tail events at or before `bound` into the base: they leave the window.
+
+        `base`, if given, is the fold at `bound` already (a snapshot taken then).
+        """
+        if bound <= h.bound:
+            return
+        tail = h.tail
+        n = 0
+        while n < len(tail) and tail[n][0] <= bound:
+            n += 1
+        account = h.key if h.rank >= ACCOUNT_RANK else None
+        cur = h.cur
+        if base is not None:
+            h.base = base
+        elif n == len(tail) and not h.pending and (cur.fired is None or cur.fired <= bound):
+            h.base = cur  # nothing happened after the bound: the current fold is the base
+        elif n:
+            self._logic.fold(self._own_base(h), tail[:n], account, bound + 1)
+        elif account is not None and h.base is not cur:
+            self._alerts.fire(h.base, account, bound + 1, None)
+        ids = self._ids
+        for entry in tail[:n]:
+            if ids.get(entry[1]) == entry[0]:
+                del ids[entry[1]]
+        h.tail = tail[n:]
+        if not h.tail:
+            self._tailed.pop(h.key, None)
+        h.bound = bound
+        Alerts.prune(h.base, bound)
+        Alerts.prune(h.cur, bound)
+        self._touched.add(h.key)
+
+    # ------------------------------------------------------------------ timers
+
+    def _next_wake(self, h: Holder) -> int | None:
+        if h.rank >= ACCOUNT_RANK:
+            return self._alerts.next_deadline(h.cur)
+        return h.last_seen + self.config.visitor_ttl
+
+    def _schedule(self, h: Holder) -> None:
+        """Keep one timer entry per journey at its earliest deadline (later ones found lazily)."""
+        wake = self._next_wake(h)
+        if wake is not None and (h.wake is None or wake < h.wake):
+            h.wake = wake
+            heapq.heappush(self._wakes, (wake, h.key))
+
+    def _wake(self) -> None:
+        """Run every journey's deadlines before the clock."""
+        until = self._until
+        wakes = self._wakes
+        while wakes and wakes[0][0] < until:
+            deadline, key = heapq.heappop(wakes)
+            h = self.holders.get(key)
+            if h is None or h.wake != deadline:
+                continue
+            h.wake = None
+            if h.pending:
+                self._refold(h, _AT_WAKE)
+            elif h.rank >= ACCOUNT_RANK:
+                due = self._alerts.next_deadline(h.cur)
+                if due is not None and due < until:
+                    changed = self._changed
+                    if h.cur is h.base:
+                        h.cur = h.base.copy()
+                    self._alerts.fire(h.cur, key, until, changed)
+                    self._touched.add(key)
+                    if changed:
+                        self._emit_alerts(h, h.cur, changed, self._version(_AT_WAKE))
+                        self._dirty[key] = h
+            if h.rank < ACCOUNT_RANK and h.last_seen + self.config.visitor_ttl < until:
+                self._forget(h)
+                continue
+            self._schedule(h)
+
+    def _sweep(self) -> None:
+        """Fold tail events that left the window into their bases (every `_slack` of time)."""
+        until = self._until
+        horizon = until - 1 - self._window
+        for h in list(self._tailed.values()):
+            snap = h.snap
+            if h.tail[0][0] <= horizon:
+                if snap is not None and snap[0] <= horizon:
+                    self._roll(h, snap[0], snap[1])
+                else:
+                    self._roll(h, horizon)
+            h.snap = (until - 1, h.cur.copy()) if h.tail and not h.pending else None
+        self._next_sweep = until + self._slack
+
+    def _forget(self, h: Holder) -> None:
+        """A visitor not seen for `visitor_ttl`: its state and aliases go."""
+        del self.holders[h.key]
+        self._pending.pop(h.key, None)
+        self._tailed.pop(h.key, None)
+        self._dirty.pop(h.key, None)
+        self._touched.add(h.key)
+        identity = self.identity
+        for alias in h.aliases or ():
+            if identity.aliases.get(alias) == h.key:
+                del identity.aliases[alias]
+                identity.linked.pop(alias, None)
+                identity.touched_aliases.add(alias)
+        for ts, event_id, _ in h.tail:
+            if self._ids.get(event_id) == ts:
+                del self._ids[event_id]
+
+    # ------------------------------------------------------------------ identity
+
+    def _resolve(self, event: EventRecord) -> Holder:
+        return self._carry_out(self.identity.decide(event, self.holders), event)
+
+    def _carry_out(self, d: Decision, event: EventRecord) -> Holder:
+        holders = self.holders
+        winner = holders.get(d.winner)
+        if winner is None:
+            winner = holders[d.winner] = Holder(d.winner, d.rank, event.ts)
+            self._touched.add(d.winner)
+            if d.rank < ACCOUNT_RANK:
+                winner.aliases = []
+                self._schedule(winner)  # forgotten after visitor_ttl without events
+        elif d.upgrade and winner.rank < d.rank:
+            winner.rank = d.rank
+            self._mark(winner)
+        for key in d.losers:
+            loser = holders.get(key)
+            if loser is not None and loser is not winner:
+                self._merge(loser, winner, d.at)
+        if d.redirect is not None:
+            self._redirect(d.redirect, winner.key, d.at)
+        for alias in d.link:
+            self._link(alias, winner, d.at, new=True)
+        for alias, previous in d.relink:
+            self._relink(alias, holders.get(previous), winner, d.at)
+        for alias in d.earlier:
+            self.identity.linked[alias] = d.at
+            self.identity.touched_aliases.add(alias)
+            self._out.links.append(IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], winner.key, d.at))
+        return winner
+
+    def _link(self, alias: str, holder: Holder, ts: int, new: bool) -> None:
+        identity = self.identity
+        identity.aliases[alias] = holder.key
+        identity.touched_aliases.add(alias)
+        if new and alias[0] == "c":
+            holder.contacts += 1
+            self._touched.add(holder.key)
+        if holder.rank >= ACCOUNT_RANK:
+            identity.linked[alias] = ts
+            self._out.links.append(IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], holder.key, ts))
+        elif holder.aliases is not None and len(holder.aliases) < MAX_VISITOR_ALIASES:
+            holder.aliases.append(alias)
+
+    def _relink(self, alias: str, previous: Holder | None, winner: Holder, ts: int) -> None:
+        """An alias linked to another account later in event time than this event: it moves."""
+        if previous is not None and alias[0] == "c":
+            previous.contacts -= 1
+            self._dirty[previous.key] = previous
+            self._touched.add(previous.key)
+        self._link(alias, winner, ts, new=True)
+
+    def _redirect(self, key: str, target: str, ts: int) -> None:
+        self.identity.redirects[key] = target
+        self.identity.touched_redirects.add(key)
+        self._out.links.append(IdentityLink("account", key, target, ts))
+
+    def _merge(self, loser: Holder, winner: Holder, ts: int) -> None:
+        """`loser` turns out to be `winner`'s journey: fold it in, retroactively."""
+        bound = max(loser.bound, winner.bound)
+        self._roll(loser, bound)
+        self._roll(winner, bound)
+        if loser.rank >= ACCOUNT_RANK:
+            self._retract(loser, winner)
+        winner.base = self._logic.merge(winner.base, loser.base)
+        if loser.tail:
+            winner.tail = self._merge_tails(winner, loser)
+            self._tailed[winner.key] = winner
+        winner.first_seen = min(winner.first_seen, loser.first_seen)
+        winner.events += loser.events
+        winner.contacts += loser.contacts
+        winner.dmu |= loser.dmu
+        if loser.segment_at is not None and (
+            winner.segment_at is None or loser.segment_at > winner.segment_at
+        ):
+            winner.segment, winner.segment_at = loser.segment, loser.segment_at
+        del self.holders[loser.key]
+        self._pending.pop(loser.key, None)
+        self._tailed.pop(loser.key, None)
+        self._dirty.pop(loser.key, None)
+        self._touched.add(loser.key)
+        if loser.rank >= ACCOUNT_RANK:
+            self._redirect(loser.key, winner.key, ts)
+        for alias in loser.aliases or ():
+            if self.identity.aliases.get(alias) == loser.key:
+                self._link(alias, winner, ts, new=False)
+        self._dirty[winner.key] = winner
+        self._touched.add(winner.key)
+        self._mark(winner)
+
+    def _merge_tails(self, winner: Holder, loser: Holder) -> list[Entry]:
+        merged: list[Entry] = []
+        seen: dict[str, int] = {}
+        for entry in heapq.merge(winner.tail, loser.tail):
+            if entry[1] in seen:  # one event applied to both (identity learnt in between)
+                winner.events -= 1
+                continue
+            seen[entry[1]] = entry[0]
+            merged.append(entry)
+        return merged
+
+    def _retract(self, loser: Holder, winner: Holder) -> None:
+        """Rows of an account merged away are deleted; its alerts from the window withdrawn."""
+        version = self._version(_AT_MERGE)
+        cur = loser.cur
+        for previous, step in trajectory_rows(cur.traj).values():
+            self._out.transitions.append(self._transition(loser.key, previous, step, version, True))
+        if cur.traj:
+            self._out.journeys.append(
+                replace(self._journey_row(loser), version=version, deleted=True)
+            )
+        kept = loser.base.alerts or {}
+        for aid, alert in (cur.alerts or {}).items():
+            if aid not in kept:
+                self._out.alerts.append(self._alerts.row(aid, alert, loser.key, version, True))
+
+    # ------------------------------------------------------------------- rows
+
+    def _transition(
+        self, account: str, previous: int, step: Step, version: int, deleted: bool
+    ) -> TransitionRow:
+        phase, ts, event_id, type_, channel = step
+        names = self._phase_names
+        return TransitionRow(
+            account_id=account,
+            from_phase=names[previous] if previous >= 0 else None,
+            to_phase=names[phase],
+            transitioned_at=ts,
+            event_id=event_id,
+            event_type=type_,
+            channel=channel,
+            version=version,
+            deleted=deleted,
+        )
+
+    def _emit_trajectory(self, h: Holder, old: list[Step], new: list[Step], version: int) -> None:
+        before = trajectory_rows(old)
+        after = trajectory_rows(new)
+        out = self._out.transitions
+        for phase, (previous, step) in after.items():
+            if before.get(phase) != (previous, step):
+                out.append(self._transition(h.key, previous, step, version, False))
+        for phase, (previous, step) in before.items():
+            if phase not in after:
+                out.append(self._transition(h.key, previous, step, version, True))
+
+    def _journey_row(self, h: Holder) -> JourneyRow:
+        cur = h.cur
+        last = cur.traj[-1]
+        return JourneyRow(
+            account_id=h.key,
+            phase=self._phase_names[last[0]],
+            phase_since=last[1],
+            first_seen=h.first_seen,
+            last_seen=h.last_seen,
+            last_activity=cur.act,
+            events=h.events,
+            contacts=h.contacts,
+            dmu_roles=tuple(r for r, bit in _DMU_BITS.items() if h.dmu & bit),
+            segment=h.segment,
+            version=self._version(_AT_SETTLE),
+        )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def changes(self) -> EngineChanges:
+        """What changed since the last call: holders, aliases and redirects to write or delete."""
+        identity = self.identity
+        aliases: dict[str, str | None] = {}
+        for alias in identity.touched_aliases:
+            key = identity.aliases.get(alias)
+            at = identity.linked.get(alias)
+            aliases[alias] = key if key is None or at is None else f"{key}{_LINK_SEPARATOR}{at}"
+        changes = EngineChanges(
+            holders={k: self.holders.get(k) for k in self._touched},
+            aliases=aliases,
+            redirects={k: identity.redirects[k] for k in identity.touched_redirects},
+            meta=self.meta(),
+        )
+        self._touched = set()
+        identity.touched_aliases, identity.touched_redirects = set(), set()
+        return changes
+
+    def meta(self) -> dict[str, object]:
+        """The engine's own counters and clock."""
+        return {
+            "clock": self.clock, "until": self._until, "seq": self._seq, "late": self.late,
+            "duplicates": self.duplicates,
+        }  # fmt: skip
+
+    @classmethod
+    def restore(
+        cls,
+        config: EngineConfig,
+        holders: dict[str, Holder],
+        aliases: dict[str, str],
+        redirects: dict[str, str],
+        meta: dict[str, object],
+    ) -> JourneyEngine:
+        """An engine continuing from a checkpoint; current folds and timers are rebuilt."""
+        engine = cls(config)
+        identity = engine.identity
+        for alias, value in aliases.items():
+            key, _, at = value.partition(_LINK_SEPARATOR)
+            identity.aliases[alias] = key
+            if at:
+                identity.linked[alias] = int(at)
+        identity.redirects = dict(redirects)
+        engine.holders = holders
+        engine.clock = int(meta.get("clock", 0))  # type: ignore[call-overload]
+        engine._until = int(meta.get("until", engine.clock))  # type: ignore[call-overload]
+        engine._seq = int(meta.get("seq", 0))  # type: ignore[call-overload]
+        engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
+        engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
+        for key, holder in holders.items():
+            if holder.pending:  # its published state was stored; folded when time moves
+                engine._pending[key] = holder
+            else:
+                account = key if holder.rank >= ACCOUNT_RANK else None
+                holder.cur = engine._logic.fold(
+                    holder.base.copy(), holder.tail, account, engine._until
+                )
+            holder.wake = None
+            for ts, event_id, _ in holder.tail:
+                engine._ids[event_id] = ts
+            if holder.tail:
+                engine._tailed[key] = holder
+            engine._schedule(holder)
+        return engine

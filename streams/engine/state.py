@@ -1,11 +1,24 @@
 """Per-journey state: what the engine keeps for one account or one unidentified visitor.
 
-A journey's phase history is kept as its *trajectory*: the transitions that
-happened, one entry per phase entered, in order. Two trajectories of the same
-journey (an anonymous visitor's and the account it turns out to be) merge by
-taking, for each phase, the earlier moment it was reached, and keeping only the
-entries that still raise the phase. That makes a merge independent of the
-order in which identities are learnt.
+A journey is the account's set of events. Its state has three parts:
+
+- *Aggregates* that do not depend on order (event count, first time seen,
+  contacts, DMU roles, segment). Any event updates them whenever it comes.
+- A *tail*: the journey's recent events as `(ts, event_id, type code)`,
+  sorted, for everything later than the holder's `bound`. The tail is the
+  dedupe window (an event_id in it is a redelivery) and what a late event is
+  folded back in with.
+- Two `Fold`s: `base`, the order-dependent state (trajectory, cart and deal
+  episodes, alerts) after every event up to `bound`, and `cur`, the same
+  after the whole tail. `cur` is always `base` folded over the tail in
+  (ts, event_id) order; an event in order extends `cur`, an event out of
+  order makes the engine fold `cur` again from `base` and publish the
+  difference.
+
+A phase history is kept as its *trajectory*: one entry per phase entered, in
+order. Two trajectories of one journey merge by taking, for each phase, the
+earlier moment it was reached, and keeping the entries that still raise the
+phase; for unconditional rules that is order-free by construction.
 """
 
 from __future__ import annotations
@@ -16,6 +29,15 @@ import orjson
 
 #: One trajectory entry: (phase index, ts ms, event_id, event type, channel).
 Step = tuple[int, int, str, str, str]
+#: The code of an event's (channel, type): an int for known types, "channel.type" otherwise.
+Code = int | str
+#: One tail entry: (ts ms, event_id, type code).
+Entry = tuple[int, str, Code]
+#: One alert of a journey: (kind, raised_at, resolved_at, since, last, phase).
+#: Cart: `since` is the episode's first add, `last` its last cart activity.
+#: Stall: `since` is when the deal opened, `last` the last account activity, `phase` the
+#: phase it stalled in. Everything an alert row shows is derived from it.
+Alert = tuple[str, int, int | None, int, int | None, int]
 
 # Ranks of journey holders: which identity wins when two are found to be one.
 RANK_ANONYMOUS = 0
@@ -28,44 +50,165 @@ ACCOUNT_RANK = RANK_FREE_MAIL
 
 #: At most this many aliases are remembered for an unidentified visitor.
 MAX_VISITOR_ALIASES = 16
+#: At most this many conditional-rule candidates are kept before the tail (see `Fold.cands`).
+MAX_CANDIDATES = 4
+
+CART_ABANDONED = "cart_abandoned"
+DEAL_STALLED = "deal_stalled"
+_KIND_CODES = {CART_ABANDONED: 0, DEAL_STALLED: 1}
+_KINDS = (CART_ABANDONED, DEAL_STALLED)
+
+#: Codes of known (channel, type) pairs. Checkpoints store them: append only.
+TYPE_CODES: tuple[str, ...] = (
+    "web.add_to_cart", "web.checkout_started", "web.compare", "web.content_view",
+    "web.form_submit", "web.login", "web.page_view", "web.pricing_view", "web.product_view",
+    "web.remove_from_cart", "web.review_view", "web.search", "web.signup", "web.survey_response",
+    "email.bounce", "email.click", "email.delivered", "email.open", "email.reply", "email.sent",
+    "email.spam_report", "email.unsubscribe", "order.invoice_paid", "order.invoice_sent",
+    "order.order_delivered", "order.order_placed", "order.order_returned", "order.order_shipped",
+    "order.quote_accepted", "order.quote_rejected", "order.quote_requested", "order.quote_sent",
+    "sales.call", "sales.deal_lost", "sales.deal_stage_changed", "sales.deal_won", "sales.demo",
+    "sales.meeting", "email.deferred",
+)  # fmt: skip
+_CODE_OF = {name: i for i, name in enumerate(TYPE_CODES)}
+
+
+def type_code(channel: str, type_: str) -> Code:
+    """The code of an event's (channel, type)."""
+    name = f"{channel}.{type_}"
+    return _CODE_OF.get(name, name)
+
+
+def type_name(code: Code) -> tuple[str, str]:
+    """(channel, type) of a code."""
+    name = TYPE_CODES[code] if isinstance(code, int) else code
+    channel, _, type_ = name.partition(".")
+    return channel, type_
+
+
+class Fold:
+    """The order-dependent part of a journey at one point of its event sequence."""
+
+    __slots__ = (
+        "traj", "seen", "act", "cart_start", "cart_last", "cart_armed", "cart_alerted",
+        "deal_open", "stalls", "stall_alerted", "stall_skip", "alerts", "fired", "cands",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.traj: list[Step] = []
+        #: Latest event time, and latest time of account activity (not supplier actions).
+        self.seen: int | None = None
+        self.act: int | None = None
+        #: The open cart episode: when it started, its last cart activity, whether a
+        #: deadline is running (cleared by checkout) and whether it was alerted.
+        self.cart_start: int | None = None
+        self.cart_last = 0
+        self.cart_armed = False
+        self.cart_alerted = False
+        #: The open deal: since when, how many stalls it had, whether one is raised now,
+        #: and the quiet-period start a stall was skipped for (account past the stall phases).
+        self.deal_open: int | None = None
+        self.stalls = 0
+        self.stall_alerted = False
+        self.stall_skip: int | None = None
+        #: alert_id -> Alert: open alerts, and closed ones that a late event could still change.
+        self.alerts: dict[str, Alert] | None = None
+        #: The latest deadline whose timer ran: an event at or before it comes too late to
+        #: be appended, the journey is folded again.
+        self.fired: int | None = None
+        #: Events with a conditional rule not met when they happened (the latest few), so
+        #: an older event that meets the condition later can still promote them.
+        self.cands: list[Entry] | None = None
+
+    @property
+    def phase(self) -> int:
+        """Index of the current phase, -1 before the journey started."""
+        return self.traj[-1][0] if self.traj else -1
+
+    def copy(self) -> Fold:
+        """An independent copy (trajectory, alerts and candidates are copied too)."""
+        other = Fold.__new__(Fold)
+        other.traj = list(self.traj)
+        other.seen, other.act = self.seen, self.act
+        other.cart_start, other.cart_last = self.cart_start, self.cart_last
+        other.cart_armed, other.cart_alerted = self.cart_armed, self.cart_alerted
+        other.deal_open, other.stalls = self.deal_open, self.stalls
+        other.stall_alerted, other.stall_skip = self.stall_alerted, self.stall_skip
+        other.alerts = None if self.alerts is None else dict(self.alerts)
+        other.fired = self.fired
+        other.cands = None if self.cands is None else list(self.cands)
+        return other
+
+    def to_list(self) -> list[Any]:
+        """A compact JSON-able form."""
+        return [
+            [[s[0], s[1], s[2], type_code(s[4], s[3])] for s in self.traj],
+            self.seen, self.act, self.cart_start, self.cart_last, int(self.cart_armed),
+            int(self.cart_alerted), self.deal_open, self.stalls, int(self.stall_alerted),
+            self.stall_skip,
+            None if self.alerts is None
+            else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
+            self.fired,
+            None if self.cands is None else [list(c) for c in self.cands],
+        ]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> Fold:
+        """The inverse of `to_list`."""
+        fold = cls.__new__(cls)
+        (traj, fold.seen, fold.act, fold.cart_start, fold.cart_last, armed, alerted,
+         fold.deal_open, fold.stalls, stalled, fold.stall_skip, alerts, fold.fired,
+         cands) = data  # fmt: skip
+        fold.traj = []
+        for phase, ts, event_id, code in traj:
+            channel, type_ = type_name(code)
+            fold.traj.append((phase, ts, event_id, type_, channel))
+        fold.cart_armed, fold.cart_alerted, fold.stall_alerted = (
+            bool(armed),
+            bool(alerted),
+            bool(stalled),
+        )
+        fold.alerts = (
+            None if alerts is None
+            else {a[0]: (_KINDS[a[1]], a[2], a[3], a[4], a[5], a[6]) for a in alerts}
+        )  # fmt: skip
+        fold.cands = None if cands is None else [(c[0], c[1], c[2]) for c in cands]
+        return fold
 
 
 class Holder:
     """The state of one journey (an account, or a visitor not yet identified)."""
 
     __slots__ = (
-        "key", "rank", "traj", "first_seen", "last_seen", "last_activity", "events",
-        "contacts", "dmu", "segment", "version", "cart_start", "cart_last", "cart_armed",
-        "cart_alerted", "deal_open", "stall_alerted", "open_alerts", "aliases",
-        "sched_cart", "sched_stall", "sched_evict",
-    )
+        "key", "rank", "first_seen", "events", "contacts", "dmu", "segment", "segment_at",
+        "bound", "base", "tail", "aliases", "cur", "pending", "wake", "snap",
+    )  # fmt: skip
 
     def __init__(self, key: str, rank: int, ts: int) -> None:
         self.key = key
         self.rank = rank
-        self.traj: list[Step] = []
         self.first_seen = ts
-        self.last_seen = ts
-        self.last_activity: int | None = None
         self.events = 0
         self.contacts = 0
         self.dmu = 0
         self.segment: str | None = None
-        self.version = 0
-        self.cart_start: int | None = None
-        self.cart_last = 0
-        self.cart_armed = False
-        self.cart_alerted = False
-        self.deal_open: int | None = None
-        self.stall_alerted = False
-        #: kind -> (alert_id, raised_at, details JSON) of alerts raised and not yet resolved.
-        self.open_alerts: dict[str, tuple[str, int, str]] | None = None
+        #: (ts, event_id) of the event the segment came from: the latest one wins.
+        self.segment_at: tuple[int, str] | None = None
+        #: Events at or before this time are folded into `base`; later ones are in `tail`.
+        self.bound = -(2**62)
+        self.base = Fold()
+        self.tail: list[Entry] = []
         #: Alias keys of an unidentified visitor, for links and eviction.
         self.aliases: list[str] | None = None
-        # Deadlines currently in the engine's timer heap (None when none is).
-        self.sched_cart: int | None = None
-        self.sched_stall: int | None = None
-        self.sched_evict: int | None = None
+        # Not stored: derived from base and tail when a checkpoint is read. While the tail
+        # is empty, `cur` may be `base` itself (copied before either changes).
+        self.cur = self.base
+        self.pending = False
+        self.wake: int | None = None
+        #: A copy of `cur` with the bound it holds everything up to, taken when event time
+        #: last swept: the next base once it leaves the window (dropped if an event at or
+        #: before its bound arrives later).
+        self.snap: tuple[int, Fold] | None = None
 
     @property
     def is_account(self) -> bool:
@@ -73,24 +216,51 @@ class Holder:
         return self.rank >= ACCOUNT_RANK
 
     @property
+    def traj(self) -> list[Step]:
+        """The current trajectory."""
+        return self.cur.traj
+
+    @property
     def phase(self) -> int:
         """Index of the current phase, -1 before the journey started."""
-        return self.traj[-1][0] if self.traj else -1
+        return self.cur.phase
+
+    @property
+    def last_seen(self) -> int:
+        """Latest event time of the journey."""
+        return self.cur.seen if self.cur.seen is not None else self.first_seen
 
     def to_bytes(self) -> bytes:
-        """A compact serialisation (what a persistent table would store)."""
-        return orjson.dumps([getattr(self, name) for name in self.__slots__])
+        """A compact serialisation (what a checkpoint stores).
+
+        `cur` is stored only while the journey waits to be folded again (it is what was
+        published); otherwise it is `base` folded over `tail`.
+        """
+        return orjson.dumps(
+            [
+                self.key, self.rank, self.first_seen, self.events, self.contacts, self.dmu,
+                self.segment, None if self.segment_at is None else list(self.segment_at),
+                self.bound, self.aliases, self.base.to_list(),
+                [list(entry) for entry in self.tail],
+                self.cur.to_list() if self.pending else None,
+            ]
+        )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Holder:
-        """The inverse of `to_bytes`."""
+        """The inverse of `to_bytes`; the restoring engine rebuilds `cur` if not stored."""
         values: list[Any] = orjson.loads(data)
         holder = cls.__new__(cls)
-        for name, value in zip(cls.__slots__, values, strict=True):
-            setattr(holder, name, value)
-        holder.traj = [tuple(step) for step in holder.traj]  # type: ignore[misc]
-        if holder.open_alerts is not None:
-            holder.open_alerts = {k: tuple(v) for k, v in holder.open_alerts.items()}  # type: ignore[misc]
+        (holder.key, holder.rank, holder.first_seen, holder.events, holder.contacts, holder.dmu,
+         holder.segment, segment_at, holder.bound, holder.aliases, base,
+         tail, cur) = values  # fmt: skip
+        holder.segment_at = None if segment_at is None else (segment_at[0], segment_at[1])
+        holder.base = Fold.from_list(base)
+        holder.tail = [(e[0], e[1], e[2]) for e in tail]
+        holder.pending = cur is not None
+        holder.cur = Fold.from_list(cur) if cur is not None else holder.base
+        holder.wake = None
+        holder.snap = None
         return holder
 
 
@@ -106,6 +276,16 @@ def merge_trajectories(a: list[Step], b: list[Step]) -> list[Step]:
         if not merged or step[0] > merged[-1][0]:
             merged.append(step)
     return merged
+
+
+def phase_before(traj: list[Step], ts: int, event_id: str) -> int:
+    """The phase a trajectory had just before (ts, event_id); -1 before it started."""
+    phase = -1
+    for step in traj:
+        if (step[1], step[2]) >= (ts, event_id):
+            break
+        phase = step[0]
+    return phase
 
 
 def trajectory_rows(traj: list[Step]) -> dict[int, tuple[int, Step]]:

@@ -1,0 +1,210 @@
+"""Timers and alerts: cart and deal episodes, deadlines in event time, alert rows.
+
+Both alerts are functions of the account's events in (ts, event_id) order:
+
+- `cart_abandoned`: a cart episode starts with an add to cart and ends with an
+  order. After each cart activity a deadline runs (`cart_abandon_after`); a
+  checkout stops it until the next cart activity; if it passes with no cart
+  activity, checkout or order at or before it, the episode is alerted, once.
+  An order resolves the alert.
+- `deal_stalled`: a deal opens with a quote, demo or meeting and closes with
+  a rejection, order, win or loss. While it is open, a deadline runs from the
+  later of the opening and the account's last activity (`deal_stall_after`);
+  if it passes with no activity, and the account is in a stall phase then,
+  the deal has stalled. Activity or the close resolves the stall; the next
+  quiet period can stall again.
+
+A deadline fires once event time is past it: before an event later than the
+deadline is applied, and when the engine's clock passes it.
+
+An alert's id names its episode, not its moment, so a consumer can match the
+versions of one alert when a late event moves it: the cart episode's first add
+to cart, or the deal's opening time and the stall's number within the deal.
+When a late event moves the deadline, the alert keeps its id and gets a new
+version with the new `raised_at`; when it shows the alert never happened (or
+not yet), the alert is withdrawn (a new version with `withdrawn`), and raised
+again with the same id and a higher version if it becomes due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+
+from journeys.schemas.record import format_ms
+from journeys.schemas.rows import AlertRow
+from journeys.streams.engine.rules import (
+    CART_ACTIVITY,
+    CART_CHECKOUT,
+    CART_END,
+    CART_START,
+    DEAL_CLOSE,
+    DEAL_OPEN,
+    Rules,
+)
+from journeys.streams.engine.state import CART_ABANDONED, DEAL_STALLED, Alert, Fold
+
+
+def alert_id(kind: str, account: str, *episode: int) -> str:
+    """A deterministic alert id: kind, account and what names the episode."""
+    text = "\x1f".join([kind, account, *map(str, episode)])
+    return "al_" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+class Alerts:
+    """Cart and deal state of a fold, its deadlines, and the alerts they raise."""
+
+    def __init__(self, rules: Rules, cart_abandon_after: int, deal_stall_after: int) -> None:
+        self.cart_after = cart_abandon_after
+        self.stall_after = deal_stall_after
+        self._stall_phases = rules.stall_phases
+        self._phases = rules.phases
+
+    # ------------------------------------------------------------ episodes
+
+    def on_event(
+        self, f: Fold, flags: int, active: bool, ts: int, changed: list[str] | None
+    ) -> None:
+        """Update cart and deal episodes for one event applied in order."""
+        if flags & CART_END:
+            if f.cart_start is not None:
+                self._resolve(f, CART_ABANDONED, ts, changed)
+            f.cart_start, f.cart_armed, f.cart_alerted = None, False, False
+        elif flags & CART_CHECKOUT:
+            f.cart_armed = False
+        if flags & CART_ACTIVITY:
+            if f.cart_start is None and flags & CART_START:
+                f.cart_start, f.cart_alerted = ts, False
+            if f.cart_start is not None:
+                f.cart_last = ts
+                f.cart_armed = not f.cart_alerted
+        if flags & DEAL_CLOSE:
+            if f.deal_open is not None:
+                f.deal_open, f.stalls, f.stall_skip = None, 0, None
+            if f.stall_alerted:
+                f.stall_alerted = False
+                self._resolve(f, DEAL_STALLED, ts, changed)
+        elif flags & DEAL_OPEN and f.deal_open is None:
+            f.deal_open, f.stalls, f.stall_skip = ts, 0, None
+        if active and f.stall_alerted:
+            f.stall_alerted = False
+            self._resolve(f, DEAL_STALLED, ts, changed)
+
+    def _resolve(self, f: Fold, kind: str, ts: int, changed: list[str] | None) -> None:
+        alerts = f.alerts
+        if not alerts:
+            return
+        for aid, alert in alerts.items():
+            if alert[0] == kind and alert[2] is None:
+                alerts[aid] = (alert[0], alert[1], ts, alert[3], alert[4], alert[5])
+                if changed is not None:
+                    changed.append(aid)
+                return
+
+    # ------------------------------------------------------------ deadlines
+
+    def cart_deadline(self, f: Fold) -> int | None:
+        """When the open cart episode is abandoned, if nothing happens before."""
+        if f.cart_armed and f.cart_start is not None:
+            return f.cart_last + self.cart_after
+        return None
+
+    def stall_deadline(self, f: Fold) -> int | None:
+        """When the open deal stalls, if the account stays quiet."""
+        if f.deal_open is None or f.stall_alerted:
+            return None
+        base = f.deal_open if f.act is None or f.act < f.deal_open else f.act
+        if base == f.stall_skip:
+            return None
+        return base + self.stall_after
+
+    def next_deadline(self, f: Fold) -> int | None:
+        """The earliest running deadline."""
+        cart = self.cart_deadline(f)
+        stall = self.stall_deadline(f)
+        if cart is None:
+            return stall
+        return cart if stall is None or cart < stall else stall
+
+    def fire(self, f: Fold, account: str, before: int, changed: list[str] | None) -> None:
+        """Raise every alert whose deadline is before `before` (event time has passed it)."""
+        while True:
+            cart = self.cart_deadline(f)
+            stall = self.stall_deadline(f)
+            if cart is not None and cart < before and (stall is None or cart <= stall):
+                assert f.cart_start is not None
+                aid = alert_id(CART_ABANDONED, account, f.cart_start)
+                f.cart_alerted, f.cart_armed = True, False
+                self._add(f, aid, (CART_ABANDONED, cart, None, f.cart_start, f.cart_last, -1))
+                if changed is not None:
+                    changed.append(aid)
+                deadline = cart
+            elif stall is not None and stall < before:
+                assert f.deal_open is not None
+                phase = f.phase
+                if phase in self._stall_phases:
+                    f.stalls += 1
+                    f.stall_alerted = True
+                    aid = alert_id(DEAL_STALLED, account, f.deal_open, f.stalls)
+                    self._add(f, aid, (DEAL_STALLED, stall, None, f.deal_open, f.act, phase))
+                    if changed is not None:
+                        changed.append(aid)
+                else:
+                    f.stall_skip = stall - self.stall_after
+                deadline = stall
+            else:
+                return
+            if f.fired is None or deadline > f.fired:
+                f.fired = deadline
+
+    @staticmethod
+    def _add(f: Fold, aid: str, alert: Alert) -> None:
+        if f.alerts is None:
+            f.alerts = {}
+        f.alerts[aid] = alert
+
+    # ------------------------------------------------------------ rows
+
+    def row(
+        self, aid: str, alert: Alert, account: str, version: int, withdrawn: bool = False
+    ) -> AlertRow:
+        """The alert row of a journey's alert."""
+        kind, raised_at, resolved_at, since, last, phase = alert
+        if kind == CART_ABANDONED:
+            details: dict[str, object] = {
+                "cart_started_at": format_ms(since),
+                "last_cart_activity_at": format_ms(last or since),
+                "threshold_ms": self.cart_after,
+            }
+        else:
+            details = {
+                "phase": self._phases[phase],
+                "open_since": format_ms(since),
+                "last_activity_at": format_ms(last) if last is not None else None,
+                "threshold_ms": self.stall_after,
+            }
+        return AlertRow(
+            aid, kind, account, raised_at, orjson.dumps(details).decode(), version,
+            resolved_at=resolved_at, withdrawn=withdrawn,
+        )  # fmt: skip
+
+    @staticmethod
+    def diff(
+        old: dict[str, Alert] | None, new: dict[str, Alert] | None
+    ) -> list[tuple[str, Alert, bool]]:
+        """(alert_id, alert, withdrawn) for every alert that differs between two folds."""
+        old, new = old or {}, new or {}
+        changes = [(aid, a, False) for aid, a in new.items() if old.get(aid) != a]
+        changes.extend((aid, a, True) for aid, a in old.items() if aid not in new)
+        return changes
+
+    @staticmethod
+    def prune(f: Fold, bound: int) -> None:
+        """Forget alerts closed at or before `bound`: no later event can change them."""
+        if f.alerts:
+            done = [aid for aid, a in f.alerts.items() if a[2] is not None and a[2] <= bound]
+            for aid in done:
+                del f.alerts[aid]
+            if not f.alerts:
+                f.alerts = None

@@ -1,0 +1,208 @@
+"""Journey state and phases: one event applied to a fold, a fold rebuilt from its tail.
+
+The phase rules, as functions of the account's events in (ts, event_id)
+order: an event moves the account up to the highest phase whose rule it meets
+given the phase the account had just before it (`after` rules, such as a
+second order after a delivery, need that phase); phases never move back. The
+trajectory is the list of phases entered; `Phases.fold` computes it, with the
+cart and deal episodes (`Alerts`), from a starting fold and sorted events, and
+`Phases.step` is the same for one event appended in order.
+
+Events older than the tail (beyond the window) cannot be folded in order any
+more. `insert_old` applies them as well as their order-free parts allow: the
+trajectory takes the step the event's own time calls for, and the few events
+kept whose conditional rule was not met then (`Fold.cands`, at most
+`MAX_CANDIDATES`) are promoted when an old event meets the condition for them.
+Cart and deal episodes ignore such events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from journeys.streams.engine.alerts import Alerts
+from journeys.streams.engine.rules import NEUTRAL, SUPPLIER, EventClass, Rules
+from journeys.streams.engine.state import (
+    MAX_CANDIDATES,
+    Code,
+    Entry,
+    Fold,
+    Step,
+    merge_trajectories,
+    phase_before,
+    type_code,
+    type_name,
+)
+
+
+class Kind:
+    """What the engine knows of one (channel, type): its class, code and names."""
+
+    __slots__ = ("cls", "flags", "active", "conditional", "code", "type", "channel")
+
+    def __init__(self, cls: EventClass, code: Code, channel: str, type_: str) -> None:
+        self.cls = cls
+        self.flags = cls.flags
+        self.active = not cls.flags & SUPPLIER
+        self.conditional = any(after >= 0 for _, after in cls.moves)
+        self.code = code
+        self.type = type_
+        self.channel = channel
+
+
+class Phases:
+    """Applies events to folds with the compiled rules."""
+
+    def __init__(self, rules: Rules, alerts: Alerts) -> None:
+        self._rules = rules
+        self._first = rules.first_activity_phase
+        self._alerts = alerts
+        self._by_code: dict[Code, Kind] = {}
+        self.by_name: dict[str, dict[str, Kind]] = {}
+
+    def kind(self, channel: str, type_: str) -> Kind:
+        """The kind of an event's (channel, type)."""
+        kinds = self.by_name.get(channel)
+        if kinds is None:
+            kinds = self.by_name[channel] = {}
+        kind = kinds.get(type_)
+        if kind is None:
+            classes = self._rules.classes.get(channel, {})
+            code = type_code(channel, type_)
+            kind = kinds[type_] = self._by_code[code] = Kind(
+                classes.get(type_, NEUTRAL), code, channel, type_
+            )
+        return kind
+
+    def kind_of(self, code: Code) -> Kind:
+        """The kind of a stored type code."""
+        kind = self._by_code.get(code)
+        if kind is None:
+            channel, type_ = type_name(code)
+            kind = self.kind(channel, type_)
+        return kind
+
+    # ------------------------------------------------------------ in order
+
+    def step(
+        self, f: Fold, ts: int, event_id: str, kind: Kind, changed: list[str] | None
+    ) -> Step | None:
+        """Apply one event after everything the fold holds; the new step if the phase rose."""
+        active = kind.active
+        if f.seen is None or ts > f.seen:
+            f.seen = ts
+        if active and (f.act is None or ts > f.act):
+            f.act = ts
+        traj = f.traj
+        current = traj[-1][0] if traj else -1
+        target = self._first if active else -1
+        unmet = False
+        for phase, after in kind.cls.moves:
+            if after <= current:
+                if phase > target:
+                    target = phase
+                break
+            if phase > current:
+                unmet = True
+        made: Step | None = None
+        if target > current:
+            made = (target, ts, event_id, kind.type, kind.channel)
+            traj.append(made)
+        if unmet and kind.conditional:
+            self._remember(f, (ts, event_id, kind.code))
+        if kind.flags or (active and f.stall_alerted):
+            self._alerts.on_event(f, kind.flags, active, ts, changed)
+        return made
+
+    def fold(self, f: Fold, tail: Iterable[Entry], account: str | None, until: int) -> Fold:
+        """`f` after the sorted `tail` and every deadline before `until` (alerts if an account)."""
+        alerts = self._alerts
+        for ts, event_id, code in tail:
+            if account is not None:
+                alerts.fire(f, account, ts, None)
+            self.step(f, ts, event_id, self.kind_of(code), None)
+        if account is not None:
+            alerts.fire(f, account, until, None)
+        return f
+
+    # ------------------------------------------------------------ out of the window
+
+    def insert_old(self, f: Fold, entry: Entry) -> None:
+        """Apply an event older than the fold's last one, as far as order allows."""
+        ts, event_id, code = entry
+        kind = self.kind_of(code)
+        if f.seen is None or ts > f.seen:
+            f.seen = ts
+        if kind.active and (f.act is None or ts > f.act):
+            f.act = ts
+        if self._place(f, entry, kind):
+            self._promote(f)
+
+    def _place(self, f: Fold, entry: Entry, kind: Kind) -> bool:
+        """Give an event the step its own time calls for; whether the trajectory changed."""
+        ts, event_id, _ = entry
+        before = phase_before(f.traj, ts, event_id)
+        target = self._first if kind.active else -1
+        unmet = False
+        for phase, after in kind.cls.moves:
+            if after <= before:
+                if phase > target:
+                    target = phase
+                break
+            if phase > before:
+                unmet = True
+        if unmet and kind.conditional:
+            self._remember(f, entry)
+        if target <= before:
+            return False
+        merged = merge_trajectories(f.traj, [(target, ts, event_id, kind.type, kind.channel)])
+        if merged == f.traj:
+            return False
+        f.traj = merged
+        return True
+
+    def _promote(self, f: Fold) -> None:
+        """Promote remembered events whose condition the trajectory now meets."""
+        for _ in range(MAX_CANDIDATES + 1):
+            cands, f.cands = f.cands, None
+            changed = False
+            for entry in cands or ():
+                changed |= self._place(f, entry, self.kind_of(entry[2]))
+            if not changed:
+                return
+
+    @staticmethod
+    def _remember(f: Fold, entry: Entry) -> None:
+        cands = f.cands
+        if cands is None:
+            f.cands = [entry]
+            return
+        if entry in cands:
+            return
+        cands.append(entry)
+        if len(cands) > MAX_CANDIDATES:
+            cands.sort()
+            del cands[0]
+
+    def merge(self, a: Fold, b: Fold) -> Fold:
+        """One fold of two journeys' folds at the same bound (order-free parts exact)."""
+        f = a.copy()
+        f.traj = merge_trajectories(a.traj, b.traj)
+        if b.seen is not None and (f.seen is None or b.seen > f.seen):
+            f.seen = b.seen
+        if b.act is not None and (f.act is None or b.act > f.act):
+            f.act = b.act
+        if b.cart_start is not None and (f.cart_start is None or b.cart_last > f.cart_last):
+            f.cart_start, f.cart_last = b.cart_start, b.cart_last
+            f.cart_armed, f.cart_alerted = b.cart_armed, b.cart_alerted
+        if b.deal_open is not None and (f.deal_open is None or b.deal_open < f.deal_open):
+            f.deal_open, f.stalls = b.deal_open, b.stalls
+            f.stall_alerted, f.stall_skip = b.stall_alerted, b.stall_skip
+        if b.alerts:
+            f.alerts = {**b.alerts, **(f.alerts or {})}
+        if b.fired is not None and (f.fired is None or b.fired > f.fired):
+            f.fired = b.fired
+        for entry in b.cands or ():
+            self._remember(f, entry)
+        self._promote(f)
+        return f
