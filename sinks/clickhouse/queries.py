@@ -1,7 +1,8 @@
 """Read-side queries: what `journeys demo` prints and what tests compare.
 
-Every query reads with FINAL (current state) and binds its values as
-parameters; the database name is an identifier checked by `Settings`.
+Every query reads current state (a `_current` view, or a table with FINAL)
+and binds its values as parameters; the database name is an identifier
+checked by `Settings`.
 """
 
 from __future__ import annotations
@@ -88,17 +89,19 @@ _ORDER = {
     "dead_letters": "dead_letter_id",
     "identity_links": "kind, alias",
 }
-_SKIP = {"inserted_at", "version", "is_deleted", "engine_account_id"}
 
 
 def snapshot(client: Client, db: str) -> dict[str, list[dict[str, Any]]]:
-    """Every table's current rows (FINAL), sorted by key, without write bookkeeping."""
+    """Every table's current rows as its `<table>_current` view shows them, sorted by key.
+
+    The documented views are what two runs must agree on: no write bookkeeping
+    (versions, deletions, the engine's own account of a re-attributed event),
+    no withdrawn alerts.
+    """
     out = {}
     for table, order in _ORDER.items():
-        result = client.query(f"SELECT * FROM {db}.{table} FINAL ORDER BY {order}")
-        names = [n for n in result.column_names if n not in _SKIP]
+        result = client.query(f"SELECT * FROM {db}.{table}_current ORDER BY {order}")
         out[table] = [
-            {n: v for n, v in zip(result.column_names, row, strict=True) if n in names}
-            for row in result.result_rows
+            dict(zip(result.column_names, row, strict=True)) for row in result.result_rows
         ]
     return out
