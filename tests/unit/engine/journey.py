@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,10 +18,27 @@ DAY = 24 * HOUR
 
 _CHANNEL_OF = {
     "order": {
-        "quote_requested", "quote_sent", "quote_accepted", "quote_rejected", "order_placed",
-        "order_shipped", "order_delivered", "order_returned", "invoice_sent", "invoice_paid",
+        "quote_requested",
+        "quote_sent",
+        "quote_accepted",
+        "quote_rejected",
+        "order_placed",
+        "order_shipped",
+        "order_delivered",
+        "order_returned",
+        "invoice_sent",
+        "invoice_paid",
     },
-    "email": {"sent", "delivered", "open", "click", "bounce", "unsubscribe", "spam_report", "reply"},
+    "email": {
+        "sent",
+        "delivered",
+        "open",
+        "click",
+        "bounce",
+        "unsubscribe",
+        "spam_report",
+        "reply",
+    },
     "sales": {"meeting", "call", "demo", "deal_stage_changed", "deal_won", "deal_lost"},
 }
 _counter = iter(range(10**9))
@@ -74,4 +92,69 @@ def run(events: list[EventRecord], **config: Any) -> tuple[FinalTables, Output]:
 def phases(tables: FinalTables, account: str = "acme") -> list[tuple[str | None, str, int]]:
     """(from, to, at) of an account's transitions, in time order."""
     rows = [t for (a, _), t in tables.transitions.items() if a == account]
-    return [(t.from_phase, t.to_phase, t.transitioned_at) for t in sorted(rows, key=lambda t: t.transitioned_at)]
+    return [
+        (t.from_phase, t.to_phase, t.transitioned_at)
+        for t in sorted(rows, key=lambda t: t.transitioned_at)
+    ]
+
+
+def arrive(
+    deliveries: list[EventRecord],
+    *,
+    lateness: int | None = None,
+    batch: int = 1,
+    **config: Any,
+) -> tuple[FinalTables, Output]:
+    """Stream semantics: deliveries in the order given, event time moving like a stream's.
+
+    With `lateness` None every delivery goes through `process` (event time jumps to the
+    latest event seen; anything earlier is late). Otherwise deliveries go through
+    `process_late` and, after every `batch` of them, event time advances to the latest
+    time seen less `lateness`. In the end event time reaches the latest event.
+    """
+    eng = engine(**config)
+    out = Output()
+    latest = None
+    for i, event in enumerate(deliveries, start=1):
+        if lateness is None:
+            eng.process(event)
+        else:
+            eng.process_late(event)
+        latest = event.ts if latest is None else max(latest, event.ts)
+        if lateness is not None and i % batch == 0:
+            eng.advance_to(latest - lateness)
+        if i % 7 == 0:
+            out.extend(eng.take())
+    if latest is not None:
+        eng.advance_to(latest)
+    out.extend(eng.take())
+    return final_tables(out), out
+
+
+def view(tables: FinalTables) -> dict[str, object]:
+    """What readers see in every table (the `_current` views), without versions.
+
+    Links are compared by the account each alias ends at, following merges; when the
+    link was learnt is left out (it is the moment the engine learnt it).
+    """
+    current = tables.current()
+    journeys = {k: replace(j, version=0) for k, j in current["journeys_current"].items()}
+    transitions = {
+        k: replace(t, version=0) for k, t in current["phase_transitions_current"].items()
+    }
+    alerts = {k: replace(a, version=0) for k, a in current["alerts_current"].items()}
+    events = {k: (e.record, e.account_id) for k, e in current["events_current"].items()}
+    links = {}
+    for (kind, alias), link in tables.links.items():
+        account, seen = link.account_id, set()
+        while ("account", account) in tables.links and account not in seen:
+            seen.add(account)
+            account = tables.links[("account", account)].account_id
+        links[(kind, alias)] = account
+    return {
+        "journeys": journeys,
+        "transitions": transitions,
+        "alerts": alerts,
+        "events": events,
+        "links": links,
+    }
