@@ -88,6 +88,13 @@ def _retrieved(future: asyncio.Future[None]) -> None:
 _Waiting = tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
 
 
+def _close_quietly(producer: EventProducer) -> None:
+    try:
+        producer.close()
+    except Exception as exc:
+        log.info("closing a replaced Kafka producer: %s", exc)
+
+
 def reachable(settings: Settings, timeout: float) -> bool:
     """Whether a Kafka broker at the bootstrap address answers within `timeout` seconds."""
     try:
@@ -167,6 +174,15 @@ class KafkaPublisher:
                 log.warning("Kafka answers again at %s", self._settings.kafka_bootstrap)
                 self._down = None
 
+    def _renew(self) -> None:
+        """Replace the producer after a failed send: one whose batches timed out across a broker
+        restart can stay wedged behind them. The old one is closed in the background; what it
+        still holds was answered 503, and its senders retry."""
+        old, self._producer = self._producer, EventProducer(self._settings, timeout=self._timeout)
+        if self._connected():
+            asyncio.get_running_loop().run_in_executor(None, _close_quietly, old)
+        self._starting = None
+
     async def _connect(self) -> None:
         """One connection attempt at a time; a failed one is tried again by the next group."""
         attempt = self._starting
@@ -211,6 +227,7 @@ class KafkaPublisher:
                 raise
             except Exception as exc:
                 self._mark_down(str(exc) or type(exc).__name__)
+                self._renew()
                 _fail(group, exc if isinstance(exc, BrokerError) else BrokerError(str(exc)))
             else:
                 for _, _, done in group:
@@ -243,7 +260,8 @@ class KafkaPublisher:
 
     async def close(self) -> None:
         """Send what is pending (for at most `timeout` seconds when connected), then flush
-        and disconnect; requests still waiting are answered 503."""
+        and disconnect; requests still waiting are answered 503. Never raises: what Kafka
+        did not acknowledge by now was answered 503, and its senders retry."""
         if self._prober is not None:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
@@ -256,4 +274,7 @@ class KafkaPublisher:
         pending, self._pending = self._pending, []
         _fail(pending, BrokerError("the collector stopped before Kafka acknowledged"))
         if self._connected():
-            await asyncio.get_running_loop().run_in_executor(None, self._producer.close)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._producer.close)
+            except Exception as exc:  # only sends already answered 503 can be left unflushed
+                log.warning("closing the Kafka producer: %s", exc)
