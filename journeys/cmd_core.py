@@ -20,7 +20,13 @@ from journeys.streams.engine import JourneyEngine
 from journeys.streams.engine.rules import default_rules_text
 from journeys.streams.replay import ReplaySummary, read_events, run_engine
 
-ENGINE_SETTINGS = ("rules_file", "cart_abandon_after", "deal_stall_after", "visitor_ttl")
+ENGINE_SETTINGS = (
+    "rules_file",
+    "cart_abandon_after",
+    "deal_stall_after",
+    "visitor_ttl",
+    "dedupe_window",
+)
 CLICKHOUSE_SETTINGS = ("data_dir", "clickhouse_url", "clickhouse_database")
 
 

@@ -17,6 +17,7 @@ ENGINE_SETTINGS = (
     "deal_stall_after",
     "allowed_lateness",
     "visitor_ttl",
+    "dedupe_window",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         validate_default=True,
         description="forget anonymous visitors not seen for this long (event time)",
     )
+    dedupe_window: DurationMs = Field(
+        default="3d",
+        validate_default=True,
+        description="event_ids are remembered this long (event time): a redelivery within it "
+        "is one event, and an event this late still corrects journeys exactly",
+    )
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092")
     topic_prefix: str = Field(default="")

@@ -7,10 +7,11 @@ from journeys.streams.engine import EngineConfig, load_rules
 
 
 def engine_config(settings: Settings) -> EngineConfig:
-    """Rules and thresholds from settings (the same for replay and the worker)."""
+    """Rules, thresholds and the dedupe window from settings (the same for replay and workers)."""
     return EngineConfig(
         rules=load_rules(settings.rules_file),
         cart_abandon_after=settings.cart_abandon_after,
         deal_stall_after=settings.deal_stall_after,
         visitor_ttl=settings.visitor_ttl,
+        window=settings.dedupe_window,
     )

@@ -158,3 +158,34 @@ def view(tables: FinalTables) -> dict[str, object]:
         "events": events,
         "links": links,
     }
+
+
+def realistic_arrival(events: list[EventRecord], seed: int = 1) -> list[EventRecord]:
+    """Deliveries of `events` in the order real B2B sources send them.
+
+    Web calls arrive a few seconds late, 2% of them twice (a retrying SDK: same
+    event_id, occurred_at moved by up to 3 s); email up to 2 minutes late; half the
+    orders in a nightly ERP export (the next day at 02:00), the others from webhooks
+    retried for up to 4 hours; sales logged up to a day later.
+    """
+    import random
+
+    rnd = random.Random(seed)
+    deliveries: list[tuple[int, int, EventRecord]] = []
+    for i, event in enumerate(events):
+        if event.channel == "web":
+            deliveries.append((event.ts + rnd.randint(0, 5_000), i, event))
+            if rnd.random() < 0.02:
+                moved = replace(event, ts=event.ts + rnd.randint(-3_000, 3_000))
+                deliveries.append((moved.ts + rnd.randint(2_000, 8_000), -i, moved))
+        elif event.channel == "email":
+            deliveries.append((event.ts + rnd.randint(0, 120_000), i, event))
+        elif event.channel == "order":
+            if rnd.random() < 0.5:
+                night = (event.ts // DAY + 1) * DAY + 2 * HOUR
+                deliveries.append((night, i, event))
+            else:
+                deliveries.append((event.ts + rnd.randint(0, 4 * HOUR), i, event))
+        else:
+            deliveries.append((event.ts + rnd.randint(0, DAY), i, event))
+    return [event for _, _, event in sorted(deliveries, key=lambda d: (d[0], d[1]))]

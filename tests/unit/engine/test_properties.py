@@ -24,7 +24,10 @@ def snapshot(tables: FinalTables) -> tuple[object, ...]:
         for k, j in tables.journeys.items()
     }
     transitions = {k: (t.from_phase, t.transitioned_at, t.event_id) for k, t in tables.transitions.items()}
-    alerts = {k: (a.kind, a.account_id, a.raised_at, a.resolved_at) for k, a in tables.alerts.items()}
+    alerts = {
+        k: (a.kind, a.account_id, a.raised_at, a.resolved_at)
+        for k, a in tables.current()["alerts_current"].items()
+    }
     events = {k: e.account_id for k, e in tables.events.items()}
     return journeys, transitions, alerts, events
 
