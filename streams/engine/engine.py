@@ -159,7 +159,7 @@ class JourneyEngine:
             if ts > self._until:
                 self._until = ts
                 if self._pending:
-                    self._settle()
+                    self._settle(_AT_SETTLE)
                 if self._wakes and self._wakes[0][0] < ts:
                     self._wake()
                 if ts >= self._next_sweep:
@@ -168,6 +168,8 @@ class JourneyEngine:
         elif ts < self.clock:
             self.late += 1
             self._ingest(event, True)
+            if self._pending:
+                self._settle(_AT_EVENT)
         else:
             self._ingest(event, False)
 
@@ -177,10 +179,24 @@ class JourneyEngine:
             self.process(event)
 
     def process_late(self, event: EventRecord) -> None:
-        """Apply an event that came after event time passed it; event time stays."""
+        """Apply an event that came after event time passed it; event time stays.
+
+        Its journey's corrections are published at once.
+        """
         self._seq += 1
         self.late += 1
         self._ingest(event, True)
+        if self._pending:
+            self._settle(_AT_EVENT)
+
+    def process_late_batch(self, events: Iterable[EventRecord]) -> None:
+        """`process_late` for many events, each journey folded again once at the end."""
+        for event in events:
+            self._seq += 1
+            self.late += 1
+            self._ingest(event, True)
+        if self._pending:
+            self._settle(_AT_EVENT)
 
     def advance_to(self, ts: int) -> None:
         """Event time reached `ts` with nothing more before it: raise what is due by then."""
@@ -188,7 +204,7 @@ class JourneyEngine:
         self.clock = max(self.clock, ts)
         self._until = max(self._until, ts + 1)
         if self._pending:
-            self._settle()
+            self._settle(_AT_SETTLE)
         if self._wakes and self._wakes[0][0] < self._until:
             self._wake()
         if self._until >= self._next_sweep:
@@ -197,10 +213,10 @@ class JourneyEngine:
     def take(self) -> Output:
         """Everything produced since the last call, journey rows included.
 
-        Journeys changed out of order are folded again when event time next moves
-        (`process` of a later event, `advance_to`), not here: what is published, and
-        with which versions, depends only on the calls that fed the engine, not on when
-        it was taken.
+        Nothing is computed here: what is published, and with which versions, depends
+        only on the calls that fed the engine, not on when it was taken (a journey merged
+        by an event in order is folded again when event time next moves; a late event's
+        journey at once).
         """
         out = self._out
         for holder in self._dirty.values():
@@ -237,7 +253,7 @@ class JourneyEngine:
         events.append(StoredEvent(event, account, late))
         if known is not None:
             self.duplicates += 1
-            if not self._move_earlier(h, (ts, event_id, kind.code), known):
+            if not self._move_earlier(h, (ts, event_id, kind.code, event.segment), known):
                 events.pop()
             return
         # Order-free aggregates.
@@ -246,11 +262,10 @@ class JourneyEngine:
             h.first_seen = ts
         if event.dmu_role:
             h.dmu |= _DMU_BITS[event.dmu_role]
-        if event.segment and (h.segment_at is None or (ts, event_id) > h.segment_at):
-            h.segment, h.segment_at = event.segment, (ts, event_id)
         self._dirty[key] = h
         self._touched.add(key)
-        entry = (ts, event_id, kind.code)
+        segment = event.segment
+        entry = (ts, event_id, kind.code, segment)
         if ts <= h.bound:  # older than the window: as far as order allows
             self._logic.insert_old(self._own_base(h), entry)
             self._mark(h)
@@ -275,12 +290,12 @@ class JourneyEngine:
         if cur is h.base:
             cur = h.cur = cur.copy()
         if account is None:
-            self._step(cur, ts, event_id, kind, None)
+            self._step(cur, ts, event_id, kind, segment, None)
             return
         changed = self._changed
         if h.wake is not None and h.wake < ts:
             self._alerts.fire(cur, account, ts, changed)
-        made = self._step(cur, ts, event_id, kind, changed)
+        made = self._step(cur, ts, event_id, kind, segment, changed)
         if made is not None:
             traj = cur.traj
             previous = traj[-2][0] if len(traj) > 1 else -1
@@ -307,7 +322,7 @@ class JourneyEngine:
 
     def _move_earlier(self, h: Holder, entry: Entry, known: int) -> bool:
         """An earlier delivery of an event in `h`'s tail: move it there. False if not found."""
-        ts, event_id, _ = entry
+        ts, event_id = entry[0], entry[1]
         tail = h.tail
         for i, old in enumerate(tail):
             if old[1] == event_id and old[0] == known:
@@ -344,13 +359,13 @@ class JourneyEngine:
 
     # ------------------------------------------------------------------ folding
 
-    def _settle(self) -> None:
+    def _settle(self, stage: int) -> None:
         """Fold every marked journey again and publish the differences."""
         pending, self._pending = self._pending, {}
         for key in sorted(pending):
             holder = pending[key]
             if holder.pending and self.holders.get(key) is holder:
-                self._refold(holder, _AT_SETTLE)
+                self._refold(holder, stage)
 
     def _refold(self, h: Holder, stage: int) -> None:
         old = h.cur
@@ -470,7 +485,7 @@ class JourneyEngine:
                 del identity.aliases[alias]
                 identity.linked.pop(alias, None)
                 identity.touched_aliases.add(alias)
-        for ts, event_id, _ in h.tail:
+        for ts, event_id, *_ in h.tail:
             if self._ids.get(event_id) == ts:
                 del self._ids[event_id]
 
@@ -548,10 +563,6 @@ class JourneyEngine:
         winner.events += loser.events
         winner.contacts += loser.contacts
         winner.dmu |= loser.dmu
-        if loser.segment_at is not None and (
-            winner.segment_at is None or loser.segment_at > winner.segment_at
-        ):
-            winner.segment, winner.segment_at = loser.segment, loser.segment_at
         del self.holders[loser.key]
         self._pending.pop(loser.key, None)
         self._tailed.pop(loser.key, None)
@@ -635,7 +646,7 @@ class JourneyEngine:
             events=h.events,
             contacts=h.contacts,
             dmu_roles=tuple(r for r, bit in _DMU_BITS.items() if h.dmu & bit),
-            segment=h.segment,
+            segment=cur.segment,
             version=self._version(_AT_SETTLE),
         )
 
@@ -699,7 +710,7 @@ class JourneyEngine:
                     holder.base.copy(), holder.tail, account, engine._until
                 )
             holder.wake = None
-            for ts, event_id, _ in holder.tail:
+            for ts, event_id, *_ in holder.tail:
                 engine._ids[event_id] = ts
             if holder.tail:
                 engine._tailed[key] = holder

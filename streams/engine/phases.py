@@ -85,10 +85,18 @@ class Phases:
     # ------------------------------------------------------------ in order
 
     def step(
-        self, f: Fold, ts: int, event_id: str, kind: Kind, changed: list[str] | None
+        self,
+        f: Fold,
+        ts: int,
+        event_id: str,
+        kind: Kind,
+        segment: str | None,
+        changed: list[str] | None,
     ) -> Step | None:
         """Apply one event after everything the fold holds; the new step if the phase rose."""
         active = kind.active
+        if segment is not None:
+            f.segment, f.segment_ts = segment, ts
         if f.seen is None or ts > f.seen:
             f.seen = ts
         if active and (f.act is None or ts > f.act):
@@ -109,7 +117,7 @@ class Phases:
             made = (target, ts, event_id, kind.type, kind.channel)
             traj.append(made)
         if unmet and kind.conditional:
-            self._remember(f, (ts, event_id, kind.code))
+            self._remember(f, (ts, event_id, kind.code, None))
         if kind.flags or (active and f.stall_alerted):
             self._alerts.on_event(f, kind.flags, active, ts, changed)
         return made
@@ -117,10 +125,10 @@ class Phases:
     def fold(self, f: Fold, tail: Iterable[Entry], account: str | None, until: int) -> Fold:
         """`f` after the sorted `tail` and every deadline before `until` (alerts if an account)."""
         alerts = self._alerts
-        for ts, event_id, code in tail:
+        for ts, event_id, code, segment in tail:
             if account is not None:
                 alerts.fire(f, account, ts, None)
-            self.step(f, ts, event_id, self.kind_of(code), None)
+            self.step(f, ts, event_id, self.kind_of(code), segment, None)
         if account is not None:
             alerts.fire(f, account, until, None)
         return f
@@ -129,8 +137,10 @@ class Phases:
 
     def insert_old(self, f: Fold, entry: Entry) -> None:
         """Apply an event older than the fold's last one, as far as order allows."""
-        ts, event_id, code = entry
+        ts, event_id, code, segment = entry
         kind = self.kind_of(code)
+        if segment is not None and (f.segment_ts is None or ts >= f.segment_ts):
+            f.segment, f.segment_ts = segment, ts
         if f.seen is None or ts > f.seen:
             f.seen = ts
         if kind.active and (f.act is None or ts > f.act):
@@ -140,7 +150,7 @@ class Phases:
 
     def _place(self, f: Fold, entry: Entry, kind: Kind) -> bool:
         """Give an event the step its own time calls for; whether the trajectory changed."""
-        ts, event_id, _ = entry
+        ts, event_id = entry[0], entry[1]
         before = phase_before(f.traj, ts, event_id)
         target = self._first if kind.active else -1
         unmet = False
@@ -152,7 +162,7 @@ class Phases:
             if phase > before:
                 unmet = True
         if unmet and kind.conditional:
-            self._remember(f, entry)
+            self._remember(f, (ts, event_id, kind.code, None))
         if target <= before:
             return False
         merged = merge_trajectories(f.traj, [(target, ts, event_id, kind.type, kind.channel)])
@@ -202,6 +212,8 @@ class Phases:
             f.alerts = {**b.alerts, **(f.alerts or {})}
         if b.fired is not None and (f.fired is None or b.fired > f.fired):
             f.fired = b.fired
+        if b.segment_ts is not None and (f.segment_ts is None or b.segment_ts > f.segment_ts):
+            f.segment, f.segment_ts = b.segment, b.segment_ts
         for entry in b.cands or ():
             self._remember(f, entry)
         self._promote(f)

@@ -3,13 +3,13 @@
 A journey is the account's set of events. Its state has three parts:
 
 - *Aggregates* that do not depend on order (event count, first time seen,
-  contacts, DMU roles, segment). Any event updates them whenever it comes.
-- A *tail*: the journey's recent events as `(ts, event_id, type code)`,
+  contacts, DMU roles). Any event updates them whenever it comes.
+- A *tail*: the journey's recent events as `(ts, event_id, type code, segment)`,
   sorted, for everything later than the holder's `bound`. The tail is the
   dedupe window (an event_id in it is a redelivery) and what a late event is
   folded back in with.
 - Two `Fold`s: `base`, the order-dependent state (trajectory, cart and deal
-  episodes, alerts) after every event up to `bound`, and `cur`, the same
+  episodes, alerts, the latest segment) after every event up to `bound`, and `cur`, the same
   after the whole tail. `cur` is always `base` folded over the tail in
   (ts, event_id) order; an event in order extends `cur`, an event out of
   order makes the engine fold `cur` again from `base` and publish the
@@ -31,8 +31,8 @@ import orjson
 Step = tuple[int, int, str, str, str]
 #: The code of an event's (channel, type): an int for known types, "channel.type" otherwise.
 Code = int | str
-#: One tail entry: (ts ms, event_id, type code).
-Entry = tuple[int, str, Code]
+#: One tail entry: (ts ms, event_id, type code, segment or None).
+Entry = tuple[int, str, Code, str | None]
 #: One alert of a journey: (kind, raised_at, resolved_at, since, last, phase).
 #: Cart: `since` is the episode's first add, `last` its last cart activity.
 #: Stall: `since` is when the deal opened, `last` the last account activity, `phase` the
@@ -86,12 +86,23 @@ def type_name(code: Code) -> tuple[str, str]:
     return channel, type_
 
 
+def entry_list(entry: Entry) -> list[Any]:
+    """A tail entry as stored: the segment left out when there is none."""
+    return list(entry) if entry[3] is not None else [entry[0], entry[1], entry[2]]
+
+
+def entry_of(data: list[Any]) -> Entry:
+    """The inverse of `entry_list`."""
+    return (data[0], data[1], data[2], data[3] if len(data) > 3 else None)
+
+
 class Fold:
     """The order-dependent part of a journey at one point of its event sequence."""
 
     __slots__ = (
         "traj", "seen", "act", "cart_start", "cart_last", "cart_armed", "cart_alerted",
         "deal_open", "stalls", "stall_alerted", "stall_skip", "alerts", "fired", "cands",
+        "segment", "segment_ts",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -119,6 +130,9 @@ class Fold:
         #: Events with a conditional rule not met when they happened (the latest few), so
         #: an older event that meets the condition later can still promote them.
         self.cands: list[Entry] | None = None
+        #: The segment of the latest event that named one, and that event's time.
+        self.segment: str | None = None
+        self.segment_ts: int | None = None
 
     @property
     def phase(self) -> int:
@@ -137,6 +151,7 @@ class Fold:
         other.alerts = None if self.alerts is None else dict(self.alerts)
         other.fired = self.fired
         other.cands = None if self.cands is None else list(self.cands)
+        other.segment, other.segment_ts = self.segment, self.segment_ts
         return other
 
     def to_list(self) -> list[Any]:
@@ -149,7 +164,8 @@ class Fold:
             None if self.alerts is None
             else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
             self.fired,
-            None if self.cands is None else [list(c) for c in self.cands],
+            None if self.cands is None else [entry_list(c) for c in self.cands],
+            self.segment, self.segment_ts,
         ]  # fmt: skip
 
     @classmethod
@@ -158,7 +174,7 @@ class Fold:
         fold = cls.__new__(cls)
         (traj, fold.seen, fold.act, fold.cart_start, fold.cart_last, armed, alerted,
          fold.deal_open, fold.stalls, stalled, fold.stall_skip, alerts, fold.fired,
-         cands) = data  # fmt: skip
+         cands, fold.segment, fold.segment_ts) = data  # fmt: skip
         fold.traj = []
         for phase, ts, event_id, code in traj:
             channel, type_ = type_name(code)
@@ -172,7 +188,7 @@ class Fold:
             None if alerts is None
             else {a[0]: (_KINDS[a[1]], a[2], a[3], a[4], a[5], a[6]) for a in alerts}
         )  # fmt: skip
-        fold.cands = None if cands is None else [(c[0], c[1], c[2]) for c in cands]
+        fold.cands = None if cands is None else [entry_of(c) for c in cands]
         return fold
 
 
@@ -180,8 +196,8 @@ class Holder:
     """The state of one journey (an account, or a visitor not yet identified)."""
 
     __slots__ = (
-        "key", "rank", "first_seen", "events", "contacts", "dmu", "segment", "segment_at",
-        "bound", "base", "tail", "aliases", "cur", "pending", "wake", "snap",
+        "key", "rank", "first_seen", "events", "contacts", "dmu", "bound", "base", "tail",
+        "aliases", "cur", "pending", "wake", "snap",
     )  # fmt: skip
 
     def __init__(self, key: str, rank: int, ts: int) -> None:
@@ -191,9 +207,6 @@ class Holder:
         self.events = 0
         self.contacts = 0
         self.dmu = 0
-        self.segment: str | None = None
-        #: (ts, event_id) of the event the segment came from: the latest one wins.
-        self.segment_at: tuple[int, str] | None = None
         #: Events at or before this time are folded into `base`; later ones are in `tail`.
         self.bound = -(2**62)
         self.base = Fold()
@@ -239,9 +252,8 @@ class Holder:
         return orjson.dumps(
             [
                 self.key, self.rank, self.first_seen, self.events, self.contacts, self.dmu,
-                self.segment, None if self.segment_at is None else list(self.segment_at),
                 self.bound, self.aliases, self.base.to_list(),
-                [list(entry) for entry in self.tail],
+                [entry_list(entry) for entry in self.tail],
                 self.cur.to_list() if self.pending else None,
             ]
         )  # fmt: skip
@@ -252,11 +264,10 @@ class Holder:
         values: list[Any] = orjson.loads(data)
         holder = cls.__new__(cls)
         (holder.key, holder.rank, holder.first_seen, holder.events, holder.contacts, holder.dmu,
-         holder.segment, segment_at, holder.bound, holder.aliases, base,
+         holder.bound, holder.aliases, base,
          tail, cur) = values  # fmt: skip
-        holder.segment_at = None if segment_at is None else (segment_at[0], segment_at[1])
         holder.base = Fold.from_list(base)
-        holder.tail = [(e[0], e[1], e[2]) for e in tail]
+        holder.tail = [entry_of(e) for e in tail]
         holder.pending = cur is not None
         holder.cur = Fold.from_list(cur) if cur is not None else holder.base
         holder.wake = None
