@@ -63,7 +63,9 @@ class Rules:
 
 def default_rules_text() -> str:
     """The TOML text of the built-in rules (the contract's defaults)."""
-    return resources.files("journeys.streams.engine").joinpath("default_rules.toml").read_text("utf-8")
+    return (
+        resources.files("journeys.streams.engine").joinpath("default_rules.toml").read_text("utf-8")
+    )
 
 
 def load_rules(path: Path | None = None) -> Rules:
@@ -135,10 +137,14 @@ def compile_rules(data: dict[str, Any], source: str = "rules") -> Rules:
     deal = alerts.get("deal_stalled", {})
     flag(_names(deal, "opens", source), DEAL_OPEN)
     flag(_names(deal, "closes", source), DEAL_CLOSE)
-    stall_phases = frozenset(index(p, "deal_stalled.phases") for p in _names(deal, "phases", source))
+    stall_phases = frozenset(
+        index(p, "deal_stalled.phases") for p in _names(deal, "phases", source)
+    )
 
     classes: dict[str, dict[str, EventClass]] = {c: {} for c in CHANNELS}
     for key in set(moves) | set(flags):
         ordered = tuple(sorted(set(moves.get(key, [])), reverse=True))
         classes[key[0]][key[1]] = EventClass(moves=ordered, flags=flags.get(key, 0))
-    return Rules(phases=phases, first_activity_phase=first, stall_phases=stall_phases, classes=classes)
+    return Rules(
+        phases=phases, first_activity_phase=first, stall_phases=stall_phases, classes=classes
+    )
