@@ -25,7 +25,7 @@ class Answer:
 
 
 def settings(**changes: Any) -> Settings:
-    return Settings(write_keys=KEY, **changes)
+    return Settings(**{"write_keys": KEY, **changes})
 
 
 def request(
