@@ -32,8 +32,31 @@ setup() {
   fi
 }
 
+# The browser test's tools: Debian's chromium and node (apt-get, only when missing) and the
+# npm packages pinned in tests/browser/package-lock.json (npm ci, only when not installed).
+# A failure here is reported, not fatal: the browser test then fails under CI and says why.
+browser_setup() {
+  local missing=() sudo=""
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "==> installing ${missing[*]} for the browser test" >&2
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null ||
+      echo "warning: could not install ${missing[*]}; the browser test cannot run" >&2
+  fi
+  if [ ! -d tests/browser/node_modules ] && command -v npm >/dev/null 2>&1; then
+    echo "==> installing the browser test's npm packages" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+      echo "warning: npm ci failed in tests/browser; the browser test cannot run" >&2
+  fi
+}
+
 run_tests() {
   local started=0 status=0
+  browser_setup
   if ! "$VENV/bin/journeys" kafka status >/dev/null 2>&1; then
     "$VENV/bin/journeys" kafka start
     started=1
