@@ -5,8 +5,8 @@ collector anything. These bounds keep one request, and all of them
 together, small:
 
 - Body: `collect_max_body` bytes after decompression (413); provider
-  webhooks, signed and batched by their senders (SendGrid up to 768 KB),
-  may carry up to `WEBHOOK_MAX_BODY`. Bad gzip is a 400, not a failure of
+  webhooks, signed and batched by their senders, may carry up to
+  `WEBHOOK_MAX_BODY`. Bad gzip is a 400, not a failure of
   the collector.
 - Time: the body must arrive within `collect_read_timeout` (408, and the
   connection is closed); a connection that never completes its headers is
@@ -43,7 +43,7 @@ from journeys.producers.collect.guard import Rejected
 from journeys.schemas.rows import DeadLetterRow
 from journeys.schemas.settings import Settings
 
-#: The body limit of provider webhooks (SendGrid posts batches of up to 768 KB).
+#: The body limit of provider webhooks, signed and batched by their senders.
 WEBHOOK_MAX_BODY = 1024 * 1024
 #: Seconds a client is asked to wait when the collector holds too many bodies.
 BUSY_RETRY_AFTER = 1
