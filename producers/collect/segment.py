@@ -188,6 +188,24 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+#: The largest quantity a line item may have (a signed 64-bit integer).
+MAX_QUANTITY = 2**63 - 1
+
+
+def quantity(value: Any) -> int:
+    """A line item's quantity: 1 when absent, a whole number from 0 as given (also as digits or
+    a whole float); ValueError for anything else, never a silent 1."""
+    if value is None:
+        return 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_QUANTITY:
+        raise ValueError(f"quantity must be a whole number from 0 to 2^63-1, not {value!r:.40}")
+    return value
+
+
 def _items(products: Any) -> list[dict[str, Any]] | None:
     if not isinstance(products, list):
         return None
@@ -200,12 +218,9 @@ def _items(products: Any) -> list[dict[str, Any]] | None:
             or _text(product.get("product_id"))
             or _text(product.get("id"))
         )
-        quantity = product.get("quantity", 1)
         item: dict[str, Any] = {
             "sku": sku or "unknown",
-            "quantity": quantity
-            if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
-            else 1,
+            "quantity": quantity(product.get("quantity")),
         }
         price = product.get("price")
         if isinstance(price, int | float) and not isinstance(price, bool):

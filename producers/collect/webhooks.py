@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from journeys.producers.collect.segment import quantity
+
 SENDGRID_TYPES = {
     "processed": "sent",
     "delivered": "delivered",
@@ -211,14 +213,11 @@ def shopify_event(topic: str, body: Any, raw: bytes) -> dict[str, Any]:
     items = []
     for line in body.get("line_items") or []:
         if isinstance(line, dict):
-            quantity = line.get("quantity")
             item: dict[str, Any] = {
                 "sku": str(
                     line.get("sku") or line.get("variant_id") or line.get("product_id") or "unknown"
                 ),
-                "quantity": quantity
-                if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity >= 0
-                else 1,
+                "quantity": quantity(line.get("quantity")),
             }
             price = _money(line.get("price"))
             if price is not None:

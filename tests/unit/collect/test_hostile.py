@@ -261,3 +261,21 @@ def test_browsers_can_read_retry_after() -> None:
     assert [status for status, _, _ in answers] == [200, 200, 429]
     assert answers[2][1] == "1"
     assert all("Retry-After" in (exposed or "") for _, _, exposed in answers)
+
+
+def test_a_quantity_past_64_bits_is_a_dead_letter_never_a_silent_one() -> None:
+    publisher = MemoryPublisher()
+    products = [{"sku": "KAS-200", "quantity": q} for q in (2, "3", 4.0, None)]
+    good = {**message(1), "event": "Order Completed", "properties": {"products": products}}
+    bad = [
+        {**message(n), "event": "Order Completed", "properties": {"products": [{"quantity": q}]}}
+        for n, q in ((2, -1), (3, 2.5), (4, "two"), (5, True))
+    ]
+    body = orjson.dumps({"batch": [good, *bad]})[:-2]
+    body += b',{"type":"track","event":"Order Completed","anonymousId":"a","messageId":"m-6",'
+    body += b'"properties":{"products":[{"quantity":18446744073709551616}]}}]}'
+    answer = request("POST", "/v1/batch", publisher, data=body, headers=AUTH)
+    assert (answer.status, answer.body["accepted"], answer.body["rejected"]) == (200, 1, 5)
+    assert all("quantity must be a whole number" in e["error"] for e in answer.body["errors"])
+    items = orjson.loads(publisher.records[0].properties)["items"]
+    assert [item["quantity"] for item in items] == [2, 3, 4, 1]
