@@ -72,7 +72,7 @@ def ensure_topics(settings: Settings, names: dict[str, int] | None = None) -> di
             }
             if missing:
                 try:
-                    admin.create_topics(missing)
+                    admin.create_topics(missing, wait_for_metadata=True)
                 except TopicAlreadyExistsError:
                     pass
             _raise_limits(admin, sorted(set(full) & existing))

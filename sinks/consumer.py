@@ -10,7 +10,7 @@ nothing is lost.
 
 Outages are waited out, never skipped: ClickHouse or Kafka unreachable at
 start, a failed write, a failed commit are retried with capped exponential
-backoff (0.5 s doubling to 30 s) for as long as it takes, and `progress`
+backoff (0.5 s doubling to 10 s) for as long as it takes, and `progress`
 reports the process unhealthy meanwhile. The sink keeps a failed batch
 buffered (the port's contract), so a retry writes the same rows again and the
 commit waits for it. A commit refused because the group rebalanced is not
@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 POLL_RECORDS = 50_000
 #: Kafka silent for longer than this (no heartbeat answered) makes the sink unhealthy.
-BROKER_PATIENCE = 15.0
+BROKER_PATIENCE = 10.0
+#: Seconds one commit attempt may take before it counts as failed (and is retried).
+COMMIT_TIMEOUT = 5.0
 
 T = TypeVar("T")
 
@@ -68,9 +70,9 @@ class SinkProgress:
     batches: int = 0
     last_write_at: float = 0.0
     #: What keeps the sink from writing (None while healthy).
-    problem: str | None = None
+    problem: str | None = "starting"
     #: `time.monotonic()` when the current problem began (0 while healthy).
-    unhealthy_since: float = 0.0
+    unhealthy_since: float = field(default_factory=time.monotonic)
     #: Outages waited out so far (failed attempts that were retried).
     retries: int = 0
 
@@ -88,7 +90,7 @@ class Backoff:
     """Capped exponential backoff between attempts."""
 
     first: float = 0.5
-    cap: float = 30.0
+    cap: float = 10.0
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -133,6 +135,7 @@ class OutputConsumer:
         """
         self._retry("setting up the sink", self._sink.setup)
         self._consumer = self._retry("connecting to Kafka", self._connect)
+        self.progress.report(None)
 
     def _connect(self) -> KafkaConsumer:
         return new_consumer(
@@ -202,7 +205,7 @@ class OutputConsumer:
         def commit() -> None:
             try:
                 with kafka_errors(self._settings.kafka_bootstrap, "committing offsets"):
-                    consumer.commit(offsets)
+                    consumer.commit(offsets, timeout_ms=int(COMMIT_TIMEOUT * 1000))
             except BrokerError as exc:
                 if isinstance(exc.__cause__, CommitFailedError):
                     log.warning("commit refused after a rebalance; the rows will be re-read")

@@ -76,8 +76,10 @@ class WorkerState:
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
     #: `time.monotonic()` since which sends have waited for acknowledgements, if any do.
     sending_since: float | None = None
-    problem: str | None = None
-    unhealthy_since: float = 0.0
+    #: `time.monotonic()` since which the consumer has not known its group coordinator.
+    coordinator_lost_at: float | None = None
+    problem: str | None = "starting"
+    unhealthy_since: float = field(default_factory=time.monotonic)
 
 
 def create_app(settings: Settings, source_partitions: int, idle_after: float = 2.0) -> faust.App:
@@ -157,7 +159,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     @app.timer(interval=1.0)
     async def watch_health() -> None:
         """Report unhealthy while Kafka stays silent or leaves sends unacknowledged."""
-        _report_health(state, *source_fetches())
+        _report_health(app, state, *source_fetches())
 
     @app.timer(interval=0.5)
     async def watch_idle() -> None:
@@ -258,13 +260,33 @@ def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetc
     return out
 
 
-def _report_health(state: WorkerState, now: float, fetched: dict[int, Fetched]) -> None:
+def _coordinator_known(app: faust.App) -> bool:
+    """Whether the consumer knows its group coordinator (aiokafka forgets it when the
+    broker stops answering); True when that cannot be read."""
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        return consumer._coordinator.coordinator_id is not None
+    except Exception:
+        return True
+
+
+def _report_health(
+    app: faust.App, state: WorkerState, now: float, fetched: dict[int, Fetched]
+) -> None:
+    clock = time.monotonic()
+    if _coordinator_known(app):
+        state.coordinator_lost_at = None
+    elif state.coordinator_lost_at is None:
+        state.coordinator_lost_at = clock
+    lost = state.coordinator_lost_at
     sending = state.sending_since
-    if sending is not None and time.monotonic() - sending > SEND_PATIENCE:
-        waited = time.monotonic() - sending
-        report(state, f"Kafka has not acknowledged sends for {waited:.0f}s")
+    bootstrap = state.settings.kafka_bootstrap
+    if sending is not None and clock - sending > SEND_PATIENCE:
+        report(state, f"Kafka has not acknowledged sends for {clock - sending:.0f}s")
+    elif lost is not None and clock - lost > state.idle.fresh_within:
+        report(state, f"Kafka at {bootstrap} has not answered for {clock - lost:.0f}s")
     elif state.idle.stale(now, fetched):
-        report(state, f"no fetch from Kafka at {state.settings.kafka_bootstrap} lately")
+        report(state, f"no fetch from Kafka at {bootstrap} lately")
     else:
         report(state, None)
 

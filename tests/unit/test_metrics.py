@@ -31,6 +31,8 @@ def test_worker_metrics_follow_the_stage(tmp_path: Path) -> None:
     state = WorkerState(Settings(), source_partitions=1, idle=IdleWatch(1.0))
     registry = worker_registry(state)
     assert value(registry, "journeys_stage_owned") == 0
+    assert value(registry, "journeys_worker_healthy") == 0  # starting
+    report(state, None)
     assert value(registry, "journeys_worker_healthy") == 1
     state.counters["ingested"] = 3
     stage = JourneyStage(EngineConfig.default(), 0, CheckpointStore(tmp_path))
@@ -56,7 +58,7 @@ def test_worker_metrics_follow_the_stage(tmp_path: Path) -> None:
 
 
 def test_sink_metrics() -> None:
-    progress = SinkProgress(rows=10, batches=2, last_write_at=0.0)
+    progress = SinkProgress(rows=10, batches=2, last_write_at=0.0, problem=None)
     registry = sink_registry(progress)
     assert value(registry, "journeys_sink_rows_written") == 10
     assert value(registry, "journeys_sink_seconds_since_last_write") == -1
@@ -66,7 +68,7 @@ def test_sink_metrics() -> None:
 
 
 def test_health_endpoint_answers_503_with_the_problem_then_200() -> None:
-    progress = SinkProgress()
+    progress = SinkProgress(problem=None)
     port = free_port()
     server = serve(sink_registry(progress), progress, port)
     url = f"http://127.0.0.1:{port}"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
 from journeys.schemas.settings import Settings
+from tests.integration.kafka.pipeline import Pipeline, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,23 @@ def kafka_bootstrap() -> Iterator[str]:
 def topic_prefix() -> Callable[[], str]:
     """A unique topic prefix per call, so tests never read each other's topics."""
     return lambda: f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(chdb_dsn: str) -> Path:
+    """The session's one embedded ClickHouse path (one per process)."""
+    return Path(chdb_dsn.removeprefix("chdb://"))
+
+
+@pytest.fixture()
+def pipeline_factory(kafka_bootstrap: str, chdb_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    made: list[Pipeline] = []
+
+    def make(workers: int = 1, partitions: int = 4) -> Pipeline:
+        pipeline = Pipeline(settings_for(tmp_path, chdb_dir, kafka_bootstrap, partitions), workers)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop()

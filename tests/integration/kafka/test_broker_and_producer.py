@@ -26,23 +26,37 @@ def test_start_is_idempotent_and_status_says_running(kafka_bootstrap: str) -> No
     assert status.exit_code == 0 and "running" in status.output
 
 
-def test_topics_get_the_asked_partitions(kafka_bootstrap: str, topic_prefix: Callable[[], str]) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=3)
+def test_topics_get_the_asked_partitions(
+    kafka_bootstrap: str, topic_prefix: Callable[[], str]
+) -> None:
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=3
+    )
     counts = ensure_topics(settings)
-    assert counts == {settings.topic(n): 3 for n in ("events", "transitions", "alerts", "dead-letters")}
+    assert counts == {
+        settings.topic(n): 3 for n in ("events", "transitions", "alerts", "dead-letters")
+    }
     assert ensure_topics(settings) == counts  # existing topics are fine
 
 
-def test_produced_events_arrive_once_in_per_key_order(kafka_bootstrap: str, topic_prefix: Callable[[], str]) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=4)
+def test_produced_events_arrive_once_in_per_key_order(
+    kafka_bootstrap: str, topic_prefix: Callable[[], str]
+) -> None:
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix(), topic_partitions=4
+    )
     ensure_topics(settings)
-    records = [ev("page_view", i, event_id=f"e{i:03d}", email=f"x@co{i % 5}.nl") for i in range(100)]
+    records = [
+        ev("page_view", i, event_id=f"e{i:03d}", email=f"x@co{i % 5}.nl") for i in range(100)
+    ]
     producer = EventProducer(settings)
     producer.start()
     producer.send(records)
     producer.close()
     consumer = KafkaConsumer(
-        settings.topic("events"), bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+        settings.topic("events"),
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
         consumer_timeout_ms=5000,
     )
     seen: dict[bytes, list[str]] = {}
@@ -54,7 +68,9 @@ def test_produced_events_arrive_once_in_per_key_order(kafka_bootstrap: str, topi
     assert sorted(i for ids in seen.values() for i in ids) == [r.event_id for r in records]
     for key, ids in seen.items():
         assert ids == sorted(ids), key  # one account's events keep their order
-    assert set(seen) == {partition_key(r) for r in records} == {f"co{i}.nl".encode() for i in range(5)}
+    assert (
+        set(seen) == {partition_key(r) for r in records} == {f"co{i}.nl".encode() for i in range(5)}
+    )
 
 
 def test_unreachable_broker_is_a_clear_error() -> None:
