@@ -54,8 +54,19 @@ browser_setup() {
   fi
 }
 
+# Lint and types are part of the tests: ruff (lint and format) and mypy, with zero findings.
+lint() {
+  local status=0
+  echo "==> ruff check, ruff format --check, mypy" >&2
+  "$VENV/bin/ruff" check --quiet . || status=1
+  "$VENV/bin/ruff" format --check --quiet . || status=1
+  "$VENV/bin/mypy" || status=1
+  return "$status"
+}
+
 run_tests() {
   local started=0 status=0
+  lint || status=$?
   browser_setup
   if ! "$VENV/bin/journeys" kafka status >/dev/null 2>&1; then
     "$VENV/bin/journeys" kafka start
