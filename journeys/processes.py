@@ -34,14 +34,47 @@ def _durations() -> frozenset[str]:
     )
 
 
+class Repeats(logging.Filter):
+    """Lets a message (by logger and template) through once per `every` seconds.
+
+    aiokafka logs every failed connection attempt, several times a second per
+    connection, while a broker is down; one line per kind and interval tells
+    the same.
+    """
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to emit this record."""
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            return False
+        self._last[key] = now
+        return True
+
+
+def quiet_driver_logs(prefix: str = "aiokafka", every: float = 30.0) -> None:
+    """Install `Repeats` on every logger of a driver that is imported by now."""
+    repeats = Repeats(every)
+    for name in list(logging.root.manager.loggerDict):
+        if name == prefix or name.startswith(prefix + "."):
+            logging.getLogger(name).addFilter(repeats)
+
+
 def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning") -> None:
     """Run one Faust worker in the foreground until stopped."""
+    import faust.transport.drivers.aiokafka  # noqa: F401 (its loggers, for quiet_driver_logs)
     from faust.worker import Worker
 
     from journeys.producers.topics import ensure_pipeline_topics
     from journeys.streams.app import create_app
     from journeys.streams.metrics import serve, worker_registry
 
+    quiet_driver_logs()
     app = create_app(settings, ensure_pipeline_topics(settings), idle_after=idle_after)
     state = app.journeys_state  # type: ignore[attr-defined]
     serve(worker_registry(state), state, settings.metrics_port)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import orjson
 
-from journeys.processes import settings_env, start_processes, stop_processes
-from journeys.producers.topics import ensure_pipeline_topics
 from journeys.kafka_broker import ensure_broker
+from journeys.processes import settings_env, start_processes, stop_processes
 from journeys.producers.client import EventProducer
 from journeys.producers.simulator import simulate
+from journeys.producers.topics import ensure_pipeline_topics
 from journeys.schemas.record import format_ms
 from journeys.schemas.settings import Settings
 from journeys.sinks.clickhouse.queries import table_counts
@@ -41,8 +41,12 @@ from journeys.sinks.consumer import OutputConsumer
 def settings_for(root: Path, chdb: Path, partitions: int) -> Settings:
     name = uuid.uuid4().hex[:8]
     return Settings(
-        data_dir=root / name, clickhouse_url=f"chdb://{chdb}", clickhouse_database=f"bench_{name}",
-        topic_prefix=f"bench{name}.", topic_partitions=partitions, allowed_lateness="0s",
+        data_dir=root / name,
+        clickhouse_url=f"chdb://{chdb}",
+        clickhouse_database=f"bench_{name}",
+        topic_prefix=f"bench{name}.",
+        topic_partitions=partitions,
+        allowed_lateness=0,
     )
 
 
@@ -51,8 +55,11 @@ async def raw_consume(settings: Settings, expected: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        settings.topic("events"), bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest", group_id=f"raw-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
+        settings.topic("events"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
     )
     await consumer.start()
     seen, started = 0, None
@@ -76,10 +83,14 @@ def run_pipeline(settings: Settings, workers: int, expected: int) -> float:
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     started = time.perf_counter()
-    processes = start_processes(workers, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
+    processes = start_processes(
+        workers, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
+    )
     first = None
     try:
-        while (stored := table_counts(writer.client, settings.clickhouse_database)["events"]) < expected:
+        while (
+            stored := table_counts(writer.client, settings.clickhouse_database)["events"]
+        ) < expected:
             if first is None and stored:
                 first = (time.perf_counter(), stored)
             time.sleep(0.1)
@@ -104,7 +115,12 @@ def produce_bulk(settings: Settings, lines: list[bytes]) -> None:
 
 def bench_throughput(root: Path, chdb: Path, events: int) -> None:
     accounts = max(50, events // 17)
-    lines = [line for line in simulate(accounts=accounts, days=120, seed=1, invalid_share=0.0, duplicate_share=0.0)]
+    lines = [
+        line
+        for line in simulate(
+            accounts=accounts, days=120, seed=1, invalid_share=0.0, duplicate_share=0.0
+        )
+    ]
     lines = lines[:events]
     results = {}
     for workers in (1, 2):
@@ -115,7 +131,8 @@ def bench_throughput(root: Path, chdb: Path, events: int) -> None:
         results[workers] = len(lines) / took
         print(
             f"throughput, {workers} worker(s): {len(lines) / took:>9,.0f} events/s end to end "
-            f"(raw aiokafka loop {len(lines) / raw:,.0f}/s, ratio {raw / took:.2f}; {len(lines):,} events)"
+            f"(raw aiokafka loop {len(lines) / raw:,.0f}/s, ratio {raw / took:.2f}; "
+            f"{len(lines):,} events)"
         )
     print(f"2 workers / 1 worker: {results[2] / results[1]:.2f}x")
 
@@ -128,7 +145,9 @@ def bench_latency(root: Path, chdb: Path, rate: int, seconds: int) -> None:
     sink.setup()
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
-    processes = start_processes(1, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False)
+    processes = start_processes(
+        1, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
+    )
     producer = EventProducer(settings)
     producer.start()
     time.sleep(8)  # let the worker join its group
@@ -140,16 +159,24 @@ def bench_latency(root: Path, chdb: Path, rate: int, seconds: int) -> None:
             time.sleep(max(0.0, due - time.perf_counter()))
             now = int(time.time() * 1000)
             batch = [
-                orjson.dumps({
-                    "event_id": f"lat-{tick}-{i}", "channel": "web", "type": "page_view",
-                    "occurred_at": format_ms(now), "email": f"u{i % 500}@co{i % 97}.nl",
-                    "properties": {"sent_ms": now},
-                })
+                orjson.dumps(
+                    {
+                        "event_id": f"lat-{tick}-{i}",
+                        "channel": "web",
+                        "type": "page_view",
+                        "occurred_at": format_ms(now),
+                        "email": f"u{i % 500}@co{i % 97}.nl",
+                        "properties": {"sent_ms": now},
+                    }
+                )
                 for i in range(rate // 10)
             ]
             producer.send_raw(batch)
         deadline = time.monotonic() + 60
-        while table_counts(writer.client, settings.clickhouse_database)["events"] < total and time.monotonic() < deadline:
+        while (
+            table_counts(writer.client, settings.clickhouse_database)["events"] < total
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
         rows = writer.client.query(
             f"SELECT toUnixTimestamp64Milli(inserted_at) - JSONExtractUInt(properties, 'sent_ms') "
@@ -158,8 +185,10 @@ def bench_latency(root: Path, chdb: Path, rate: int, seconds: int) -> None:
         latencies = sorted(r[0] for r in rows)
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
-        print(f"latency at {rate:,} events/s offered for {seconds}s: p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
-              f"({len(latencies):,} of {total:,} stored)")
+        print(
+            f"latency at {rate:,} events/s offered for {seconds}s: "
+            f"p50 {p50:,.0f} ms, p99 {p99:,.0f} ms ({len(latencies):,} of {total:,} stored)"
+        )
     finally:
         producer.close()
         stop_processes(processes)

@@ -13,14 +13,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from journeys.kafka_broker import ensure_broker, stop_broker
 from journeys.producers.simulator import simulate
 from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.queries import snapshot
 from tests.integration.kafka.deployment import ROOT, Deployment, compare_with_replay
-from tests.integration.kafka.pipeline import INVALID, expected_ids, produce
+from tests.integration.kafka.pipeline import (
+    INVALID,
+    Pipeline,
+    comparable,
+    expected_ids,
+    produce,
+    replayed,
+    wait_settled,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
 
@@ -176,3 +186,43 @@ def test_a_broker_stop_and_start_is_waited_out(
     assert result["different"] == [], result
     assert result["events"] == result["distinct_events"] == len(expected_ids(lines))
     print(f"\nbroker outage: {len(lines)} messages in, {result['counts']} rows out, {figures}")
+
+
+def committed_rows(settings: Settings) -> int | None:
+    """The sink group's committed offset on the rows topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}journeys-sink",
+        enable_auto_commit=False,
+    )
+    try:
+        return consumer.committed(TopicPartition(settings.topic("internal.rows"), 0))
+    finally:
+        consumer.close()
+
+
+def test_writes_refused_mid_run_are_retried_and_nothing_is_skipped(
+    pipeline_factory: Any, chdb_dir: Path
+) -> None:
+    """ClickHouse refuses inserts for a while (a table detached under the running sink)."""
+    lines = list(simulate(accounts=40, days=45, seed=5)) + INVALID
+    pipeline: Pipeline = pipeline_factory(workers=1, partitions=2)
+    pipeline.start_sink()
+    assert pipeline.writer is not None and pipeline.sink is not None
+    client, db = pipeline.writer.client, pipeline.settings.clickhouse_database
+    client.command(f"DETACH TABLE {db}.phase_transitions")
+    produce(pipeline.settings, lines)
+    pipeline.start_workers()
+    progress = pipeline.sink.progress
+    until(lambda: progress.retries >= 2, 120, "the sink never tried to write")
+    assert progress.problem is not None and "ClickHouse" in progress.problem
+    assert not committed_rows(pipeline.settings)  # no offset moves while the write fails
+    client.command(f"ATTACH TABLE {db}.phase_transitions")
+    wait_settled(pipeline, len(expected_ids(lines)), len(INVALID))
+    assert progress.problem is None
+    streamed = comparable(snapshot(client, db))
+    expected = replayed(lines, chdb_dir)
+    for table in expected:
+        assert streamed[table] == expected[table], table
