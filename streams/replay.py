@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from journeys.schemas.codec import check_event_size
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
 from journeys.schemas.record import EventRecord
@@ -62,6 +63,7 @@ def read_events(
         if not line:
             continue
         try:
+            check_event_size(line)  # as the streaming ingest does: too large for Kafka
             events.append(parse_event(line))
         except InvalidEvent as exc:
             reason = str(exc)
