@@ -296,6 +296,8 @@ class JourneyEngine:
         if h.wake is not None and h.wake < ts:
             self._alerts.fire(cur, account, ts, changed)
         made = self._step(cur, ts, event_id, kind, segment, changed)
+        if ts < self._until and (kind.flags or changed):  # a deadline it set may be past
+            self._alerts.fire(cur, account, self._until, changed)
         if made is not None:
             traj = cur.traj
             previous = traj[-2][0] if len(traj) > 1 else -1

@@ -78,13 +78,16 @@ def engine(**config: Any) -> JourneyEngine:
     return JourneyEngine(EngineConfig(rules=load_rules(), **config))
 
 
-def run(events: list[EventRecord], **config: Any) -> tuple[FinalTables, Output]:
-    """Replay semantics: sort, process, advance to the last event, collapse like FINAL."""
+def run(
+    events: list[EventRecord], until: int | None = None, **config: Any
+) -> tuple[FinalTables, Output]:
+    """Replay semantics: sort, process, advance to the last event (or `until`), collapse
+    like FINAL."""
     eng = engine(**config)
     ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
     eng.process_all(ordered)
     if ordered:
-        eng.advance_to(ordered[-1].ts)
+        eng.advance_to(ordered[-1].ts if until is None else until)
     out = eng.take()
     return final_tables(out), out
 
@@ -131,7 +134,7 @@ def arrive(
     return final_tables(out), out
 
 
-def view(tables: FinalTables) -> dict[str, object]:
+def view(tables: FinalTables) -> dict[str, dict[Any, Any]]:
     """What readers see in every table (the `_current` views), without versions.
 
     Links are compared by the account each alias ends at, following merges; when the

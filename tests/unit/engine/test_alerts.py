@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import orjson
 
+from journeys.sinks.reference import FinalTables
 from tests.unit.engine.journey import DAY, HOUR, ev, ms, run
 
 CART = "cart_abandoned"
 STALL = "deal_stalled"
 
 
-def alerts(tables, kind=None):  # type: ignore[no-untyped-def]
+def alerts(tables: FinalTables, kind: str | None = None) -> list[tuple[str, str, int, int | None]]:
     rows = sorted(tables.alerts.values(), key=lambda a: a.raised_at)
-    return [(a.kind, a.account_id, a.raised_at, a.resolved_at) for a in rows if kind in (None, a.kind)]
+    return [
+        (a.kind, a.account_id, a.raised_at, a.resolved_at) for a in rows if kind in (None, a.kind)
+    ]
 
 
 def test_cart_abandoned_four_hours_after_last_cart_activity() -> None:
@@ -41,15 +44,23 @@ def test_cart_activity_after_checkout_restarts_the_clock() -> None:
     tables, _ = run([ev("add_to_cart", 0), ev("checkout_started", 1), ev("remove_from_cart", 2)])
     assert alerts(tables) == []  # due at 6h, input ends at 2h
     tables, _ = run(
-        [ev("add_to_cart", 0), ev("checkout_started", 1), ev("remove_from_cart", 2), ev("page_view", 7)]
+        [
+            ev("add_to_cart", 0),
+            ev("checkout_started", 1),
+            ev("remove_from_cart", 2),
+            ev("page_view", 7),
+        ]
     )
     assert alerts(tables) == [(CART, "acme", ms(6), None)]
 
 
 def test_once_per_cart_episode_and_an_order_ends_it() -> None:
     events = [
-        ev("add_to_cart", 0), ev("add_to_cart", 10), ev("order_placed", 30),
-        ev("add_to_cart", 40), ev("page_view", 50),
+        ev("add_to_cart", 0),
+        ev("add_to_cart", 10),
+        ev("order_placed", 30),
+        ev("add_to_cart", 40),
+        ev("page_view", 50),
     ]
     tables, _ = run(events)
     assert alerts(tables) == [(CART, "acme", ms(4), ms(30)), (CART, "acme", ms(44), None)]
@@ -78,7 +89,13 @@ def test_no_stall_without_an_open_quote_demo_or_meeting() -> None:
 
 
 def test_supplier_actions_do_not_count_as_account_activity() -> None:
-    events = [ev("demo", 0), ev("sent", 24), ev("delivered", 48), ev("invoice_sent", 100), ev("open", 400)]
+    events = [
+        ev("demo", 0),
+        ev("sent", 24),
+        ev("delivered", 48),
+        ev("invoice_sent", 100),
+        ev("open", 400),
+    ]
     tables, _ = run(events)
     assert alerts(tables) == [(STALL, "acme", ms(0) + 14 * DAY, ms(400))]
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import JourneyEngine, Sequencer
 from journeys.streams.engine.state import Holder
-from tests.unit.engine.journey import engine, ev
+from tests.unit.engine.journey import engine, ev, run, view
+from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 from tests.unit.engine.test_properties import account_history, snapshot
 
 
-def checkpoint_round_trip(eng: JourneyEngine, store: dict[str, dict]) -> JourneyEngine:  # type: ignore[type-arg]
+def checkpoint_round_trip(eng: JourneyEngine, store: dict[str, dict[str, Any]]) -> JourneyEngine:
     """Apply the engine's changes to a byte store, then build a new engine from the store."""
     changes = eng.changes()
     for key, holder in changes.holders.items():
@@ -21,11 +26,11 @@ def checkpoint_round_trip(eng: JourneyEngine, store: dict[str, dict]) -> Journey
             store["holders"].pop(key, None)
         else:
             store["holders"][key] = holder.to_bytes()
-    for alias, key in changes.aliases.items():
-        if key is None:
+    for alias, target in changes.aliases.items():
+        if target is None:
             store["aliases"].pop(alias, None)
         else:
-            store["aliases"][alias] = key
+            store["aliases"][alias] = target
     store["redirects"].update(changes.redirects)
     store["meta"] = changes.meta
     return JourneyEngine.restore(
@@ -39,7 +44,7 @@ def checkpoint_round_trip(eng: JourneyEngine, store: dict[str, dict]) -> Journey
 
 @given(account_history(), st.data())
 @settings(max_examples=100, deadline=None)
-def test_restore_continues_exactly(events, data) -> None:  # type: ignore[no-untyped-def]
+def test_restore_continues_exactly(events: list[EventRecord], data: st.DataObject) -> None:
     ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(ordered)), max_size=3)))
     whole = engine()
@@ -47,7 +52,7 @@ def test_restore_continues_exactly(events, data) -> None:  # type: ignore[no-unt
     whole.advance_to(ordered[-1].ts)
     expected = whole.take()
 
-    store: dict[str, dict] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}  # type: ignore[type-arg]
+    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
     out, current, start = Output(), engine(), 0
     for cut in [*cuts, len(ordered)]:
         current.process_all(ordered[start:cut])
@@ -61,7 +66,11 @@ def test_restore_continues_exactly(events, data) -> None:  # type: ignore[no-unt
 
 def test_sequencer_releases_in_event_time_order_and_flags_late_events() -> None:
     seq = Sequencer()
-    a, b, c = ev("page_view", 2, event_id="a"), ev("page_view", 1, event_id="b"), ev("page_view", 3, event_id="c")
+    a, b, c = (
+        ev("page_view", 2, event_id="a"),
+        ev("page_view", 1, event_id="b"),
+        ev("page_view", 3, event_id="c"),
+    )
     assert seq.push(a) and seq.push(b) and seq.push(c)
     assert [e.event_id for e in seq.release(a.ts)] == ["b"]
     assert [e.event_id for e in seq.release(c.ts + 1)] == ["a", "c"]
@@ -69,3 +78,23 @@ def test_sequencer_releases_in_event_time_order_and_flags_late_events() -> None:
     assert not seq.push(late) and seq.is_late(late)
     assert seq.push(ev("page_view", 4, event_id="d"))
     assert [e.event_id for e in seq.drain()] == ["d"] and len(seq) == 0
+
+
+@given(histories(hours=60, size=30), st.randoms(use_true_random=False), st.data())
+@settings(max_examples=100, deadline=None)
+def test_restore_mid_stream_out_of_order_continues_exactly(
+    events: list[EventRecord], rnd: random.Random, data: st.DataObject
+) -> None:
+    """Checkpoints taken while journeys wait to be folded again lose nothing."""
+    deliveries = arrival(redeliver(events, rnd), rnd, 0)
+    cuts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
+    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
+    out, current = Output(), engine(**SHORT)
+    for i, event in enumerate(deliveries):
+        if i in cuts:
+            out.extend(current.take())
+            current = checkpoint_round_trip(current, store)
+        current.process(event) if i % 3 else current.process_late(event)
+    current.advance_to(max(e.ts for e in deliveries))
+    out.extend(current.take())
+    assert view(final_tables(out)) == view(run(deliveries, **SHORT)[0])

@@ -202,6 +202,6 @@ def test_a_visitor_cart_is_alerted_once_identified_at_its_deadline() -> None:
         ev("login", 12, anonymous_id="v", email="a@acme.nl"),
     ]
     expected = view(run(events)[0])
-    assert [(a.kind, a.raised_at) for a in expected["alerts"].values()] == [(CART, ms(4))]  # type: ignore[attr-defined]
+    assert [(a.kind, a.raised_at) for a in expected["alerts"].values()] == [(CART, ms(4))]
     for order in permutations(events):
         assert view(arrive(list(order), lateness=HOUR)[0]) == expected

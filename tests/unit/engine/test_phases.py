@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.unit.engine.journey import ev, ms, phases, run
 
 CONSIDERATION = [
-    "product_view", "pricing_view", "review_view", "compare", "add_to_cart", "form_submit",
-    "quote_requested", "meeting", "call", "demo",
+    "product_view",
+    "pricing_view",
+    "review_view",
+    "compare",
+    "add_to_cart",
+    "form_submit",
+    "quote_requested",
+    "meeting",
+    "call",
+    "demo",
 ]
 DECISION = ["checkout_started", "quote_sent", "quote_accepted", "deal_stage_changed"]
 PURCHASE = ["order_placed", "deal_won"]
@@ -20,7 +30,10 @@ def test_first_activity_reaches_awareness() -> None:
     assert phases(tables) == [(None, "awareness", ms(0))]
     journey = tables.journeys["acme"]
     assert (journey.phase, journey.phase_since, journey.first_seen, journey.last_seen) == (
-        "awareness", ms(0), ms(0), ms(1),
+        "awareness",
+        ms(0),
+        ms(0),
+        ms(1),
     )
 
 
@@ -125,8 +138,14 @@ def test_dmu_roles_contacts_and_segment() -> None:
     tables, _ = run(
         [
             ev("page_view", 0, email="a@acme.nl", contact_id="c1", dmu_role="initiator"),
-            ev("pricing_view", 1, email="b@acme.nl", contact_id="c2", dmu_role="buyer",
-               segment="tomato growers"),
+            ev(
+                "pricing_view",
+                1,
+                email="b@acme.nl",
+                contact_id="c2",
+                dmu_role="buyer",
+                segment="tomato growers",
+            ),
             ev("open", 2, email="a@acme.nl", contact_id="c1", dmu_role="initiator"),
         ]
     )
@@ -135,17 +154,20 @@ def test_dmu_roles_contacts_and_segment() -> None:
     assert (journey.contacts, journey.segment, journey.events) == (2, "tomato growers", 3)
 
 
-def test_rules_file_replaces_the_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_rules_file_replaces_the_defaults(tmp_path: Path) -> None:
     from journeys.streams.engine import JourneyEngine, load_rules
     from journeys.streams.engine.engine import EngineConfig
 
     path = tmp_path / "rules.toml"
     path.write_text(
         'phases = ["lead", "customer"]\n'
-        'supplier_actions = []\n'
+        "supplier_actions = []\n"
         '[[rule]]\nphase = "customer"\ntypes = ["order.order_placed"]\n'
     )
     eng = JourneyEngine(EngineConfig(rules=load_rules(path)))
     eng.process_all([ev("page_view", 0), ev("pricing_view", 1), ev("order_placed", 2)])
     out = eng.take()
-    assert [(t.from_phase, t.to_phase) for t in out.transitions] == [(None, "lead"), ("lead", "customer")]
+    assert [(t.from_phase, t.to_phase) for t in out.transitions] == [
+        (None, "lead"),
+        ("lead", "customer"),
+    ]
