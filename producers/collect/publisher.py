@@ -88,11 +88,31 @@ def _retrieved(future: asyncio.Future[None]) -> None:
 _Waiting = tuple[Sequence[EventRecord], Sequence[DeadLetterRow], asyncio.Future[None]]
 
 
-def _close_quietly(producer: EventProducer) -> None:
+def _close_quietly(producer: EventProducer, flush: bool = True) -> None:
+    """Close a producer without raising; with `flush` False, or when it cannot flush, what it
+    still holds is dropped: those sends were answered 503 and their senders retry.
+
+    kafka-python's `close` raises when it cannot flush and leaves the producer half open (its
+    sender thread running, and `__del__` raising again when it is collected), so such a
+    producer is stopped by force.
+    """
+    raw = getattr(producer, "_producer", None)  # the kafka-python producer, before close drops it
+    if flush:
+        try:
+            producer.close()
+            return
+        except Exception as exc:
+            log.info("closing a Kafka producer that cannot flush: %s", exc)
+    if raw is None:
+        return
+    sender = getattr(raw, "_sender", None)
+    if sender is not None:
+        sender.force_close()  # drops the batches it holds
+        sender.join(5)
     try:
-        producer.close()
-    except Exception as exc:
-        log.info("closing a replaced Kafka producer: %s", exc)
+        raw.close(timeout=0)
+    except Exception:
+        log.debug("force-closing a Kafka producer failed", exc_info=True)
 
 
 def reachable(settings: Settings, timeout: float) -> bool:
@@ -274,7 +294,6 @@ class KafkaPublisher:
         pending, self._pending = self._pending, []
         _fail(pending, BrokerError("the collector stopped before Kafka acknowledged"))
         if self._connected():
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self._producer.close)
-            except Exception as exc:  # only sends already answered 503 can be left unflushed
-                log.warning("closing the Kafka producer: %s", exc)
+            flush = self._down is None  # while Kafka is down nothing can be flushed: stop at once
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _close_quietly, self._producer, flush)
