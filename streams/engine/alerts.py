@@ -70,7 +70,7 @@ class Alerts:
         if flags & CART_END:
             if f.cart_start is not None:
                 self._resolve(f, CART_ABANDONED, ts, changed)
-            f.cart_start, f.cart_armed, f.cart_alerted = None, False, False
+            f.cart_start, f.cart_last, f.cart_armed, f.cart_alerted = None, 0, False, False
         elif flags & CART_CHECKOUT:
             f.cart_armed = False
         if flags & CART_ACTIVITY:

@@ -42,7 +42,13 @@ from journeys.schemas.rows import (
     TransitionRow,
 )
 from journeys.streams.engine.alerts import Alerts
-from journeys.streams.engine.identity import ALIAS_KINDS, Decision, Identity
+from journeys.streams.engine.identity import (
+    ALIAS_KINDS,
+    Decision,
+    Identity,
+    link_of,
+    link_value,
+)
 from journeys.streams.engine.phases import Phases
 from journeys.streams.engine.rules import Rules, load_rules
 from journeys.streams.engine.state import (
@@ -60,7 +66,6 @@ from journeys.streams.engine.state import (
 __all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineChanges", "EngineConfig", "JourneyEngine"]
 
 _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
-_LINK_SEPARATOR = "\x1f"
 # Stages of one call, in the order they publish (see `JourneyEngine._version`).
 _AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
 
@@ -122,7 +127,7 @@ class JourneyEngine:
         self._window = self.config.window
         #: Tail events are folded into the base in batches, once the oldest is this much
         #: older than the window.
-        self._slack = max(self._window // 1, 1)
+        self._slack = max(self._window // 4, 1)
         self._wakes: list[tuple[int, str]] = []
         #: event_id -> time of every event in a tail (the dedupe window).
         self._ids: dict[str, int] = {}
@@ -471,7 +476,9 @@ class JourneyEngine:
                     self._roll(h, snap[0], snap[1])
                 else:
                     self._roll(h, horizon)
-            h.snap = (until - 1, h.cur.copy()) if h.tail and not h.pending else None
+            # Worth keeping only when folding the old part again would cost more.
+            tail = h.tail
+            h.snap = (until - 1, h.cur.copy()) if len(tail) > 8 and not h.pending else None
         self._next_sweep = until + self._slack
 
     def _forget(self, h: Holder) -> None:
@@ -661,7 +668,7 @@ class JourneyEngine:
         for alias in identity.touched_aliases:
             key = identity.aliases.get(alias)
             at = identity.linked.get(alias)
-            aliases[alias] = key if key is None or at is None else f"{key}{_LINK_SEPARATOR}{at}"
+            aliases[alias] = key if key is None or at is None else link_value(key, at)
         changes = EngineChanges(
             holders={k: self.holders.get(k) for k in self._touched},
             aliases=aliases,
@@ -692,10 +699,10 @@ class JourneyEngine:
         engine = cls(config)
         identity = engine.identity
         for alias, value in aliases.items():
-            key, _, at = value.partition(_LINK_SEPARATOR)
+            key, at = link_of(value)
             identity.aliases[alias] = key
-            if at:
-                identity.linked[alias] = int(at)
+            if at is not None:
+                identity.linked[alias] = at
         identity.redirects = dict(redirects)
         engine.holders = holders
         engine.clock = int(meta.get("clock", 0))  # type: ignore[call-overload]
@@ -704,6 +711,7 @@ class JourneyEngine:
         engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
         engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
         for key, holder in holders.items():
+            holder.key = key
             if holder.pending:  # its published state was stored; folded when time moves
                 engine._pending[key] = holder
             else:

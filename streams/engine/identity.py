@@ -44,6 +44,7 @@ from journeys.streams.engine.state import (
 #: Link kinds of alias key prefixes ("a:…", "c:…", "e:…").
 ALIAS_KINDS = {"a": "anonymous_id", "c": "contact_id", "e": "email"}
 _NEVER = 2**62
+_LINK_SEPARATOR = "\x1f"
 
 
 def own_identity(event: EventRecord) -> tuple[str, int]:
@@ -59,6 +60,28 @@ def own_identity(event: EventRecord) -> tuple[str, int]:
     if event.contact_id:
         return "?c:" + event.contact_id, RANK_CONTACT
     return "?a:" + (event.anonymous_id or ""), RANK_ANONYMOUS
+
+
+def link_value(key: str, at: int) -> str:
+    """An alias's journey and link time as one checkpoint value (the time in base 36)."""
+    return f"{key}{_LINK_SEPARATOR}{_base36(at)}"
+
+
+def link_of(value: str) -> tuple[str, int | None]:
+    """The inverse of `link_value`; a plain journey key has no link time."""
+    key, _, at = value.partition(_LINK_SEPARATOR)
+    return key, int(at, 36) if at else None
+
+
+def _base36(number: int) -> str:
+    if number < 0:
+        return "-" + _base36(-number)
+    digits = []
+    while True:
+        number, digit = divmod(number, 36)
+        digits.append("0123456789abcdefghijklmnopqrstuvwxyz"[digit])
+        if not number:
+            return "".join(reversed(digits))
 
 
 class Ranked(Protocol):

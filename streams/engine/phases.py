@@ -196,6 +196,10 @@ class Phases:
 
     def merge(self, a: Fold, b: Fold) -> Fold:
         """One fold of two journeys' folds at the same bound (order-free parts exact)."""
+        if b.seen is None and b.alerts is None:  # nothing happened in `b` yet
+            return a
+        if a.seen is None and a.alerts is None:
+            return b
         f = a.copy()
         f.traj = merge_trajectories(a.traj, b.traj)
         if b.seen is not None and (f.seen is None or b.seen > f.seen):

@@ -71,6 +71,25 @@ TYPE_CODES: tuple[str, ...] = (
     "sales.meeting", "email.deferred",
 )  # fmt: skip
 _CODE_OF = {name: i for i, name in enumerate(TYPE_CODES)}
+#: Defaults of a stored fold's fields, in `Fold.to_list` order (trailing ones are left out).
+_FOLD_DEFAULTS: tuple[Any, ...] = (
+    [], None, None, None, None, None, None, None, 0, 0, 0, None, 0, 0, None, None,
+)  # fmt: skip
+_NO_BOUND = -(2**62)
+
+
+def _before(reference: int, ts: int | None) -> int | None:
+    """A time stored as how long before `reference` it is (small where they are close)."""
+    return None if ts is None else reference - ts
+
+
+def _after(reference: int, back: int | None) -> int | None:
+    """The inverse of `_before`."""
+    return None if back is None else reference - back
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is None if default is None else value is not None and value == default
 
 
 def type_code(channel: str, type_: str) -> Code:
@@ -94,6 +113,35 @@ def entry_list(entry: Entry) -> list[Any]:
 def entry_of(data: list[Any]) -> Entry:
     """The inverse of `entry_list`."""
     return (data[0], data[1], data[2], data[3] if len(data) > 3 else None)
+
+
+def pack_tail(tail: list[Entry]) -> list[Any]:
+    """A sorted tail as stored: times as steps from the one before, and a segment only
+    where it changes (0: the same as the last one named; absent: none)."""
+    packed: list[Any] = []
+    previous_ts, previous_segment = 0, None
+    for ts, event_id, code, segment in tail:
+        item: list[Any] = [ts - previous_ts, event_id, code]
+        if segment is not None:
+            item.append(0 if segment == previous_segment else segment)
+            previous_segment = segment
+        packed.append(item)
+        previous_ts = ts
+    return packed
+
+
+def unpack_tail(packed: list[Any]) -> list[Entry]:
+    """The inverse of `pack_tail`."""
+    tail: list[Entry] = []
+    ts, named = 0, None
+    for item in packed:
+        ts += item[0]
+        segment = None
+        if len(item) > 3:
+            segment = named if item[3] == 0 else item[3]
+            named = segment
+        tail.append((ts, item[1], item[2], segment))
+    return tail
 
 
 class Fold:
@@ -155,35 +203,45 @@ class Fold:
         return other
 
     def to_list(self) -> list[Any]:
-        """A compact JSON-able form."""
-        return [
-            [[s[0], s[1], s[2], type_code(s[4], s[3])] for s in self.traj],
-            self.seen, self.act, self.cart_start, self.cart_last, int(self.cart_armed),
+        """A compact JSON-able form: step times as steps from the one before, fields that
+        are rarely set last and left out while at their defaults."""
+        traj, previous = [], 0
+        for phase, ts, event_id, type_, channel in self.traj:
+            traj.append([phase, ts - previous, event_id, type_code(channel, type_)])
+            previous = ts
+        seen = self.seen or 0
+        data = [
+            traj, self.seen, _before(seen, self.act), self.segment,
+            _before(seen, self.segment_ts),
+            None if self.cands is None else [entry_list(c) for c in self.cands],
+            self.fired, self.cart_start, self.cart_last, int(self.cart_armed),
             int(self.cart_alerted), self.deal_open, self.stalls, int(self.stall_alerted),
             self.stall_skip,
             None if self.alerts is None
             else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
-            self.fired,
-            None if self.cands is None else [entry_list(c) for c in self.cands],
-            self.segment, self.segment_ts,
         ]  # fmt: skip
+        while len(data) > 1 and _is_default(data[-1], _FOLD_DEFAULTS[len(data) - 1]):
+            data.pop()
+        return data
 
     @classmethod
     def from_list(cls, data: list[Any]) -> Fold:
         """The inverse of `to_list`."""
+        full = data + list(_FOLD_DEFAULTS[len(data) :])
         fold = cls.__new__(cls)
-        (traj, fold.seen, fold.act, fold.cart_start, fold.cart_last, armed, alerted,
-         fold.deal_open, fold.stalls, stalled, fold.stall_skip, alerts, fold.fired,
-         cands, fold.segment, fold.segment_ts) = data  # fmt: skip
+        (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, fold.fired,
+         fold.cart_start, fold.cart_last, armed, alerted, fold.deal_open, fold.stalls,
+         stalled, fold.stall_skip, alerts) = full  # fmt: skip
+        seen = fold.seen or 0
+        fold.act, fold.segment_ts = _after(seen, fold.act), _after(seen, fold.segment_ts)
         fold.traj = []
-        for phase, ts, event_id, code in traj:
+        ts = 0
+        for phase, step, event_id, code in traj:
+            ts += step
             channel, type_ = type_name(code)
             fold.traj.append((phase, ts, event_id, type_, channel))
-        fold.cart_armed, fold.cart_alerted, fold.stall_alerted = (
-            bool(armed),
-            bool(alerted),
-            bool(stalled),
-        )
+        fold.cart_armed, fold.cart_alerted = bool(armed), bool(alerted)
+        fold.stall_alerted = bool(stalled)
         fold.alerts = (
             None if alerts is None
             else {a[0]: (_KINDS[a[1]], a[2], a[3], a[4], a[5], a[6]) for a in alerts}
@@ -208,7 +266,7 @@ class Holder:
         self.contacts = 0
         self.dmu = 0
         #: Events at or before this time are folded into `base`; later ones are in `tail`.
-        self.bound = -(2**62)
+        self.bound = _NO_BOUND
         self.base = Fold()
         self.tail: list[Entry] = []
         #: Alias keys of an unidentified visitor, for links and eviction.
@@ -244,30 +302,36 @@ class Holder:
         return self.cur.seen if self.cur.seen is not None else self.first_seen
 
     def to_bytes(self) -> bytes:
-        """A compact serialisation (what a checkpoint stores).
+        """A compact serialisation (what a checkpoint stores), without the key.
 
         `cur` is stored only while the journey waits to be folded again (it is what was
         published); otherwise it is `base` folded over `tail`.
         """
-        return orjson.dumps(
-            [
-                self.key, self.rank, self.first_seen, self.events, self.contacts, self.dmu,
-                self.bound, self.aliases, self.base.to_list(),
-                [entry_list(entry) for entry in self.tail],
-                self.cur.to_list() if self.pending else None,
-            ]
-        )  # fmt: skip
+        data = [
+            self.rank, self.first_seen, self.events, self.contacts, self.dmu,
+            None if self.bound == _NO_BOUND else self.bound, self.base.to_list(),
+            pack_tail(self.tail), self.aliases, self.cur.to_list() if self.pending else None,
+        ]  # fmt: skip
+        while data[-1] is None:
+            data.pop()
+        return orjson.dumps(data)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Holder:
-        """The inverse of `to_bytes`; the restoring engine rebuilds `cur` if not stored."""
+    def from_bytes(cls, data: bytes, key: str = "") -> Holder:
+        """The inverse of `to_bytes`; the restoring engine rebuilds `cur` if not stored.
+
+        The key is not stored (it is the checkpoint's own key for the holder): give it here,
+        or `JourneyEngine.restore` puts it back from the mapping it gets.
+        """
         values: list[Any] = orjson.loads(data)
+        values += [None] * (10 - len(values))
         holder = cls.__new__(cls)
-        (holder.key, holder.rank, holder.first_seen, holder.events, holder.contacts, holder.dmu,
-         holder.bound, holder.aliases, base,
-         tail, cur) = values  # fmt: skip
+        holder.key = key
+        (holder.rank, holder.first_seen, holder.events, holder.contacts, holder.dmu, bound,
+         base, tail, holder.aliases, cur) = values  # fmt: skip
+        holder.bound = _NO_BOUND if bound is None else bound
         holder.base = Fold.from_list(base)
-        holder.tail = [entry_of(e) for e in tail]
+        holder.tail = unpack_tail(tail or [])
         holder.pending = cur is not None
         holder.cur = Fold.from_list(cur) if cur is not None else holder.base
         holder.wake = None
