@@ -140,7 +140,10 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
     Acks from all replicas; sends wait out a broker outage of up to
     `producer_request_timeout` (20 minutes) before they fail; fetches take
-    the largest message.
+    the largest message. A worker that stopped without leaving the group (a
+    failed send stops it at once) gives its partitions up after the 20 s
+    session timeout (Faust's default is 60 s; heartbeats run on the
+    consumer's own thread, so a busy worker still sends them).
     """
     return {
         "broker": f"kafka://{settings.kafka_bootstrap}",
@@ -149,6 +152,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_request_timeout": 1200.0,
         "consumer_max_fetch_size": PARTITION_FETCH_BYTES,
         "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": 20.0,
         "topic_replication_factor": 1,
         "topic_partitions": settings.topic_partitions,
     }

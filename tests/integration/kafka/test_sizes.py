@@ -25,6 +25,7 @@ from tests.integration.kafka.pipeline import (
     replayed,
     wait_settled,
 )
+from tests.integration.kafka.test_outages import free_ports, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
 
@@ -58,6 +59,20 @@ def topic_messages(pipeline: Pipeline, name: str) -> list[bytes]:
         return [message.value for message in consumer]
     finally:
         consumer.close()
+
+
+def health(port: int) -> int | None:
+    """A process's /health status code (None while it does not answer)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
 
 
 def stored(pipeline: Pipeline) -> tuple[int, int, int]:
@@ -133,3 +148,58 @@ def test_one_megabyte_inputs_become_dead_letters_and_what_follows_is_stored(
         f"\n1 MB inputs: {len(lines)} messages in, {final} events and {len(rows)} dead letters "
         f"stored, largest dead letter message {largest:,} bytes"
     )
+
+
+def test_a_send_the_broker_refuses_stops_the_worker_before_any_offset_moves(
+    pipeline_factory: Any, chdb_dir: Path
+) -> None:
+    from kafka import TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from journeys.producers.client import EventProducer
+    from journeys.producers.kafka import new_admin, new_consumer
+
+    lines = [event(i, note=100) for i in range(300)]
+    pipeline: Pipeline = pipeline_factory(workers=1, partitions=1)
+    port = free_ports(2)  # the worker serves on port + 1 (start_processes' numbering)
+    pipeline.settings = settings = pipeline.settings.model_copy(update={"metrics_port": port})
+    produce(settings, [])  # the topics, with the project's limits
+    pipeline.start_sink()
+    pipeline.start_workers()
+    until(lambda: health(port + 1) == 200, 60, "the worker did not get ready")
+    admin = new_admin(settings)
+    try:  # now the ordered topic takes no more than 2 KB: every pack is refused
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    settings.topic("internal.ordered"),
+                    {"max.message.bytes": "2048"},
+                )
+            ]
+        )
+    finally:
+        admin.close()
+    producer = EventProducer(settings)  # not `produce`: it would raise the limit again
+    producer.start()
+    try:
+        producer.send_raw(lines)
+    finally:
+        producer.close()
+    [worker] = pipeline.processes
+    assert worker.wait(120) == 1  # stopped, not skipping
+    consumer = new_consumer(settings, group="journeys")
+    try:
+        committed = consumer.committed(TopicPartition(settings.topic("events"), 0))
+    finally:
+        consumer.close()
+    assert not committed  # the refused batch was never acknowledged
+    pipeline.start_workers()  # a new worker raises the topic's limit again and reads it all
+    wait_settled(pipeline, len(lines), 0, quiet=3)
+    final, distinct, _ = stored(pipeline)
+    assert final == distinct == len(lines)
+    assert pipeline.writer is not None
+    streamed = comparable(snapshot(pipeline.writer.client, settings.clickhouse_database))
+    expected = replayed(lines, chdb_dir)
+    for table in expected:
+        assert streamed[table] == expected[table], table
