@@ -68,6 +68,8 @@ __all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineChanges", "EngineConfig", "J
 _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
 # Stages of one call, in the order they publish (see `JourneyEngine._version`).
 _AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
+#: A journey still active keeps up to this many tail events that left the window.
+_KEEP = 16
 
 
 @dataclass(frozen=True)
@@ -290,8 +292,6 @@ class JourneyEngine:
             return
         # In order: extend the current fold.
         tail.append(entry)
-        if h.snap is not None and ts <= h.snap[0]:
-            h.snap = None
         if cur is h.base:
             cur = h.cur = cur.copy()
         if account is None:
@@ -301,7 +301,7 @@ class JourneyEngine:
         if h.wake is not None and h.wake < ts:
             self._alerts.fire(cur, account, ts, changed)
         made = self._step(cur, ts, event_id, kind, segment, changed)
-        if ts < self._until and (kind.flags or changed):  # a deadline it set may be past
+        if ts < self._until and (kind.episodes or changed):  # a deadline it set may be past
             self._alerts.fire(cur, account, self._until, changed)
         if made is not None:
             traj = cur.traj
@@ -312,7 +312,7 @@ class JourneyEngine:
         if changed:
             self._emit_alerts(h, cur, changed, self._version(_AT_EVENT))
             self._schedule(h)
-        elif kind.flags:
+        elif kind.episodes:
             self._schedule(h)
 
     def _version(self, stage: int) -> int:
@@ -359,7 +359,6 @@ class JourneyEngine:
 
     def _mark(self, h: Holder) -> None:
         """The journey is folded again when event time next moves."""
-        h.snap = None
         if not h.pending:
             h.pending = True
             self._pending[h.key] = h
@@ -390,11 +389,8 @@ class JourneyEngine:
         self._touched.add(h.key)
         self._schedule(h)
 
-    def _roll(self, h: Holder, bound: int, base: Fold | None = None) -> None:
-        """Fold tail events at or before `bound` into the base: they leave the window.
-
-        `base`, if given, is the fold at `bound` already (a snapshot taken then).
-        """
+    def _roll(self, h: Holder, bound: int) -> None:
+        """Fold tail events at or before `bound` into the base: they leave the window."""
         if bound <= h.bound:
             return
         tail = h.tail
@@ -403,9 +399,7 @@ class JourneyEngine:
             n += 1
         account = h.key if h.rank >= ACCOUNT_RANK else None
         cur = h.cur
-        if base is not None:
-            h.base = base
-        elif n == len(tail) and not h.pending and (cur.fired is None or cur.fired <= bound):
+        if n == len(tail) and not h.pending and (cur.fired is None or cur.fired <= bound):
             h.base = cur  # nothing happened after the bound: the current fold is the base
         elif n:
             self._logic.fold(self._own_base(h), tail[:n], account, bound + 1)
@@ -466,20 +460,18 @@ class JourneyEngine:
             self._schedule(h)
 
     def _sweep(self) -> None:
-        """Fold tail events that left the window into their bases (every `_slack` of time)."""
-        until = self._until
-        horizon = until - 1 - self._window
+        """Fold tail events that left the window into their bases (every `_slack` of time).
+
+        A journey whose whole tail left the window takes its current fold as base, at no
+        cost. One still active keeps its old events until its tail is longer than
+        `_KEEP`: folding them in means applying them again, so it is done in batches.
+        """
+        horizon = self._until - 1 - self._window
         for h in list(self._tailed.values()):
-            snap = h.snap
-            if h.tail[0][0] <= horizon:
-                if snap is not None and snap[0] <= horizon:
-                    self._roll(h, snap[0], snap[1])
-                else:
-                    self._roll(h, horizon)
-            # Worth keeping only when folding the old part again would cost more.
             tail = h.tail
-            h.snap = (until - 1, h.cur.copy()) if len(tail) > 8 and not h.pending else None
-        self._next_sweep = until + self._slack
+            if tail[-1][0] <= horizon or (tail[0][0] <= horizon and len(tail) > _KEEP):
+                self._roll(h, horizon)
+        self._next_sweep = self._until + self._slack
 
     def _forget(self, h: Holder) -> None:
         """A visitor not seen for `visitor_ttl`: its state and aliases go."""

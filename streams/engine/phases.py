@@ -38,11 +38,13 @@ from journeys.streams.engine.state import (
 class Kind:
     """What the engine knows of one (channel, type): its class, code and names."""
 
-    __slots__ = ("cls", "flags", "active", "conditional", "code", "type", "channel")
+    __slots__ = ("cls", "flags", "episodes", "active", "conditional", "code", "type", "channel")
 
     def __init__(self, cls: EventClass, code: Code, channel: str, type_: str) -> None:
         self.cls = cls
         self.flags = cls.flags
+        #: The cart and deal flags alone: whether the event touches an alert's episode.
+        self.episodes = cls.flags & ~SUPPLIER
         self.active = not cls.flags & SUPPLIER
         self.conditional = any(after >= 0 for _, after in cls.moves)
         self.code = code
@@ -118,7 +120,7 @@ class Phases:
             traj.append(made)
         if unmet and kind.conditional:
             self._remember(f, (ts, event_id, kind.code, None))
-        if kind.flags or (active and f.stall_alerted):
+        if kind.episodes or (active and f.stall_alerted):
             self._alerts.on_event(f, kind.flags, active, ts, changed)
         return made
 

@@ -255,7 +255,7 @@ class Holder:
 
     __slots__ = (
         "key", "rank", "first_seen", "events", "contacts", "dmu", "bound", "base", "tail",
-        "aliases", "cur", "pending", "wake", "snap",
+        "aliases", "cur", "pending", "wake",
     )  # fmt: skip
 
     def __init__(self, key: str, rank: int, ts: int) -> None:
@@ -276,10 +276,6 @@ class Holder:
         self.cur = self.base
         self.pending = False
         self.wake: int | None = None
-        #: A copy of `cur` with the bound it holds everything up to, taken when event time
-        #: last swept: the next base once it leaves the window (dropped if an event at or
-        #: before its bound arrives later).
-        self.snap: tuple[int, Fold] | None = None
 
     @property
     def is_account(self) -> bool:
@@ -335,7 +331,6 @@ class Holder:
         holder.pending = cur is not None
         holder.cur = Fold.from_list(cur) if cur is not None else holder.base
         holder.wake = None
-        holder.snap = None
         return holder
 
 
