@@ -70,6 +70,8 @@ _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
 _AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
 #: A journey still active keeps up to this many tail events that left the window.
 _KEEP = 16
+#: How far row versions jump when an engine is restored from a checkpoint.
+_RESTART_GAP = 2**32
 
 
 @dataclass(frozen=True)
@@ -699,7 +701,9 @@ class JourneyEngine:
         engine.holders = holders
         engine.clock = int(meta.get("clock", 0))  # type: ignore[call-overload]
         engine._until = int(meta.get("until", engine.clock))  # type: ignore[call-overload]
-        engine._seq = int(meta.get("seq", 0))  # type: ignore[call-overload]
+        # Rows published after the checkpoint by the run that stopped are superseded by
+        # what this one publishes, whatever order it is fed the same input in.
+        engine._seq = int(meta.get("seq", 0)) + _RESTART_GAP  # type: ignore[call-overload]
         engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
         engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
         for key, holder in holders.items():
