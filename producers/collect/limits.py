@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -96,19 +97,26 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
         raise Rejected(400, f"unreadable body: {str(reason).strip()}", close=True) from exc
 
 
+#: A digit run long enough to pass 64 bits: orjson would read it as a float, silently.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+
 def parse_json(raw: bytes) -> tuple[Any, bool]:
     """The parsed body and whether it is plain JSON; `Rejected(400)` when it is not JSON.
 
     `False` means it holds NaN, Infinity or a number past a double: its items
     must go through `unrepresentable` before they are kept.
     """
-    try:
-        return orjson.loads(raw), True
-    except orjson.JSONDecodeError as exc:
+    error: Exception | None = None
+    if not _LONG_DIGITS.search(raw):
         try:
-            return json.loads(raw), False
-        except (ValueError, RecursionError):
-            raise Rejected(400, f"malformed JSON: {exc}") from exc
+            return orjson.loads(raw), True
+        except orjson.JSONDecodeError as exc:
+            error = exc
+    try:  # exact integers (orjson reads a long digit run as a lossy float), NaN, Infinity
+        return json.loads(raw), False
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(400, f"malformed JSON: {error or exc}") from exc
 
 
 def unrepresentable(value: Any, where: str = "", depth: int = 0) -> str | None:

@@ -137,6 +137,20 @@ def test_nan_and_infinity_become_dead_letters_never_null() -> None:
     assert [r.event_id for r in publisher.records] == ["m-1"]
 
 
+def test_an_integer_past_64_bits_is_a_dead_letter_never_a_rounded_float() -> None:
+    publisher = MemoryPublisher()
+    big = b'{"type":"track","event":"x","anonymousId":"a","messageId":"b","properties":'
+    big += b'{"v":123456789012345678901234567890,"phone":"0031201234567890123"}}'
+    answer = request("POST", "/v1/track", publisher, data=big, headers=AUTH)
+    assert (answer.status, answer.body["rejected"]) == (200, 1)
+    assert "does not fit in 64 bits" in answer.body["errors"][0]["error"]
+    assert publisher.records == [] and publisher.dead_letters[-1].payload == big
+    # A long digit run inside a string is text, not a number: the event is kept whole.
+    text = big.replace(b"123456789012345678901234567890", b"7")
+    assert request("POST", "/v1/track", publisher, data=text, headers=AUTH).status == 200
+    assert b"0031201234567890123" in publisher.records[-1].properties.encode()
+
+
 def test_lenient_parsing_finds_what_json_cannot_hold() -> None:
     value, strict = parse_json(b'{"a": [1, {"b": -Infinity}], "c": 18446744073709551616}')
     assert (
@@ -276,6 +290,8 @@ def test_a_quantity_past_64_bits_is_a_dead_letter_never_a_silent_one() -> None:
     body += b'"properties":{"products":[{"quantity":18446744073709551616}]}}]}'
     answer = request("POST", "/v1/batch", publisher, data=body, headers=AUTH)
     assert (answer.status, answer.body["accepted"], answer.body["rejected"]) == (200, 1, 5)
-    assert all("quantity must be a whole number" in e["error"] for e in answer.body["errors"])
+    errors = [e["error"] for e in answer.body["errors"]]
+    assert all("quantity must be a whole number" in error for error in errors[:4])
+    assert "does not fit in 64 bits" in errors[4]  # read exactly, never as a rounded float
     items = orjson.loads(publisher.records[0].properties)["items"]
     assert [item["quantity"] for item in items] == [2, 3, 4, 1]
