@@ -69,7 +69,7 @@ _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
 # Stages of one call, in the order they publish (see `JourneyEngine._version`).
 _AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
 #: A journey still active keeps up to this many tail events that left the window.
-_KEEP = 16
+_KEEP = 8
 #: How far row versions jump when an engine is restored from a checkpoint.
 _RESTART_GAP = 2**32
 
@@ -251,7 +251,14 @@ class JourneyEngine:
             return
         holders = self.holders
         key = None if late else self.identity.known(event, holders)
-        h = holders[key] if key is not None else self._resolve(event)
+        if key is None:
+            h = self._resolve(event)
+        else:
+            h = holders[key]
+            # Earlier than the journey's latest event: it may link an alias earlier.
+            latest = h.tail[-1][0] if h.tail else h.cur.seen
+            if latest is not None and ts < latest:
+                h = self._resolve(event)
         kinds = self._kinds.get(event.channel)
         kind = kinds.get(event.type) if kinds is not None else None
         if kind is None:
@@ -662,7 +669,7 @@ class JourneyEngine:
         for alias in identity.touched_aliases:
             key = identity.aliases.get(alias)
             at = identity.linked.get(alias)
-            aliases[alias] = key if key is None or at is None else link_value(key, at)
+            aliases[alias] = None if key is None else link_value(alias, key, at)
         changes = EngineChanges(
             holders={k: self.holders.get(k) for k in self._touched},
             aliases=aliases,
@@ -677,7 +684,7 @@ class JourneyEngine:
         """The engine's own counters and clock."""
         return {
             "clock": self.clock, "until": self._until, "seq": self._seq, "late": self.late,
-            "duplicates": self.duplicates,
+            "duplicates": self.duplicates, "sweep": self._next_sweep,
         }  # fmt: skip
 
     @classmethod
@@ -693,7 +700,7 @@ class JourneyEngine:
         engine = cls(config)
         identity = engine.identity
         for alias, value in aliases.items():
-            key, at = link_of(value)
+            key, at = link_of(alias, value)
             identity.aliases[alias] = key
             if at is not None:
                 identity.linked[alias] = at
@@ -706,6 +713,7 @@ class JourneyEngine:
         engine._seq = int(meta.get("seq", 0)) + _RESTART_GAP  # type: ignore[call-overload]
         engine.late = int(meta.get("late", 0))  # type: ignore[call-overload]
         engine.duplicates = int(meta.get("duplicates", 0))  # type: ignore[call-overload]
+        engine._next_sweep = int(meta.get("sweep", 0))  # type: ignore[call-overload]
         for key, holder in holders.items():
             holder.key = key
             if holder.pending:  # its published state was stored; folded when time moves

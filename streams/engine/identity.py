@@ -62,15 +62,29 @@ def own_identity(event: EventRecord) -> tuple[str, int]:
     return "?a:" + (event.anonymous_id or ""), RANK_ANONYMOUS
 
 
-def link_value(key: str, at: int) -> str:
-    """An alias's journey and link time as one checkpoint value (the time in base 36)."""
-    return f"{key}{_LINK_SEPARATOR}{_base36(at)}"
+def link_value(alias: str, key: str, at: int | None) -> str:
+    """An alias's journey and link time as one checkpoint value.
+
+    The journey is left out when the alias names it itself (an email's company or
+    free-mail address, a visitor's own cookie or contact); the time is in base 36.
+    """
+    named = "" if key == _named_by(alias) else key
+    return named if at is None else f"{named}{_LINK_SEPARATOR}{_base36(at)}"
 
 
-def link_of(value: str) -> tuple[str, int | None]:
-    """The inverse of `link_value`; a plain journey key has no link time."""
+def link_of(alias: str, value: str) -> tuple[str, int | None]:
+    """The inverse of `link_value`."""
     key, _, at = value.partition(_LINK_SEPARATOR)
-    return key, int(at, 36) if at else None
+    return key or _named_by(alias), int(at, 36) if at else None
+
+
+def _named_by(alias: str) -> str:
+    """The journey an alias names by itself: what `own_identity` gives an event with it alone."""
+    if alias[0] == "e":
+        email = alias[2:]
+        domain = email.rpartition("@")[2]
+        return email if domain in FREE_MAIL_DOMAINS else domain
+    return "?" + alias
 
 
 def _base36(number: int) -> str:

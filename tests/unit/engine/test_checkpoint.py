@@ -13,7 +13,7 @@ from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import JourneyEngine, Sequencer
 from journeys.streams.engine.state import Holder
-from tests.unit.engine.journey import engine, ev, run, view
+from tests.unit.engine.journey import HOUR, engine, ev, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 from tests.unit.engine.test_properties import account_history, snapshot
 
@@ -98,3 +98,28 @@ def test_restore_mid_stream_out_of_order_continues_exactly(
     current.advance_to(max(e.ts for e in deliveries))
     out.extend(current.take())
     assert view(final_tables(out)) == view(run(deliveries, **SHORT)[0])
+
+
+@given(histories(hours=60, size=40), st.randoms(use_true_random=False), st.data())
+@settings(max_examples=100, deadline=None)
+def test_restore_continues_exactly_beyond_the_window(
+    events: list[EventRecord], rnd: random.Random, data: st.DataObject
+) -> None:
+    """With a window of two hours most late events are older than it (applied as far as
+    order allows): a restored engine still continues exactly as one never stopped."""
+    config = {**SHORT, "window": 2 * HOUR}
+    deliveries = arrival(redeliver(events, rnd), rnd, 0)
+    cuts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
+    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
+    whole, out_whole = engine(**config), Output()
+    current, out = engine(**config), Output()
+    for i, event in enumerate(deliveries):
+        if i in cuts:
+            out.extend(current.take())
+            current = checkpoint_round_trip(current, store)
+        for eng in (whole, current):
+            eng.process(event) if i % 3 else eng.process_late(event)
+    for eng, sink in ((whole, out_whole), (current, out)):
+        eng.advance_to(max(e.ts for e in deliveries))
+        sink.extend(eng.take())
+    assert view(final_tables(out)) == view(final_tables(out_whole))
