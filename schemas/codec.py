@@ -111,10 +111,12 @@ def unpack(raw: bytes) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Forwarded:
-    """A valid event forwarded by ingest, with the source partition it was read from."""
+    """A valid event forwarded by ingest, with where it was read: the source partition
+    (of `partitions`) and its offset there, which tells a redelivery from a new event."""
 
     partition: int
     partitions: int
+    offset: int
     record: EventRecord
 
 
@@ -131,10 +133,15 @@ class Control:
     partitions: int = 0
 
 
-def forwarded_json(record: EventRecord, partition: int, partitions: int) -> bytes:
-    """The message ingest forwards for one valid event."""
+def forwarded_json(record: EventRecord, partition: int, partitions: int, offset: int) -> bytes:
+    """The message ingest forwards for one valid event read at `offset` of `partition`."""
     return orjson.dumps(
-        {"partition": partition, "partitions": partitions, "event": record_values(record)}
+        {
+            "partition": partition,
+            "partitions": partitions,
+            "offset": offset,
+            "event": record_values(record),
+        }
     )
 
 
@@ -152,7 +159,10 @@ def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
         control = body.get("control")
         if control is None:
             yield Forwarded(
-                int(body["partition"]), int(body["partitions"]), record_from_values(body["event"])
+                int(body["partition"]),
+                int(body["partitions"]),
+                int(body["offset"]),
+                record_from_values(body["event"]),
             )
         else:
             yield Control(control, int(body.get("partition", -1)), int(body.get("partitions", 0)))

@@ -55,7 +55,7 @@ def split(
             log.exception("validation failed unexpectedly at %s:%s:%s", topic, partition, offset)
             reason = f"validation failed unexpectedly: {type(exc).__name__}: {exc}"
         else:
-            out.forward.append(forwarded_json(record, partition, partitions))
+            out.forward.append(forwarded_json(record, partition, partitions, offset))
             continue
         source = f"{topic}:{partition}:{offset}"
         out.dead_letters.append(DeadLetterRow.of(raw, reason, source, received_at))

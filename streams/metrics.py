@@ -85,6 +85,11 @@ def worker_registry(state: Any) -> CollectorRegistry:
             stage(lambda s: s.stats.released),
         ),
         (
+            "journeys_stage_redelivered_events",
+            "Source messages forwarded again (after a restart or rebalance) and dropped",
+            stage(lambda s: s.stats.redelivered),
+        ),
+        (
             "journeys_stage_late_events",
             "Events behind the watermark (stored, moved nothing)",
             stage(lambda s: s.stats.late),

@@ -23,6 +23,11 @@ The watermark rule (documented in the README):
   then are raised, as at the end of a replay.
 - An event behind what was already released is late: stored and counted, it
   moves no journey.
+- Each event is applied once per source message: the stage keeps, per source
+  partition, the highest source offset it applied (in its checkpoint), and
+  drops a forwarded event at or below it. Ingest forwards again what it had
+  forwarded but not committed when it stopped or lost the partition; those
+  copies change nothing, however old their event time.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class StageStats:
     """Counters for logs and metrics."""
 
     received: int = 0
+    redelivered: int = 0
     released: int = 0
     late: int = 0
     duplicates: int = 0
@@ -68,6 +74,8 @@ class JourneyStage:
         self.offset = -1
         self.partitions = 0
         self.progress: dict[int, int] = {}
+        #: Per source partition, the highest source offset applied.
+        self.applied: dict[int, int] = {}
         self.idle: set[int] = set()
         self.max_ts = _NEVER
         self.stats = StageStats()
@@ -84,6 +92,7 @@ class JourneyStage:
         self.offset = int(meta.get("offset", -1))
         self.partitions = int(meta.get("partitions", 0))
         self.progress = {int(p): int(ts) for p, ts in meta.get("progress", {}).items()}
+        self.applied = {int(p): int(o) for p, o in meta.get("applied", {}).items()}
         self.idle = {int(p) for p in meta.get("idle", [])}
         self.max_ts = int(meta.get("max_ts", _NEVER))
         released = meta.get("released")
@@ -116,6 +125,10 @@ class JourneyStage:
 
     def _receive(self, item: Forwarded) -> None:
         partition, record = item.partition, item.record
+        if item.offset <= self.applied.get(partition, -1):
+            self.stats.redelivered += 1  # forwarded again after a restart or a rebalance
+            return
+        self.applied[partition] = item.offset
         self.stats.received += 1
         self.partitions = max(self.partitions, item.partitions)
         self.idle.discard(partition)
@@ -189,6 +202,7 @@ class JourneyStage:
             "offset": self.offset,
             "partitions": self.partitions,
             "progress": {str(p): ts for p, ts in self.progress.items()},
+            "applied": {str(p): offset for p, offset in self.applied.items()},
             "idle": sorted(self.idle),
             "max_ts": self.max_ts,
             "released": list(self.sequencer.released),

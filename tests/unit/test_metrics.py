@@ -39,8 +39,8 @@ def test_worker_metrics_follow_the_stage(tmp_path: Path) -> None:
     stage.open()
     state.stage = stage
     first, second = (
-        forwarded_json(ev("page_view", 0), 0, 1),
-        forwarded_json(ev("page_view", 5), 0, 1),
+        forwarded_json(ev("page_view", 0), 0, 1, 0),
+        forwarded_json(ev("page_view", 5), 0, 1, 1),
     )
     stage.handle([(0, first), (1, second)])
     assert value(registry, "journeys_worker_ingested_events") == 3

@@ -16,7 +16,7 @@ import pytest
 
 from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
 from journeys.schemas.settings import Settings
-from tests.integration.kafka.pipeline import Pipeline, settings_for
+from tests.integration.kafka.pipeline import WINDOW, Pipeline, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +46,9 @@ def chdb_dir(chdb_dsn: str) -> Path:
 def pipeline_factory(kafka_bootstrap: str, chdb_dir: Path, tmp_path: Path) -> Iterator[Any]:
     made: list[Pipeline] = []
 
-    def make(workers: int = 1, partitions: int = 4) -> Pipeline:
-        pipeline = Pipeline(settings_for(tmp_path, chdb_dir, kafka_bootstrap, partitions), workers)
+    def make(workers: int = 1, partitions: int = 4, window: int = WINDOW) -> Pipeline:
+        settings = settings_for(tmp_path, chdb_dir, kafka_bootstrap, partitions, window)
+        pipeline = Pipeline(settings, workers)
         made.append(pipeline)
         return pipeline
 

@@ -22,7 +22,11 @@ from journeys.sinks.clickhouse.client import connect
 from journeys.sinks.clickhouse.queries import snapshot, table_counts
 from journeys.sinks.clickhouse.writer import ClickHouseSink
 from journeys.sinks.consumer import OutputConsumer
+from journeys.streams.config import engine_config
 from journeys.streams.replay import replay
+
+#: The tests send whole histories again: the engine remembers every event_id they hold.
+WINDOW = 365 * 86_400_000
 
 INVALID = [
     b"{not json",
@@ -65,7 +69,9 @@ class Pipeline:
         self.stop_sink()
 
 
-def settings_for(tmp_path: Path, chdb_dir: Path, bootstrap: str, partitions: int) -> Settings:
+def settings_for(
+    tmp_path: Path, chdb_dir: Path, bootstrap: str, partitions: int, window: int = WINDOW
+) -> Settings:
     name = uuid.uuid4().hex[:10]
     return Settings(
         data_dir=tmp_path,
@@ -75,6 +81,7 @@ def settings_for(tmp_path: Path, chdb_dir: Path, bootstrap: str, partitions: int
         topic_prefix=f"t{name}.",
         topic_partitions=partitions,
         allowed_lateness=0,
+        dedupe_window=window,
     )
 
 
@@ -121,13 +128,12 @@ def wait_settled(
     raise AssertionError(f"pipeline did not settle: {last}")
 
 
-def replayed(lines: list[bytes], chdb_dir: Path) -> dict[str, Any]:
+def replayed(lines: list[bytes], chdb_dir: Path, window: int = WINDOW) -> dict[str, Any]:
     database = f"replay_{uuid.uuid4().hex[:10]}"
     sink = ClickHouseSink(f"chdb://{chdb_dir}", database)
     sink.setup()
-    from journeys.streams.engine import EngineConfig
-
-    replay(((f"line:{i}", line) for i, line in enumerate(lines)), sink, EngineConfig.default(), 0)
+    config = engine_config(Settings(dedupe_window=window))  # as the workers run it
+    replay(((f"line:{i}", line) for i, line in enumerate(lines)), sink, config, 0)
     return comparable(snapshot(connect(f"chdb://{chdb_dir}"), database))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from journeys.processes import stop_processes
 from journeys.producers.simulator import simulate
 from journeys.sinks.clickhouse.queries import snapshot, table_counts
 from tests.integration.kafka.pipeline import (
@@ -27,8 +28,11 @@ from tests.integration.kafka.pipeline import (
     run_through,
     wait_settled,
 )
+from tests.integration.kafka.test_outages import free_ports
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
+
+DAY = 86_400_000
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,9 @@ def test_two_workers_give_the_same_tables(
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     pipeline_factory: Any, lines: list[bytes], chdb_dir: Path
 ) -> None:
-    pipeline = pipeline_factory(workers=1, partitions=2)
+    """With the default dedupe window: what ingest forwards again after the crash carries
+    event times weeks behind the engine's clock, and still counts once (source offsets)."""
+    pipeline = pipeline_factory(workers=1, partitions=2, window=DAY * 3)
     produce(pipeline.settings, lines)
     pipeline.start_sink()
     pipeline.start_workers()
@@ -84,7 +90,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     pipeline.start_workers()
     wait_settled(pipeline, len(expected_ids(lines)), len(INVALID))
     streamed = comparable(snapshot(pipeline.writer.client, db))
-    expected = replayed(lines, chdb_dir)
+    expected = replayed(lines, chdb_dir, window=DAY * 3)
     assert sorted(row["event_id"] for row in streamed["events"]) == sorted(expected_ids(lines))
     for table in expected:
         assert streamed[table] == expected[table], table
@@ -111,3 +117,61 @@ def test_invalid_messages_reach_the_dead_letter_topic_and_table(
     consumer.close()
     assert len(payloads) >= len(INVALID)
     assert len(streamed["events"]) == len(expected_ids(lines[-30:]))
+
+
+def test_input_read_again_from_the_start_counts_once(
+    pipeline_factory: Any, lines: list[bytes], chdb_dir: Path
+) -> None:
+    """Ingest's committed offsets go back to 0 (as after a crash before its commit, on a
+    larger scale): everything is forwarded again, weeks behind the engine's clock and
+    beyond the dedupe window, and the tables do not change."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    pipeline = pipeline_factory(workers=1, partitions=2, window=DAY * 3)
+    port = free_ports(2)  # the worker serves metrics on port + 1
+    pipeline.settings = settings = pipeline.settings.model_copy(update={"metrics_port": port})
+    run_through(pipeline, lines)
+    stop_processes(pipeline.processes)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}journeys",
+        enable_auto_commit=False,
+    )
+    try:
+        partitions = [TopicPartition(settings.topic("events"), p) for p in range(2)]
+        consumer.assign(partitions)
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in partitions})
+    finally:
+        consumer.close()
+    pipeline.start_workers()
+    wait_settled(pipeline, len(expected_ids(lines)), len(INVALID), quiet=6)
+    valid = len(lines) - sum(1 for line in lines if not _valid(line))
+    assert metric(port + 1, "journeys_stage_redelivered_events") == valid
+    assert pipeline.writer is not None
+    again = comparable(snapshot(pipeline.writer.client, settings.clickhouse_database))
+    expected = replayed(lines, chdb_dir, window=DAY * 3)
+    for table in expected:
+        assert again[table] == expected[table], table
+
+
+def _valid(line: bytes) -> bool:
+    from journeys.schemas.errors import InvalidEvent
+    from journeys.schemas.event import parse_event
+
+    try:
+        parse_event(line)
+    except InvalidEvent:
+        return False
+    return True
+
+
+def metric(port: int, name: str) -> float:
+    """One sample of a process's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name}")

@@ -35,7 +35,8 @@ def test_every_message_is_forwarded_or_dead_lettered() -> None:
     out = split(messages, partitions=2, received_at=5)
     assert len(out.forward) == 1 and len(out.dead_letters) == 4
     [item] = decode_ordered(out.forward[0])
-    assert isinstance(item, Forwarded) and item.partition == 0 and item.record.event_id == "e1"
+    assert isinstance(item, Forwarded) and (item.partition, item.offset) == (0, 10)
+    assert item.record.event_id == "e1"
     reasons = {d.source: d.reason for d in out.dead_letters}
     assert "too large" in reasons["ev:1:7"] and "too large" in reasons["ev:1:8"]
     assert f"{EVENT_BYTES:,}" in reasons["ev:1:7"]

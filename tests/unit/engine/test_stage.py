@@ -45,7 +45,10 @@ def history() -> list[EventRecord]:
 def messages(events: list[EventRecord], partitions: int = 2) -> list[bytes]:
     """Round-robin over partitions, each partition in time order (like a keyless bulk load)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
-    return [forwarded_json(e, i % partitions, partitions) for i, e in enumerate(ordered)]
+    return [
+        forwarded_json(e, i % partitions, partitions, i // partitions)
+        for i, e in enumerate(ordered)
+    ]
 
 
 def test_stream_through_the_stage_equals_replay(tmp_path: Path) -> None:
@@ -63,7 +66,7 @@ def test_stream_through_the_stage_equals_replay(tmp_path: Path) -> None:
 
 def test_a_silent_partition_holds_event_time_back_until_idle(tmp_path: Path) -> None:
     s = stage(tmp_path)
-    first = [forwarded_json(e, 0, 2) for e in history()[:3]]
+    first = [forwarded_json(e, 0, 2, i) for i, e in enumerate(history()[:3])]
     out = s.handle(enumerate(first))
     assert out.events == [] and len(s.sequencer) == 3
     out = s.handle([(3, idle_json(1, 2))])
@@ -73,8 +76,8 @@ def test_a_silent_partition_holds_event_time_back_until_idle(tmp_path: Path) -> 
 def test_late_events_are_stored_but_move_nothing(tmp_path: Path) -> None:
     s = stage(tmp_path)
     events = history()
-    s.handle([(0, forwarded_json(events[5], 0, 1)), (1, idle_json(0, 1))])
-    out = s.handle([(2, DRAIN_JSON), (3, forwarded_json(events[1], 0, 1))])
+    s.handle([(0, forwarded_json(events[5], 0, 1, 0)), (1, idle_json(0, 1))])
+    out = s.handle([(2, DRAIN_JSON), (3, forwarded_json(events[1], 0, 1, 1))])
     late = [e for e in out.events if e.late]
     assert [e.record.type for e in late] == ["pricing_view"]
     assert out.transitions[-1].to_phase == "awareness"
@@ -107,10 +110,10 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(tmp_path: Path) -> No
 def test_a_drain_asked_before_a_partition_woke_up_is_ignored(tmp_path: Path) -> None:
     s = stage(tmp_path)
     events = history()
-    s.handle([(0, forwarded_json(events[0], 0, 2)), (1, idle_json(0, 2)), (2, idle_json(1, 2))])
+    s.handle([(0, forwarded_json(events[0], 0, 2, 0)), (1, idle_json(0, 2)), (2, idle_json(1, 2))])
     assert s.drain_due()
     s.drain_requested = True  # the worker sent DRAIN_JSON; meanwhile partition 1 delivers
-    out = s.handle([(3, forwarded_json(events[1], 1, 2)), (4, DRAIN_JSON)])
+    out = s.handle([(3, forwarded_json(events[1], 1, 2, 0)), (4, DRAIN_JSON)])
     assert s.stats.drains == 0 and not s.all_idle()
     assert [e.record.type for e in out.events] == ["content_view"]  # released by the watermark
 
@@ -126,3 +129,22 @@ def test_packed_messages_are_read_item_by_item(tmp_path: Path) -> None:
     expected, _ = run(history())
     assert snapshot(final_tables(out)) == snapshot(expected)
     assert s.stats.received == len(history())
+
+
+def test_a_source_message_forwarded_again_is_applied_once(tmp_path: Path) -> None:
+    """Ingest forwards again what it had not committed when it stopped; old event times too."""
+    s = stage(tmp_path)
+    values = messages(history(), 2)
+    out = Output()
+    out.extend(s.handle(list(enumerate(values))))
+    out.extend(s.handle([(len(values), idle_json(0, 2)), (len(values) + 1, idle_json(1, 2))]))
+    out.extend(s.handle([(len(values) + 2, DRAIN_JSON)]))
+    again = [(len(values) + 3 + i, value) for i, value in enumerate(values)]  # a new owner
+    out.extend(s.handle(again))
+    assert s.stats.redelivered == len(values)
+    expected, _ = run(history())
+    assert snapshot(final_tables(out)) == snapshot(expected)
+    s.checkpoint()
+    s.close()
+    resumed = stage(tmp_path)
+    assert resumed.applied == {0: 3, 1: 2}

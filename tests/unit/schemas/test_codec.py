@@ -67,7 +67,12 @@ def test_every_row_kind_round_trips() -> None:
 
 def test_internal_keys_are_readable() -> None:
     record = ev("page_view", 0, email="a@acme.nl")
-    assert set(orjson.loads(forwarded_json(record, 2, 4))) == {"event", "partition", "partitions"}
+    assert set(orjson.loads(forwarded_json(record, 2, 4, 9))) == {
+        "event",
+        "partition",
+        "partitions",
+        "offset",
+    }
     assert set(orjson.loads(encode_row(StoredEvent(record, "acme.nl")))) == {
         "kind",
         "event",
@@ -85,8 +90,8 @@ def test_the_one_event_record_pair_covers_every_field() -> None:
 
 def test_the_ordered_topic_carries_events_and_controls() -> None:
     record = ev("page_view", 0, anonymous_id="v")
-    packed = b"".join(pack([forwarded_json(record, 1, 3), forwarded_json(record, 2, 3)]))
-    assert list(decode_ordered(packed)) == [Forwarded(1, 3, record), Forwarded(2, 3, record)]
+    packed = b"".join(pack([forwarded_json(record, 1, 3, 7), forwarded_json(record, 2, 3, 8)]))
+    assert list(decode_ordered(packed)) == [Forwarded(1, 3, 7, record), Forwarded(2, 3, 8, record)]
     assert list(decode_ordered(idle_json(2, 3))) == [Control("idle", 2, 3)]
     assert list(decode_ordered(DRAIN_JSON)) == [Control("drain")]
 
@@ -129,7 +134,7 @@ def test_packs_keep_order_and_stay_under_the_limit(items: list[bytes]) -> None:
 
 def test_a_backlog_of_two_kilobyte_events_packs_below_the_limit() -> None:
     record = ev("page_view", 0, email="a@acme.nl", properties={"blob": "x" * 2000})
-    items = [forwarded_json(record, 0, 4)] * 20_000
+    items = [forwarded_json(record, 0, 4, 123_456)] * 20_000
     packs = list(pack(items))
     assert max(len(p) for p in packs) <= PACK_BYTES
     assert sum(len(unpack(p)) for p in packs) == 20_000
