@@ -241,7 +241,7 @@ def ensure_broker(settings: Settings, timeout: float = 90.0) -> str:
         if finished:
             tail = "\n".join((data / "broker.out").read_text(errors="replace").splitlines()[-15:])
             raise BrokerError(f"the broker exited with status {status}:\n{tail}")
-        if accepting(settings.kafka_bootstrap) and _metadata_ready(settings.kafka_bootstrap):
+        if accepting(settings.kafka_bootstrap) and _metadata_ready(settings):
             _say("Kafka is up")
             return settings.kafka_bootstrap
         time.sleep(0.5)
@@ -269,18 +269,18 @@ def _spawn(command: list[str], log: Path) -> int:
         os.close(out)
 
 
-def _metadata_ready(bootstrap: str) -> bool:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+def _metadata_ready(settings: Settings) -> bool:
+    from journeys.producers.kafka import kafka_errors, new_admin
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = new_admin(settings, timeout=3.0)
         try:
-            admin.list_topics()
+            with kafka_errors(settings.kafka_bootstrap, "listing topics"):
+                admin.list_topics()
         finally:
             admin.close()
         return True
-    except (KafkaError, OSError):
+    except BrokerError:
         return False
 
 

@@ -125,14 +125,36 @@ def new_consumer(settings: Settings, *topics: str, group: str, **options: Any) -
         return KafkaConsumer(*topics, **config)
 
 
-def new_admin(settings: Settings) -> KafkaAdminClient:
-    """An admin client (topic creation and configuration)."""
+def new_admin(settings: Settings, timeout: float = 15.0) -> KafkaAdminClient:
+    """An admin client (topic creation and configuration); `timeout` bounds each request."""
     with kafka_errors(settings.kafka_bootstrap, "connecting the admin client"):
         return KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap,
-            request_timeout_ms=15_000,
-            bootstrap_timeout_ms=10_000,
+            request_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(min(timeout, 10.0) * 1000),
         )
+
+
+def aio_producer_options(settings: Settings) -> dict[str, Any]:
+    """Options of an aiokafka producer (`AIOKafkaProducer(**aio_producer_options(s))`) with
+    the project's acks and size limit, for asyncio processes outside Faust."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "max_request_size": MESSAGE_BYTES,
+    }
+
+
+def aio_consumer_options(settings: Settings, group: str) -> dict[str, Any]:
+    """Options of an aiokafka consumer in `group` (prefixed) that commits only when told to."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": f"{settings.topic_prefix}{group}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
+    }
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
