@@ -190,7 +190,7 @@ def supervise(
                 delays[i] = first_delay
             say(
                 f"journeys {process.kind} (pid {process.pid}) exited with {code}; "
-                f"starting it again in {delays[i]:.0f}s"
+                f"starting it again in {delays[i]:g}s"
             )
             due[i] = now + delays[i]
             delays[i] = min(max_delay, delays[i] * 2)
