@@ -36,9 +36,9 @@ def test_a_running_child_is_left_alone() -> None:
 
 
 def test_settings_reach_children_in_their_written_form() -> None:
-    env = settings_env(Settings(cart_abandon_after="90m", topic_prefix="p."))
+    settings = Settings.model_validate({"cart_abandon_after": "90m", "topic_prefix": "p."})
+    env = settings_env(settings)
     assert env["JOURNEYS_CART_ABANDON_AFTER"] == "90m"
     assert env["JOURNEYS_TOPIC_PREFIX"] == "p."
-    assert Settings(**{k.removeprefix("JOURNEYS_").lower(): v for k, v in env.items()}) == Settings(
-        cart_abandon_after="90m", topic_prefix="p."
-    )
+    again = {name.removeprefix("JOURNEYS_").lower(): value for name, value in env.items()}
+    assert Settings.model_validate(again) == settings
