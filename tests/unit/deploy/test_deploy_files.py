@@ -33,13 +33,25 @@ K8S = DEPLOY / "k8s"
 EXTRA_VARIABLES = {"JOURNEYS_IDLE_AFTER", "JOURNEYS_WORKERS"}
 SETTING_VARIABLES = {f"JOURNEYS_{name.upper()}" for name in Settings.model_fields}
 CONTRACT_TABLES = {
-    "events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links"
+    "events",
+    "phase_transitions",
+    "journeys",
+    "alerts",
+    "dead_letters",
+    "identity_links",
 }
 ANALYTICS_VIEWS = {
-    "analytics_accounts_per_phase", "analytics_accounts_per_phase_by_segment",
-    "analytics_cohort_funnel", "analytics_time_in_phase", "analytics_transition_touchpoints",
-    "analytics_transition_channels", "analytics_dmu_coverage", "analytics_dmu_roles",
-    "analytics_decision_without_decider", "analytics_open_alerts", "analytics_repeat_orders",
+    "analytics_accounts_per_phase",
+    "analytics_accounts_per_phase_by_segment",
+    "analytics_cohort_funnel",
+    "analytics_time_in_phase",
+    "analytics_transition_touchpoints",
+    "analytics_transition_channels",
+    "analytics_dmu_coverage",
+    "analytics_dmu_roles",
+    "analytics_decision_without_decider",
+    "analytics_open_alerts",
+    "analytics_repeat_orders",
 }
 
 
@@ -112,7 +124,7 @@ def as_env(environment: dict[str, Any] | list[str] | None) -> dict[str, str]:
 
 def settings_from(env: dict[str, str]) -> Settings:
     """Settings built from JOURNEYS_* variables, as the process would build them."""
-    given = {
+    given: dict[str, Any] = {
         key.removeprefix("JOURNEYS_").lower(): value
         for key, value in env.items()
         if key.startswith("JOURNEYS_") and key not in EXTRA_VARIABLES
@@ -146,8 +158,13 @@ def test_every_journeys_variable_is_a_setting() -> None:
     for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):
         seen |= set(re.findall(r"\bJOURNEYS_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8")))
     assert seen - allowed == set()
-    assert {"JOURNEYS_KAFKA_BOOTSTRAP", "JOURNEYS_CLICKHOUSE_URL", "JOURNEYS_DATA_DIR",
-            "JOURNEYS_IDLE_AFTER", "JOURNEYS_WRITE_KEYS"} <= seen
+    assert {
+        "JOURNEYS_KAFKA_BOOTSTRAP",
+        "JOURNEYS_CLICKHOUSE_URL",
+        "JOURNEYS_DATA_DIR",
+        "JOURNEYS_IDLE_AFTER",
+        "JOURNEYS_WRITE_KEYS",
+    } <= seen
 
 
 # ---------------------------------------------------------------- docker compose
@@ -155,8 +172,17 @@ def test_every_journeys_variable_is_a_setting() -> None:
 
 def test_compose_runs_the_broker_clickhouse_and_each_process_type() -> None:
     services = compose()["services"]
-    assert {"kafka", "clickhouse", "migrate", "worker", "sink", "collect", "prometheus", "grafana",
-            "kafka-exporter"} <= set(services)
+    assert {
+        "kafka",
+        "clickhouse",
+        "migrate",
+        "worker",
+        "sink",
+        "collect",
+        "prometheus",
+        "grafana",
+        "kafka-exporter",
+    } <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:3.9.")
     kafka_env = as_env(services["kafka"]["environment"])
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -297,7 +323,8 @@ def test_k8s_workloads_run_as_planned() -> None:
     assert collect["spec"]["replicas"] == 2
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     needs_clickhouse = {
-        name for name, c in journeys_k8s_containers()
+        name
+        for name, c in journeys_k8s_containers()
         if any(e["name"] == "JOURNEYS_CLICKHOUSE_URL" for e in c.get("env", []))
     }
     assert needs_clickhouse == {"journeys-sink", "journeys-migrate"}
@@ -333,8 +360,9 @@ def test_k8s_resources_fit_two_core_nodes() -> None:
     total_cpu = 0.0
     for name, spec in pod_specs():
         replicas = next(
-            o["spec"].get("replicas", 1) for o in k8s_objects() if o["metadata"]["name"] == name
-            and o["kind"] in {"Deployment", "StatefulSet", "Job"}
+            o["spec"].get("replicas", 1)
+            for o in k8s_objects()
+            if o["metadata"]["name"] == name and o["kind"] in {"Deployment", "StatefulSet", "Job"}
         )
         for container in spec["containers"]:
             requests, limits = container["resources"]["requests"], container["resources"]["limits"]
@@ -384,8 +412,13 @@ def collector_metric_names() -> set[str]:
     registry = Metrics.create().registry
     names = set()
     for family in registry.collect():
-        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket",
-                  f"{family.name}_count", f"{family.name}_sum"}
+        names |= {
+            family.name,
+            f"{family.name}_total",
+            f"{family.name}_bucket",
+            f"{family.name}_count",
+            f"{family.name}_sum",
+        }
     return names
 
 
@@ -411,8 +444,12 @@ def test_prometheus_scrapes_the_collector_and_loads_the_rules() -> None:
 def test_alert_rules_cover_lag_errors_and_silence() -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text("utf-8"))
     alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
-    assert {"JourneysWorkerLagHigh", "JourneysSinkLagHigh", "JourneysCollectorErrors",
-            "JourneysNothingStored"} <= set(alerts)
+    assert {
+        "JourneysWorkerLagHigh",
+        "JourneysSinkLagHigh",
+        "JourneysCollectorErrors",
+        "JourneysNothingStored",
+    } <= set(alerts)
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"], name
@@ -434,7 +471,9 @@ def test_prometheus_queries_use_metrics_and_groups_that_exist() -> None:
     source = (ROOT / "streams" / "app.py").read_text("utf-8")
     assert 'f"{settings.topic_prefix}journeys",' in source
     sink_source = (ROOT / "sinks" / "consumer.py").read_text("utf-8")
-    assert 'group_id=f"{settings.topic_prefix}journeys-sink"' in sink_source
+    assert 'group="journeys-sink"' in sink_source
+    kafka_source = (ROOT / "producers" / "kafka.py").read_text("utf-8")
+    assert '"group_id": f"{settings.topic_prefix}{group}"' in kafka_source
 
 
 def grafana_datasources() -> dict[str, dict[str, Any]]:
@@ -448,7 +487,9 @@ def dashboard_sql() -> dict[str, str]:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "journeys.json").read_text("utf-8"))
     return {
         panel["title"]: target["rawSql"]
-        for panel in dashboard["panels"] for target in panel["targets"] if "rawSql" in target
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        if "rawSql" in target
     }
 
 
@@ -477,9 +518,13 @@ def test_grafana_provisions_prometheus_and_clickhouse_for_the_dashboard() -> Non
 def test_dashboard_has_the_journey_panels() -> None:
     sql = dashboard_sql()
     assert set(sql) == {
-        "Accounts per phase", "Funnel: accounts that reached each phase",
-        "Median days between phases", "Open alerts by kind", "Open alerts",
-        "Events per channel per hour", "Dead letters per reason",
+        "Accounts per phase",
+        "Funnel: accounts that reached each phase",
+        "Median days between phases",
+        "Open alerts by kind",
+        "Open alerts",
+        "Events per channel per hour",
+        "Dead letters per reason",
     }
     assert "FROM journeys.journeys FINAL\nWHERE is_deleted = 0" in sql["Accounts per phase"]
 
@@ -488,7 +533,9 @@ def test_dashboard_has_the_journey_panels() -> None:
 
 
 def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         depth += char == "("
         depth -= char == ")"
@@ -598,7 +645,8 @@ def test_cluster_views_match_the_migrations() -> None:
             match = re.match(
                 r"CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?\S+?\.(\w+)"
                 r"(?: ON CLUSTER '\{cluster\}')? AS\s+(.*)",
-                statement, re.S,
+                statement,
+                re.S,
             )
             if match:
                 found[match[1]] = re.sub(r"\s+", " ", match[2].replace("{db}", "journeys"))
@@ -672,7 +720,7 @@ def test_dashboard_queries_agree_with_the_projects_own_queries(replayed: tuple[A
         (a, b): round(days, 1) for a, b, days in queries.median_days_between_phases(client, db)
     }
     assert {(a, b): days for a, b, days, _ in rows["Median days between phases"]} == median
-    per_channel = {}
+    per_channel: dict[str, int] = {}
     for _, channel, count in rows["Events per channel per hour"]:
         per_channel[channel] = per_channel.get(channel, 0) + count
     total_events = client.query(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0]
@@ -701,7 +749,8 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
             continue  # Distributed tables and views need a cluster; migrate makes its own record
         statement = statement.replace(" ON CLUSTER '{cluster}'", "")
         statement = re.sub(
-            r"ReplicatedReplacingMergeTree\('[^']*', '\{replica\}'(?:, )?", "ReplacingMergeTree(",
+            r"ReplicatedReplacingMergeTree\('[^']*', '\{replica\}'(?:, )?",
+            "ReplacingMergeTree(",
             statement,
         )
         statement = statement.replace("ReplacingMergeTree()", "ReplacingMergeTree")
@@ -727,12 +776,19 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
             key = name.removesuffix(suffix)
             out[key] = {
                 "engine": engine_full.split(" SETTINGS ")[0].replace(f"{db}.", ""),
-                "sorting": sorting, "partition": partition,
+                "sorting": sorting,
+                "partition": partition,
                 "columns": [tuple(c[1:]) for c in columns if c[0] == name],
             }
         return out
 
     described = describe(single, "")
-    assert set(described) == {"events", "phase_transitions", "journeys", "alerts", "dead_letters",
-                              "identity_links"}
+    assert set(described) == {
+        "events",
+        "phase_transitions",
+        "journeys",
+        "alerts",
+        "dead_letters",
+        "identity_links",
+    }
     assert describe(local, "_local") == described
