@@ -22,7 +22,11 @@ def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture()
 def database_name() -> Callable[[str], str]:
     """A unique database name per call."""
-    return lambda prefix="t": f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+    def name(prefix: str = "t") -> str:
+        return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+    return name
 
 
 @pytest.fixture()
