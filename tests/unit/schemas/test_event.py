@@ -36,7 +36,10 @@ def reason(raw: bytes) -> str:
 def test_the_contract_example_is_valid() -> None:
     record = parse_event(orjson.dumps(BASE))
     assert (record.event_id, record.channel, record.type, record.account_id) == (
-        "01JD3K8Q2W5T9Z7Y4X6V1B0N3M", "web", "page_view", "kwekerij-x",
+        "01JD3K8Q2W5T9Z7Y4X6V1B0N3M",
+        "web",
+        "page_view",
+        "kwekerij-x",
     )
     assert (record.dmu_role, record.segment) == ("buyer", "tomato growers")
     assert record.ts == 1793610900000
@@ -88,7 +91,10 @@ def test_bad_json(raw: bytes, expected: str) -> None:
         ({"properties": [1]}, "properties"),
         ({"email": "not-an-address"}, "email"),
         ({"context": {"dmu_role": "janitor"}}, "dmu_role"),
-        ({"channel": "order", "properties": {"items": [{"sku": "A", "quantity": "lots"}]}}, "items"),
+        (
+            {"channel": "order", "properties": {"items": [{"sku": "A", "quantity": "lots"}]}},
+            "items",
+        ),
         ({"channel": "order", "properties": {"payment_terms": "barter"}}, "payment_terms"),
     ],
 )
@@ -100,9 +106,14 @@ def test_invalid_events_say_why(changes: dict[str, object], expected: str) -> No
 def test_order_properties_are_typed() -> None:
     record = validate_event(
         {
-            **BASE, "channel": "order", "type": "order_placed",
+            **BASE,
+            "channel": "order",
+            "type": "order_placed",
             "properties": {
-                "order_id": "o-1", "amount": 1250.5, "currency": "EUR", "payment_terms": "invoice",
+                "order_id": "o-1",
+                "amount": 1250.5,
+                "currency": "EUR",
+                "payment_terms": "invoice",
                 "items": [{"sku": "KAS-1", "quantity": 3, "price": 416.83}],
             },
         }

@@ -10,7 +10,8 @@ from journeys.schemas.settings import Settings
 
 
 @pytest.mark.parametrize(
-    ("text", "ms"), [("30m", 1_800_000), ("4h", 14_400_000), ("14d", 1_209_600_000), ("90s", 90_000)]
+    ("text", "ms"),
+    [("30m", 1_800_000), ("4h", 14_400_000), ("14d", 1_209_600_000), ("90s", 90_000)],
 )
 def test_durations(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
