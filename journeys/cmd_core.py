@@ -26,6 +26,7 @@ ENGINE_SETTINGS = (
     "deal_stall_after",
     "visitor_ttl",
     "dedupe_window",
+    "reorder_factor",
 )
 CLICKHOUSE_SETTINGS = ("data_dir", "clickhouse_url", "clickhouse_database")
 

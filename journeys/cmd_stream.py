@@ -18,6 +18,7 @@ ENGINE_SETTINGS = (
     "allowed_lateness",
     "visitor_ttl",
     "dedupe_window",
+    "reorder_factor",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
 

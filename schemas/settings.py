@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         validate_default=True,
         description="forget anonymous visitors not seen for this long (event time)",
     )
+    reorder_factor: float = Field(
+        default=1.5,
+        gt=0,
+        description="a loyal account's next order is due after its usual interval between "
+        "orders (the median of the last five) times this",
+    )
     dedupe_window: DurationMs = Field(
         default="3d",
         validate_default=True,

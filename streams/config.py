@@ -14,4 +14,5 @@ def engine_config(settings: Settings) -> EngineConfig:
         deal_stall_after=settings.deal_stall_after,
         visitor_ttl=settings.visitor_ttl,
         window=settings.dedupe_window,
+        reorder_factor=settings.reorder_factor,
     )

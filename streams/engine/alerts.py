@@ -13,13 +13,19 @@ Both alerts are functions of the account's events in (ts, event_id) order:
   if it passes with no activity, and the account is in a stall phase then,
   the deal has stalled. Activity or the close resolves the stall; the next
   quiet period can stall again.
+- `reorder_due`: after each order of an account with at least two, its next
+  order is due once the median of its last intervals between orders (at most
+  `MAX_INTERVALS`) times `reorder_factor` has passed; if no order came by
+  then, and the account is in a reorder phase (loyalty), it is alerted. The
+  next order resolves it.
 
 A deadline fires once event time is past it: before an event later than the
 deadline is applied, and when the engine's clock passes it.
 
 An alert's id names its episode, not its moment, so a consumer can match the
 versions of one alert when a late event moves it: the cart episode's first add
-to cart, or the deal's opening time and the stall's number within the deal.
+to cart, or the deal's opening time and the stall's number within the deal, the order after which
+the next was due.
 When a late event moves the deadline, the alert keeps its id and gets a new
 version with the new `raised_at`; when it shows the alert never happened (or
 not yet), the alert is withdrawn (a new version with `withdrawn`), and raised
@@ -41,9 +47,17 @@ from journeys.streams.engine.rules import (
     CART_START,
     DEAL_CLOSE,
     DEAL_OPEN,
+    ORDER,
     Rules,
 )
-from journeys.streams.engine.state import CART_ABANDONED, DEAL_STALLED, Alert, Fold
+from journeys.streams.engine.state import (
+    CART_ABANDONED,
+    DEAL_STALLED,
+    MAX_INTERVALS,
+    REORDER_DUE,
+    Alert,
+    Fold,
+)
 
 
 def alert_id(kind: str, account: str, *episode: int) -> str:
@@ -55,10 +69,18 @@ def alert_id(kind: str, account: str, *episode: int) -> str:
 class Alerts:
     """Cart and deal state of a fold, its deadlines, and the alerts they raise."""
 
-    def __init__(self, rules: Rules, cart_abandon_after: int, deal_stall_after: int) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        cart_abandon_after: int,
+        deal_stall_after: int,
+        reorder_factor: float = 1.5,
+    ) -> None:
         self.cart_after = cart_abandon_after
         self.stall_after = deal_stall_after
+        self.reorder_factor = reorder_factor
         self._stall_phases = rules.stall_phases
+        self._reorder_phases = rules.reorder_phases
         self._phases = rules.phases
 
     # ------------------------------------------------------------ episodes
@@ -90,6 +112,18 @@ class Alerts:
         if active and f.stall_alerted:
             f.stall_alerted = False
             self._resolve(f, DEAL_STALLED, ts, changed)
+        if flags & ORDER:
+            if f.reorder_alerted:
+                f.reorder_alerted = False
+                self._resolve(f, REORDER_DUE, ts, changed)
+            orders = f.orders
+            if orders is None:
+                f.orders = [ts]
+            else:
+                orders.append(ts)
+                if len(orders) > MAX_INTERVALS + 1:
+                    del orders[0]
+            f.reorder_skip = None
 
     def _resolve(self, f: Fold, kind: str, ts: int, changed: list[str] | None) -> None:
         alerts = f.alerts
@@ -119,20 +153,47 @@ class Alerts:
             return None
         return base + self.stall_after
 
+    def usual_interval(self, f: Fold) -> int | None:
+        """The median of the account's last intervals between orders (None before two)."""
+        orders = f.orders
+        if orders is None or len(orders) < 2:
+            return None
+        gaps = sorted(b - a for a, b in zip(orders, orders[1:], strict=False))
+        middle = len(gaps) // 2
+        return gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) // 2
+
+    def reorder_deadline(self, f: Fold) -> int | None:
+        """When the account's next order is due, if it does not come before."""
+        if f.reorder_alerted or not self._reorder_phases:
+            return None
+        usual = self.usual_interval(f)
+        if usual is None or f.orders is None or f.reorder_skip == f.orders[-1]:
+            return None
+        return f.orders[-1] + int(usual * self.reorder_factor)
+
     def next_deadline(self, f: Fold) -> int | None:
         """The earliest running deadline."""
-        cart = self.cart_deadline(f)
-        stall = self.stall_deadline(f)
-        if cart is None:
-            return stall
-        return cart if stall is None or cart < stall else stall
+        deadlines = [
+            d
+            for d in (self.cart_deadline(f), self.stall_deadline(f), self.reorder_deadline(f))
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
 
     def fire(self, f: Fold, account: str, before: int, changed: list[str] | None) -> None:
         """Raise every alert whose deadline is before `before` (event time has passed it)."""
         while True:
             cart = self.cart_deadline(f)
             stall = self.stall_deadline(f)
-            if cart is not None and cart < before and (stall is None or cart <= stall):
+            reorder = self.reorder_deadline(f) if f.orders is not None else None
+            if (
+                reorder is not None
+                and reorder < before
+                and ((cart is None or reorder < cart) and (stall is None or reorder < stall))
+            ):
+                self._reorder(f, account, reorder, changed)
+                deadline = reorder
+            elif cart is not None and cart < before and (stall is None or cart <= stall):
                 assert f.cart_start is not None
                 aid = alert_id(CART_ABANDONED, account, f.cart_start)
                 f.cart_alerted, f.cart_armed = True, False
@@ -158,6 +219,19 @@ class Alerts:
             if f.fired is None or deadline > f.fired:
                 f.fired = deadline
 
+    def _reorder(self, f: Fold, account: str, deadline: int, changed: list[str] | None) -> None:
+        assert f.orders is not None
+        last = f.orders[-1]
+        phase = f.phase
+        if phase not in self._reorder_phases:
+            f.reorder_skip = last
+            return
+        f.reorder_alerted = True
+        aid = alert_id(REORDER_DUE, account, last)
+        self._add(f, aid, (REORDER_DUE, deadline, None, last, self.usual_interval(f), phase))
+        if changed is not None:
+            changed.append(aid)
+
     @staticmethod
     def _add(f: Fold, aid: str, alert: Alert) -> None:
         if f.alerts is None:
@@ -176,6 +250,14 @@ class Alerts:
                 "cart_started_at": format_ms(since),
                 "last_cart_activity_at": format_ms(last or since),
                 "threshold_ms": self.cart_after,
+            }
+        elif kind == REORDER_DUE:
+            usual = last or 0
+            details = {
+                "phase": self._phases[phase],
+                "last_order_at": format_ms(since),
+                "median_days": round(usual / 86_400_000, 1),
+                "threshold_ms": int(usual * self.reorder_factor),
             }
         else:
             details = {

@@ -85,6 +85,8 @@ class EngineConfig:
     #: How far behind event time an event may come and still be placed exactly, and how
     #: long event_ids are remembered for dedupe.
     window: int = 3 * 86_400_000
+    #: A loyal account's next order is due after its usual interval times this.
+    reorder_factor: float = 1.5
 
     @classmethod
     def default(cls) -> EngineConfig:
@@ -116,7 +118,12 @@ class JourneyEngine:
         self.config = config or EngineConfig.default()
         rules = self.config.rules
         self._phase_names = rules.phases
-        self._alerts = Alerts(rules, self.config.cart_abandon_after, self.config.deal_stall_after)
+        self._alerts = Alerts(
+            rules,
+            self.config.cart_abandon_after,
+            self.config.deal_stall_after,
+            self.config.reorder_factor,
+        )
         self._logic = Phases(rules, self._alerts)
         self.identity = Identity()
         self.holders: dict[str, Holder] = {}

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from journeys.streams.engine.alerts import Alerts
-from journeys.streams.engine.rules import NEUTRAL, SUPPLIER, EventClass, Rules
+from journeys.streams.engine.rules import NEUTRAL, ORDER, SUPPLIER, EventClass, Rules
 from journeys.streams.engine.state import (
     MAX_CANDIDATES,
+    MAX_INTERVALS,
     Code,
     Entry,
     Fold,
@@ -147,6 +148,8 @@ class Phases:
             f.seen = ts
         if kind.active and (f.act is None or ts > f.act):
             f.act = ts
+        if kind.flags & ORDER:
+            f.orders = _last_orders(f.orders, [ts])
         if self._place(f, entry, kind):
             self._promote(f)
 
@@ -220,7 +223,14 @@ class Phases:
             f.fired = b.fired
         if b.segment_ts is not None and (f.segment_ts is None or b.segment_ts > f.segment_ts):
             f.segment, f.segment_ts = b.segment, b.segment_ts
+        if b.orders:
+            f.orders = _last_orders(f.orders, b.orders)
         for entry in b.cands or ():
             self._remember(f, entry)
         self._promote(f)
         return f
+
+
+def _last_orders(orders: list[int] | None, more: list[int]) -> list[int]:
+    """The latest order times of two sets, as many as a usual interval needs."""
+    return sorted([*(orders or ()), *more])[-(MAX_INTERVALS + 1) :]

@@ -26,6 +26,7 @@ CART_CHECKOUT = 8
 CART_END = 16
 DEAL_OPEN = 32
 DEAL_CLOSE = 64
+ORDER = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Rules:
     first_activity_phase: int
     stall_phases: frozenset[int]
     classes: dict[str, dict[str, EventClass]] = field(repr=False)
+    #: Phases in which an account's next order can be due (`reorder_due`); empty: never.
+    reorder_phases: frozenset[int] = frozenset()
 
     def classify(self, channel: str, type_: str) -> EventClass:
         """The class of an event; unknown types are neutral (kept, move nothing)."""
@@ -140,11 +143,20 @@ def compile_rules(data: dict[str, Any], source: str = "rules") -> Rules:
     stall_phases = frozenset(
         index(p, "deal_stalled.phases") for p in _names(deal, "phases", source)
     )
+    reorder = alerts.get("reorder_due", {})
+    flag(_names(reorder, "orders", source), ORDER)
+    reorder_phases = frozenset(
+        index(p, "reorder_due.phases") for p in _names(reorder, "phases", source)
+    )
 
     classes: dict[str, dict[str, EventClass]] = {c: {} for c in CHANNELS}
     for key in set(moves) | set(flags):
         ordered = tuple(sorted(set(moves.get(key, [])), reverse=True))
         classes[key[0]][key[1]] = EventClass(moves=ordered, flags=flags.get(key, 0))
     return Rules(
-        phases=phases, first_activity_phase=first, stall_phases=stall_phases, classes=classes
+        phases=phases,
+        first_activity_phase=first,
+        stall_phases=stall_phases,
+        classes=classes,
+        reorder_phases=reorder_phases,
     )

@@ -55,8 +55,11 @@ MAX_CANDIDATES = 4
 
 CART_ABANDONED = "cart_abandoned"
 DEAL_STALLED = "deal_stalled"
-_KIND_CODES = {CART_ABANDONED: 0, DEAL_STALLED: 1}
-_KINDS = (CART_ABANDONED, DEAL_STALLED)
+REORDER_DUE = "reorder_due"
+_KIND_CODES = {CART_ABANDONED: 0, DEAL_STALLED: 1, REORDER_DUE: 2}
+_KINDS = (CART_ABANDONED, DEAL_STALLED, REORDER_DUE)
+#: A loyal account's usual interval between orders is the median of this many last ones.
+MAX_INTERVALS = 5
 
 #: Codes of known (channel, type) pairs. Checkpoints store them: append only.
 TYPE_CODES: tuple[str, ...] = (
@@ -73,7 +76,7 @@ TYPE_CODES: tuple[str, ...] = (
 _CODE_OF = {name: i for i, name in enumerate(TYPE_CODES)}
 #: Defaults of a stored fold's fields, in `Fold.to_list` order (trailing ones are left out).
 _FOLD_DEFAULTS: tuple[Any, ...] = (
-    [], None, None, None, None, None, None, None, 0, 0, 0, None, 0, 0, None, None,
+    [], None, None, None, None, None, None, None, None, 0, 0, 0, None, 0, 0, None, 0, None, None,
 )  # fmt: skip
 _NO_BOUND = -(2**62)
 
@@ -86,6 +89,20 @@ def _before(reference: int, ts: int | None) -> int | None:
 def _after(reference: int, back: int | None) -> int | None:
     """The inverse of `_before`."""
     return None if back is None else reference - back
+
+
+def _steps(times: list[int]) -> list[int]:
+    """Sorted times as the first one and the steps between them."""
+    return [times[0], *(b - a for a, b in zip(times, times[1:], strict=False))]
+
+
+def _unsteps(steps: list[int]) -> list[int]:
+    """The inverse of `_steps`."""
+    times, ts = [], 0
+    for step in steps:
+        ts += step
+        times.append(ts)
+    return times
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -150,7 +167,7 @@ class Fold:
     __slots__ = (
         "traj", "seen", "act", "cart_start", "cart_last", "cart_armed", "cart_alerted",
         "deal_open", "stalls", "stall_alerted", "stall_skip", "alerts", "fired", "cands",
-        "segment", "segment_ts",
+        "segment", "segment_ts", "orders", "reorder_alerted", "reorder_skip",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -181,6 +198,12 @@ class Fold:
         #: The segment of the latest event that named one, and that event's time.
         self.segment: str | None = None
         self.segment_ts: int | None = None
+        #: The account's last orders (at most `MAX_INTERVALS` + 1 times), whether the next
+        #: one is overdue and alerted, and the last order a reorder was skipped for (the
+        #: account was not loyal when it fell due).
+        self.orders: list[int] | None = None
+        self.reorder_alerted = False
+        self.reorder_skip: int | None = None
 
     @property
     def phase(self) -> int:
@@ -200,6 +223,8 @@ class Fold:
         other.fired = self.fired
         other.cands = None if self.cands is None else list(self.cands)
         other.segment, other.segment_ts = self.segment, self.segment_ts
+        other.orders = None if self.orders is None else list(self.orders)
+        other.reorder_alerted, other.reorder_skip = self.reorder_alerted, self.reorder_skip
         return other
 
     def to_list(self) -> list[Any]:
@@ -214,9 +239,10 @@ class Fold:
             traj, self.seen, _before(seen, self.act), self.segment,
             _before(seen, self.segment_ts),
             None if self.cands is None else [entry_list(c) for c in self.cands],
+            None if self.orders is None else _steps(self.orders),
             self.fired, self.cart_start, self.cart_last, int(self.cart_armed),
             int(self.cart_alerted), self.deal_open, self.stalls, int(self.stall_alerted),
-            self.stall_skip,
+            self.stall_skip, int(self.reorder_alerted), self.reorder_skip,
             None if self.alerts is None
             else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
         ]  # fmt: skip
@@ -229,9 +255,11 @@ class Fold:
         """The inverse of `to_list`."""
         full = data + list(_FOLD_DEFAULTS[len(data) :])
         fold = cls.__new__(cls)
-        (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, fold.fired,
+        (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, orders, fold.fired,
          fold.cart_start, fold.cart_last, armed, alerted, fold.deal_open, fold.stalls,
-         stalled, fold.stall_skip, alerts) = full  # fmt: skip
+         stalled, fold.stall_skip, reordered, fold.reorder_skip, alerts) = full  # fmt: skip
+        fold.orders = None if orders is None else _unsteps(orders)
+        fold.reorder_alerted = bool(reordered)
         seen = fold.seen or 0
         fold.act, fold.segment_ts = _after(seen, fold.act), _after(seen, fold.segment_ts)
         fold.traj = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from journeys.sinks.reference import FinalTables
-from tests.unit.engine.journey import DAY, HOUR, ev, ms, run
+from tests.unit.engine.journey import DAY, HOUR, engine, ev, ms, run
 
 CART = "cart_abandoned"
 STALL = "deal_stalled"
@@ -142,3 +142,48 @@ def test_visitors_raise_no_alerts_until_identified() -> None:
     tables, _ = run(events + [ev("login", 12, anonymous_id="v", email="a@acme.nl")])
     # Raised when identified, at the moment its threshold passed (event time).
     assert alerts(tables) == [(CART, "acme.nl", ms(0) + 4 * HOUR, None)]
+
+
+REORDER = "reorder_due"
+LOYAL = [ev("order_placed", 0), ev("order_delivered", 48), ev("order_placed", 10 * 24)]
+
+
+def test_reorder_due_after_the_usual_interval_times_the_factor() -> None:
+    events = [*LOYAL, ev("order_placed", 20 * 24), ev("page_view", 40 * 24)]
+    tables, _ = run(events)
+    # Intervals of 10 days; due 15 days after the last order.
+    assert alerts(tables, REORDER) == [(REORDER, "acme", ms(35 * 24), None)]
+    details = orjson.loads(next(iter(tables.alerts.values())).details)
+    assert (details["median_days"], details["threshold_ms"]) == (10.0, 15 * DAY)
+    assert details["last_order_at"] == "2026-03-22T09:00:00.000Z"
+
+
+def test_the_next_order_resolves_a_reorder_and_starts_the_next_wait() -> None:
+    events = [*LOYAL, ev("order_placed", 20 * 24), ev("order_placed", 38 * 24), ev("open", 80 * 24)]
+    tables, _ = run(events)
+    # Intervals 10, 10, 18: median 10, due 15 days after each order.
+    assert alerts(tables, REORDER) == [
+        (REORDER, "acme", ms(35 * 24), ms(38 * 24)),
+        (REORDER, "acme", ms(53 * 24), None),
+    ]
+
+
+def test_reorder_factor_is_a_setting() -> None:
+    tables, _ = run([*LOYAL, ev("page_view", 13 * 24)], reorder_factor=0.2)
+    assert alerts(tables, REORDER) == [(REORDER, "acme", ms(12 * 24), None)]
+
+
+def test_no_reorder_before_loyalty_or_before_a_second_order() -> None:
+    assert alerts(run([ev("order_placed", 0), ev("order_placed", 24), ev("open", 999)])[0]) == []
+    assert alerts(run([ev("order_placed", 0), ev("order_delivered", 2), ev("open", 999)])[0]) == []
+
+
+def test_a_late_order_withdraws_a_reorder_alert() -> None:
+    eng = engine()
+    eng.process_all([*LOYAL, ev("page_view", 26 * 24)])
+    raised = eng.take().alerts
+    assert [(a.kind, a.raised_at) for a in raised] == [(REORDER, ms(25 * 24))]
+    eng.process_late(ev("order_placed", 24 * 24))  # two days late, within the window
+    assert [(a.alert_id, a.status) for a in eng.take().alerts] == [
+        (raised[0].alert_id, "withdrawn")
+    ]

@@ -23,7 +23,8 @@ ACCOUNT = [
 
 #: Who an event comes from: its identity fields and the types it may have. Two companies
 #: with anonymous research, sign-ups, contacts and ERP accounts; a free-mail contact; and a
-#: contact who moved between two ERP accounts (seen only with the accounts themselves).
+#: contact who moved between two ERP accounts (seen only with the accounts themselves); and
+#: an account that keeps reordering.
 WHO: dict[str, tuple[dict[str, str], list[str]]] = {
     "visitor-a": ({"anonymous_id": "va"}, WEB),
     "signup-a": ({"anonymous_id": "va", "email": "jan@acme.nl", "contact_id": "ca"}, ["signup"]),
@@ -35,6 +36,7 @@ WHO: dict[str, tuple[dict[str, str], list[str]]] = {
     "login-b": ({"anonymous_id": "vb", "email": "piet@beta.nl"}, ["login"]),
     "piet": ({"email": "piet@beta.nl"}, ACCOUNT),
     "kees": ({"email": "kees@gmail.com"}, ACCOUNT),
+    "reorders": ({"account_id": "erp-c"}, ["order_placed", "order_placed", "order_delivered"]),
     "moved-a": ({"account_id": "erp-a", "contact_id": "cx"}, ACCOUNT),
     "moved-b": ({"account_id": "erp-b", "contact_id": "cx"}, ACCOUNT),
 }
