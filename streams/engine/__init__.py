@@ -9,10 +9,12 @@ phase rules.
 from journeys.streams.engine.engine import CART_ABANDONED, DEAL_STALLED, EngineConfig, JourneyEngine
 from journeys.streams.engine.rules import Rules, load_rules
 from journeys.streams.engine.sequencer import Sequencer
+from journeys.streams.engine.state import REORDER_DUE
 
 __all__ = [
     "CART_ABANDONED",
     "DEAL_STALLED",
+    "REORDER_DUE",
     "EngineConfig",
     "JourneyEngine",
     "Rules",

@@ -4,7 +4,8 @@ Events of one account come from several partitions and out of order. The
 sequencer buffers them and releases them in (occurred_at, event_id) order
 once the *watermark* (the event time before which nothing more is expected)
 has passed them. Anything that arrives behind what was already released is
-late: the engine stores it but lets it move nothing.
+late: the engine applies it with `process_late` and publishes the corrections
+(late data is data).
 
 Pure: the caller decides the watermark (the Faust worker: the slowest input
 partition's latest event time less the allowed lateness; replay: end of
