@@ -205,3 +205,18 @@ def test_a_visitor_cart_is_alerted_once_identified_at_its_deadline() -> None:
     assert [(a.kind, a.raised_at) for a in expected["alerts"].values()] == [(CART, ms(4))]
     for order in permutations(events):
         assert view(arrive(list(order), lateness=HOUR)[0]) == expected
+
+
+def test_a_batch_of_late_events_folds_each_journey_once_to_the_same_tables() -> None:
+    events = [ev("page_view", h, email=f"u{h % 3}@acme{h % 2}.nl") for h in range(0, 48, 2)]
+    late = [ev("order_placed", h + 0.5, email=f"u{h % 3}@acme{h % 2}.nl") for h in range(0, 40, 8)]
+    one_by_one, batched = engine(), engine()
+    for eng in (one_by_one, batched):
+        eng.process_all(events)
+        eng.advance_to(events[-1].ts)
+    for event in late:
+        one_by_one.process_late(event)
+    batched.process_late_batch(late)
+    tables = [final_tables(eng.take()) for eng in (one_by_one, batched)]
+    assert view(tables[0]) == view(tables[1]) == view(run([*events, *late])[0])
+    assert {j.phase for j in tables[1].journeys.values()} == {"purchase"}
