@@ -23,9 +23,10 @@ A deadline fires once event time is past it: before an event later than the
 deadline is applied, and when the engine's clock passes it.
 
 An alert's id names its episode, not its moment, so a consumer can match the
-versions of one alert when a late event moves it: the cart episode's first add
-to cart, or the deal's opening time and the stall's number within the deal, the order after which
-the next was due.
+versions of one alert when a late event moves it: the event that opened the
+episode (the cart's first add to cart; the deal's opening event and the
+stall's number within the deal; the order after which the next was due). It
+does not name the account, so it stays when the account merges into another.
 When a late event moves the deadline, the alert keeps its id and gets a new
 version with the new `raised_at`; when it shows the alert never happened (or
 not yet), the alert is withdrawn (a new version with `withdrawn`), and raised
@@ -60,9 +61,10 @@ from journeys.streams.engine.state import (
 )
 
 
-def alert_id(kind: str, account: str, *episode: int) -> str:
-    """A deterministic alert id: kind, account and what names the episode."""
-    text = "\x1f".join([kind, account, *map(str, episode)])
+def alert_id(kind: str, event_id: str, number: int = 0) -> str:
+    """A deterministic alert id: the kind, the event that opened the episode, and the
+    number of the alert within it (stalls of one deal)."""
+    text = "\x1f".join([kind, event_id, str(number)])
     return "al_" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
@@ -86,29 +88,36 @@ class Alerts:
     # ------------------------------------------------------------ episodes
 
     def on_event(
-        self, f: Fold, flags: int, active: bool, ts: int, changed: list[str] | None
+        self,
+        f: Fold,
+        flags: int,
+        active: bool,
+        ts: int,
+        event_id: str,
+        changed: list[str] | None,
     ) -> None:
         """Update cart and deal episodes for one event applied in order."""
         if flags & CART_END:
             if f.cart_start is not None:
                 self._resolve(f, CART_ABANDONED, ts, changed)
             f.cart_start, f.cart_last, f.cart_armed, f.cart_alerted = None, 0, False, False
+            f.cart_event = None
         elif flags & CART_CHECKOUT:
             f.cart_armed = False
         if flags & CART_ACTIVITY:
             if f.cart_start is None and flags & CART_START:
-                f.cart_start, f.cart_alerted = ts, False
+                f.cart_start, f.cart_event, f.cart_alerted = ts, event_id, False
             if f.cart_start is not None:
                 f.cart_last = ts
                 f.cart_armed = not f.cart_alerted
         if flags & DEAL_CLOSE:
             if f.deal_open is not None:
-                f.deal_open, f.stalls, f.stall_skip = None, 0, None
+                f.deal_open, f.deal_event, f.stalls, f.stall_skip = None, None, 0, None
             if f.stall_alerted:
                 f.stall_alerted = False
                 self._resolve(f, DEAL_STALLED, ts, changed)
         elif flags & DEAL_OPEN and f.deal_open is None:
-            f.deal_open, f.stalls, f.stall_skip = ts, 0, None
+            f.deal_open, f.deal_event, f.stalls, f.stall_skip = ts, event_id, 0, None
         if active and f.stall_alerted:
             f.stall_alerted = False
             self._resolve(f, DEAL_STALLED, ts, changed)
@@ -123,6 +132,7 @@ class Alerts:
                 orders.append(ts)
                 if len(orders) > MAX_INTERVALS + 1:
                     del orders[0]
+            f.order_event = event_id
             f.reorder_skip = None
 
     def _resolve(self, f: Fold, kind: str, ts: int, changed: list[str] | None) -> None:
@@ -180,7 +190,7 @@ class Alerts:
         ]
         return min(deadlines) if deadlines else None
 
-    def fire(self, f: Fold, account: str, before: int, changed: list[str] | None) -> None:
+    def fire(self, f: Fold, before: int, changed: list[str] | None) -> None:
         """Raise every alert whose deadline is before `before` (event time has passed it)."""
         while True:
             cart = self.cart_deadline(f)
@@ -191,11 +201,11 @@ class Alerts:
                 and reorder < before
                 and ((cart is None or reorder < cart) and (stall is None or reorder < stall))
             ):
-                self._reorder(f, account, reorder, changed)
+                self._reorder(f, reorder, changed)
                 deadline = reorder
             elif cart is not None and cart < before and (stall is None or cart <= stall):
                 assert f.cart_start is not None
-                aid = alert_id(CART_ABANDONED, account, f.cart_start)
+                aid = alert_id(CART_ABANDONED, f.cart_event or "")
                 f.cart_alerted, f.cart_armed = True, False
                 self._add(f, aid, (CART_ABANDONED, cart, None, f.cart_start, f.cart_last, -1))
                 if changed is not None:
@@ -207,7 +217,7 @@ class Alerts:
                 if phase in self._stall_phases:
                     f.stalls += 1
                     f.stall_alerted = True
-                    aid = alert_id(DEAL_STALLED, account, f.deal_open, f.stalls)
+                    aid = alert_id(DEAL_STALLED, f.deal_event or "", f.stalls)
                     self._add(f, aid, (DEAL_STALLED, stall, None, f.deal_open, f.act, phase))
                     if changed is not None:
                         changed.append(aid)
@@ -219,7 +229,7 @@ class Alerts:
             if f.fired is None or deadline > f.fired:
                 f.fired = deadline
 
-    def _reorder(self, f: Fold, account: str, deadline: int, changed: list[str] | None) -> None:
+    def _reorder(self, f: Fold, deadline: int, changed: list[str] | None) -> None:
         assert f.orders is not None
         last = f.orders[-1]
         phase = f.phase
@@ -227,7 +237,7 @@ class Alerts:
             f.reorder_skip = last
             return
         f.reorder_alerted = True
-        aid = alert_id(REORDER_DUE, account, last)
+        aid = alert_id(REORDER_DUE, f.order_event or "")
         self._add(f, aid, (REORDER_DUE, deadline, None, last, self.usual_interval(f), phase))
         if changed is not None:
             changed.append(aid)

@@ -315,10 +315,10 @@ class JourneyEngine:
             return
         changed = self._changed
         if h.wake is not None and h.wake < ts:
-            self._alerts.fire(cur, account, ts, changed)
+            self._alerts.fire(cur, ts, changed)
         made = self._step(cur, ts, event_id, kind, segment, changed)
         if ts < self._until and (kind.episodes or changed):  # a deadline it set may be past
-            self._alerts.fire(cur, account, self._until, changed)
+            self._alerts.fire(cur, self._until, changed)
         if made is not None:
             traj = cur.traj
             previous = traj[-2][0] if len(traj) > 1 else -1
@@ -420,7 +420,7 @@ class JourneyEngine:
         elif n:
             self._logic.fold(self._own_base(h), tail[:n], account, bound + 1)
         elif account is not None and h.base is not cur:
-            self._alerts.fire(h.base, account, bound + 1, None)
+            self._alerts.fire(h.base, bound + 1, None)
         ids = self._ids
         for entry in tail[:n]:
             if ids.get(entry[1]) == entry[0]:
@@ -465,7 +465,7 @@ class JourneyEngine:
                     changed = self._changed
                     if h.cur is h.base:
                         h.cur = h.base.copy()
-                    self._alerts.fire(h.cur, key, until, changed)
+                    self._alerts.fire(h.cur, until, changed)
                     self._touched.add(key)
                     if changed:
                         self._emit_alerts(h, h.cur, changed, self._version(_AT_WAKE))

@@ -122,7 +122,7 @@ class Phases:
         if unmet and kind.conditional:
             self._remember(f, (ts, event_id, kind.code, None))
         if kind.episodes or (active and f.stall_alerted):
-            self._alerts.on_event(f, kind.flags, active, ts, changed)
+            self._alerts.on_event(f, kind.flags, active, ts, event_id, changed)
         return made
 
     def fold(self, f: Fold, tail: Iterable[Entry], account: str | None, until: int) -> Fold:
@@ -130,10 +130,10 @@ class Phases:
         alerts = self._alerts
         for ts, event_id, code, segment in tail:
             if account is not None:
-                alerts.fire(f, account, ts, None)
+                alerts.fire(f, ts, None)
             self.step(f, ts, event_id, self.kind_of(code), segment, None)
         if account is not None:
-            alerts.fire(f, account, until, None)
+            alerts.fire(f, until, None)
         return f
 
     # ------------------------------------------------------------ out of the window
@@ -149,6 +149,8 @@ class Phases:
         if kind.active and (f.act is None or ts > f.act):
             f.act = ts
         if kind.flags & ORDER:
+            if not f.orders or ts >= f.orders[-1]:
+                f.order_event = event_id
             f.orders = _last_orders(f.orders, [ts])
         if self._place(f, entry, kind):
             self._promote(f)
@@ -212,10 +214,10 @@ class Phases:
         if b.act is not None and (f.act is None or b.act > f.act):
             f.act = b.act
         if b.cart_start is not None and (f.cart_start is None or b.cart_last > f.cart_last):
-            f.cart_start, f.cart_last = b.cart_start, b.cart_last
+            f.cart_start, f.cart_event, f.cart_last = b.cart_start, b.cart_event, b.cart_last
             f.cart_armed, f.cart_alerted = b.cart_armed, b.cart_alerted
         if b.deal_open is not None and (f.deal_open is None or b.deal_open < f.deal_open):
-            f.deal_open, f.stalls = b.deal_open, b.stalls
+            f.deal_open, f.deal_event, f.stalls = b.deal_open, b.deal_event, b.stalls
             f.stall_alerted, f.stall_skip = b.stall_alerted, b.stall_skip
         if b.alerts:
             f.alerts = {**b.alerts, **(f.alerts or {})}
@@ -224,6 +226,8 @@ class Phases:
         if b.segment_ts is not None and (f.segment_ts is None or b.segment_ts > f.segment_ts):
             f.segment, f.segment_ts = b.segment, b.segment_ts
         if b.orders:
+            if not f.orders or b.orders[-1] >= f.orders[-1]:
+                f.order_event = b.order_event
             f.orders = _last_orders(f.orders, b.orders)
         for entry in b.cands or ():
             self._remember(f, entry)

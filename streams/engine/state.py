@@ -76,7 +76,8 @@ TYPE_CODES: tuple[str, ...] = (
 _CODE_OF = {name: i for i, name in enumerate(TYPE_CODES)}
 #: Defaults of a stored fold's fields, in `Fold.to_list` order (trailing ones are left out).
 _FOLD_DEFAULTS: tuple[Any, ...] = (
-    [], None, None, None, None, None, None, None, None, 0, 0, 0, None, 0, 0, None, 0, None, None,
+    [], None, None, None, None, None, None, None, None, None, None, 0, 0, 0, None, None, 0, 0,
+    None, 0, None, None,
 )  # fmt: skip
 _NO_BOUND = -(2**62)
 
@@ -167,7 +168,8 @@ class Fold:
     __slots__ = (
         "traj", "seen", "act", "cart_start", "cart_last", "cart_armed", "cart_alerted",
         "deal_open", "stalls", "stall_alerted", "stall_skip", "alerts", "fired", "cands",
-        "segment", "segment_ts", "orders", "reorder_alerted", "reorder_skip",
+        "segment", "segment_ts", "orders", "reorder_alerted", "reorder_skip", "cart_event",
+        "deal_event", "order_event",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -204,6 +206,11 @@ class Fold:
         self.orders: list[int] | None = None
         self.reorder_alerted = False
         self.reorder_skip: int | None = None
+        #: The events that opened the cart episode and the deal, and the last order: what
+        #: their alerts' ids name.
+        self.cart_event: str | None = None
+        self.deal_event: str | None = None
+        self.order_event: str | None = None
 
     @property
     def phase(self) -> int:
@@ -225,6 +232,8 @@ class Fold:
         other.segment, other.segment_ts = self.segment, self.segment_ts
         other.orders = None if self.orders is None else list(self.orders)
         other.reorder_alerted, other.reorder_skip = self.reorder_alerted, self.reorder_skip
+        other.cart_event, other.deal_event = self.cart_event, self.deal_event
+        other.order_event = self.order_event
         return other
 
     def to_list(self) -> list[Any]:
@@ -239,10 +248,11 @@ class Fold:
             traj, self.seen, _before(seen, self.act), self.segment,
             _before(seen, self.segment_ts),
             None if self.cands is None else [entry_list(c) for c in self.cands],
-            None if self.orders is None else _steps(self.orders),
-            self.fired, self.cart_start, self.cart_last, int(self.cart_armed),
-            int(self.cart_alerted), self.deal_open, self.stalls, int(self.stall_alerted),
-            self.stall_skip, int(self.reorder_alerted), self.reorder_skip,
+            None if self.orders is None else _steps(self.orders), self.order_event,
+            self.fired, self.cart_start, self.cart_event, self.cart_last, int(self.cart_armed),
+            int(self.cart_alerted), self.deal_open, self.deal_event, self.stalls,
+            int(self.stall_alerted), self.stall_skip, int(self.reorder_alerted),
+            self.reorder_skip,
             None if self.alerts is None
             else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
         ]  # fmt: skip
@@ -255,9 +265,10 @@ class Fold:
         """The inverse of `to_list`."""
         full = data + list(_FOLD_DEFAULTS[len(data) :])
         fold = cls.__new__(cls)
-        (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, orders, fold.fired,
-         fold.cart_start, fold.cart_last, armed, alerted, fold.deal_open, fold.stalls,
-         stalled, fold.stall_skip, reordered, fold.reorder_skip, alerts) = full  # fmt: skip
+        (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, orders,
+         fold.order_event, fold.fired, fold.cart_start, fold.cart_event, fold.cart_last, armed,
+         alerted, fold.deal_open, fold.deal_event, fold.stalls, stalled, fold.stall_skip,
+         reordered, fold.reorder_skip, alerts) = full  # fmt: skip
         fold.orders = None if orders is None else _unsteps(orders)
         fold.reorder_alerted = bool(reordered)
         seen = fold.seen or 0
