@@ -21,6 +21,13 @@ ENGINE_SETTINGS = (
     "reorder_factor",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
+READ_SETTINGS = ("read_host", "read_port")
+ALERT_SETTINGS = (
+    "alert_webhooks",
+    "alert_webhook_secret",
+    "alert_retry_max",
+    "alert_give_up_after",
+)
 
 
 @click.command()
@@ -43,7 +50,7 @@ def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
 
 
 @click.command()
-@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS)
+@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *READ_SETTINGS)
 def sink(settings: Settings) -> None:
     """Write the pipeline's output topics to ClickHouse (one per embedded database)."""
     from journeys.processes import run_sink
@@ -60,11 +67,28 @@ def sink(settings: Settings) -> None:
     help="Faust worker processes [env: JOURNEYS_WORKERS]",
     envvar="JOURNEYS_WORKERS",
 )
-@settings_options(
-    "data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS
+@click.option(
+    "--idle-after",
+    default=2.0,
+    show_default=True,
+    type=float,
+    help="Seconds an input partition must be caught up and quiet before it stops holding "
+    "event time back [env: JOURNEYS_IDLE_AFTER]",
+    envvar="JOURNEYS_IDLE_AFTER",
 )
-def run(workers: int, settings: Settings) -> None:
-    """The whole streaming pipeline on this machine, until Ctrl-C or SIGTERM.
+@settings_options(
+    "data_dir",
+    "metrics_port",
+    *KAFKA_SETTINGS,
+    *CLICKHOUSE_SETTINGS,
+    *ENGINE_SETTINGS,
+    *READ_SETTINGS,
+    *ALERT_SETTINGS,
+)
+def run(workers: int, idle_after: float, settings: Settings) -> None:
+    """The whole streaming pipeline on this machine, until Ctrl-C or SIGTERM: N workers,
+    the sink (serving reads of the embedded engine on the read port) and, when webhooks
+    are configured, the alert notifier.
 
     A process that exits is started again (with backoff), so outages of Kafka
     or ClickHouse are waited out.
@@ -73,7 +97,8 @@ def run(workers: int, settings: Settings) -> None:
     from journeys.producers.topics import ensure_pipeline_topics
 
     ensure_pipeline_topics(settings)
-    processes = start_processes(workers, settings_env(settings))
+    env = {**settings_env(settings), "JOURNEYS_IDLE_AFTER": str(idle_after)}
+    processes = start_processes(workers, env)
     click.echo(f"running {workers} worker(s) and the sink; Ctrl-C to stop", err=True)
     stopping = False
 

@@ -18,9 +18,13 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from journeys.schemas.durations import format_duration_ms, parse_duration_ms
 from journeys.schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from journeys.sinks.clickhouse.http_reader import ReadServer
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,32 @@ def run_sink(settings: Settings) -> None:
         consumer.setup()
     except Stopped:
         return
-    consumer.run()
+    reader = _serve_reads(settings)
+    try:
+        consumer.run()
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _serve_reads(settings: Settings) -> ReadServer | None:
+    """The read-only ClickHouse HTTP endpoint of the embedded engine this process holds.
+
+    BI tools, scripts and `journeys query` read a running pipeline through it
+    (one process at a time may open an embedded path). A server needs none.
+    """
+    from journeys.schemas.errors import SinkUnavailable
+    from journeys.sinks.clickhouse.http_reader import serve_readonly
+
+    if not settings.read_port or not settings.clickhouse_dsn.startswith("chdb://"):
+        return None
+    try:
+        reader = serve_readonly(settings.clickhouse_dsn, settings.read_host, settings.read_port)
+    except SinkUnavailable as exc:  # a taken port must not put the sink in a crash loop
+        log.warning("no read endpoint: %s", exc)
+        return None
+    log.info("read-only ClickHouse HTTP on %s", reader.url)
+    return reader
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -139,7 +168,8 @@ def _command(kind: str) -> list[str]:
 def start_processes(
     workers: int, extra_env: dict[str, str] | None = None, with_sink: bool = True
 ) -> list[Child]:
-    """Start N workers (and the sink first) as child processes of this one.
+    """Start N workers (and the sink first) as child processes of this one, and the
+    alert notifier when webhooks are configured (`JOURNEYS_ALERT_WEBHOOKS`).
 
     With `JOURNEYS_METRICS_PORT` set, the sink serves on that port and worker
     i on the port + 1 + i.
@@ -153,6 +183,8 @@ def start_processes(
     processes = [Child(_command("sink"), with_port(0))] if with_sink else []
     for i in range(workers):
         processes.append(Child(_command("worker"), with_port(1 + i)))
+    if env.get("JOURNEYS_ALERT_WEBHOOKS", "").strip():
+        processes.append(Child(_command("notify"), env))
     return processes
 
 

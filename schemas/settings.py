@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     allowed_lateness: DurationMs = Field(
         default="30s",
         validate_default=True,
-        description="how late (event time) an event may arrive and still move journeys",
+        description="how far event time trails the latest event seen before alerts fall due "
+        "(a later event still counts: it corrects journeys and alerts)",
     )
     visitor_ttl: DurationMs = Field(
         default="90d",
