@@ -65,14 +65,19 @@ def pipeline_settings(tmp_path: Path, bootstrap: str, prefix: str) -> Settings:
     )
 
 
-def watch_health(deployment: Deployment, seconds: float) -> dict[int, set[int | None]]:
-    """The /health answers of every process, polled for `seconds`."""
+def watch_health(
+    deployment: Deployment, seconds: float, until_all: int | None = None
+) -> dict[int, set[int | None]]:
+    """The /health answers of every process, polled for `seconds` (or until every
+    process has answered `until_all`)."""
     seen: dict[int, set[int | None]] = {i: set() for i in range(deployment.workers + 1)}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for index in seen:
             seen[index].add(deployment.health(index))
         assert deployment.running(), deployment.log.read_text()[-3000:]
+        if until_all is not None and all(until_all in answers for answers in seen.values()):
+            break
         time.sleep(0.5)
     return seen
 
@@ -151,7 +156,7 @@ def test_a_broker_stop_and_start_is_waited_out(
     ensure_broker(broker)
     try:
         settings = pipeline_settings(tmp_path, broker.kafka_bootstrap, topic_prefix())
-        lines = list(simulate(accounts=150, days=90, seed=11)) + INVALID
+        lines = list(simulate(accounts=80, days=60, seed=11)) + INVALID
         half = len(lines) // 2
         produce(settings, lines[:half])
         deployment = Deployment(settings, 2, free_ports(3), tmp_path / "run.log")
@@ -166,11 +171,15 @@ def test_a_broker_stop_and_start_is_waited_out(
             "nothing was written before the outage",
         )
         stop_broker(broker)
-        seen = watch_health(deployment, 20)
+        began = time.monotonic()
+        seen = watch_health(deployment, 40, until_all=503)
         assert all(503 in answers for answers in seen.values()), seen
+        time.sleep(max(0.0, 15 - (time.monotonic() - began)))  # down for 15 s at least
         ensure_broker(broker)
+        print(f"\nbroker down for {time.monotonic() - began:.0f}s")
         produce(settings, lines[half:])
         figures = deployment.wait_settled(len(lines), timeout=240)
+        print(f"settled {time.monotonic() - began:.0f}s after the broker stopped")
         until(
             lambda: all(deployment.health(i) == 200 for i in range(3)),
             30,
