@@ -28,10 +28,7 @@ ALERT_SETTINGS = (
     "alert_retry_max",
     "alert_give_up_after",
 )
-
-
-@click.command()
-@click.option(
+IDLE_AFTER = click.option(
     "--idle-after",
     default=2.0,
     show_default=True,
@@ -40,6 +37,10 @@ ALERT_SETTINGS = (
     "event time back [env: JOURNEYS_IDLE_AFTER]",
     envvar="JOURNEYS_IDLE_AFTER",
 )
+
+
+@click.command()
+@IDLE_AFTER
 @click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")
 @settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *ENGINE_SETTINGS)
 def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
@@ -67,15 +68,7 @@ def sink(settings: Settings) -> None:
     help="Faust worker processes [env: JOURNEYS_WORKERS]",
     envvar="JOURNEYS_WORKERS",
 )
-@click.option(
-    "--idle-after",
-    default=2.0,
-    show_default=True,
-    type=float,
-    help="Seconds an input partition must be caught up and quiet before it stops holding "
-    "event time back [env: JOURNEYS_IDLE_AFTER]",
-    envvar="JOURNEYS_IDLE_AFTER",
-)
+@IDLE_AFTER
 @settings_options(
     "data_dir",
     "metrics_port",
