@@ -15,10 +15,10 @@ from journeys.options import settings_options
 from journeys.schemas.event import event_json_schema
 from journeys.schemas.record import format_ms
 from journeys.schemas.settings import Settings
+from journeys.streams import replay as replaying
 from journeys.streams.config import engine_config
-from journeys.streams.engine import JourneyEngine
 from journeys.streams.engine.rules import default_rules_text
-from journeys.streams.replay import ReplaySummary, read_events, run_engine
+from journeys.streams.replay import ReplaySummary
 
 ENGINE_SETTINGS = (
     "rules_file",
@@ -61,48 +61,39 @@ def _open_sink(settings: Settings) -> Any:
 
 def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False) -> ReplaySummary:
     """Replay JSONL files (`-` is stdin) into ClickHouse, with progress on stderr."""
-    started = time.monotonic()
-    summary = ReplaySummary()
-    received_at = int(time.time() * 1000)
-    config = engine_config(settings)
-    events = []
-    dead = []
-    show = not quiet and sys.stderr.isatty()
     for name in files:
-        if name == "-":
-            got, bad = read_events(_lines(sys.stdin.buffer, "stdin"), received_at, summary)
-        else:
-            path = Path(name)
-            if not path.is_file():
-                raise click.BadParameter(f"no such file: {name}", param_hint="FILE")
-            with (
-                path.open("rb") as handle,
-                click.progressbar(
-                    length=path.stat().st_size,
-                    label=f"reading {path.name}",
-                    file=sys.stderr,
-                    hidden=not show,
-                ) as bar,
-            ):
-                got, bad = read_events(_lines(handle, path.name), received_at, summary, bar.update)
-        events.extend(got)
-        dead.extend(bad)
-    summary.invalid = len(dead)
+        if name != "-" and not Path(name).is_file():
+            raise click.BadParameter(f"no such file: {name}", param_hint="FILE")
+    started = time.monotonic()
+    size = sum(Path(name).stat().st_size for name in files if name != "-")
+    show = not quiet and sys.stderr.isatty()
     sink = _open_sink(settings)
     try:
-        from journeys.schemas.rows import Output
-
-        sink.add(Output(dead_letters=dead))
         with click.progressbar(
-            length=len(events), label="journeys", file=sys.stderr, hidden=not show
+            length=max(size, 1), label="replaying", file=sys.stderr, hidden=not show
         ) as bar:
-            run_engine(events, JourneyEngine(config), sink, summary, bar.update)
-        sink.flush()
+            summary = replaying.replay(
+                _all_lines(files),
+                sink,
+                engine_config(settings),
+                received_at=int(time.time() * 1000),
+                on_line=bar.update,
+            )
     finally:
         sink.close()
     if not quiet:
         _print_summary(summary, time.monotonic() - started, _current(settings))
     return summary
+
+
+def _all_lines(files: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
+    """(source, line) pairs of every file in turn, `-` being stdin."""
+    for name in files:
+        if name == "-":
+            yield from _lines(sys.stdin.buffer, "stdin")
+        else:
+            with Path(name).open("rb") as handle:
+                yield from _lines(handle, Path(name).name)
 
 
 def _current(settings: Settings) -> dict[str, int]:

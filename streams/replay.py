@@ -114,11 +114,17 @@ def replay(
     sink: Sink,
     config: EngineConfig,
     received_at: int,
+    on_line: Callable[[int], None] | None = None,
+    on_events: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Replay lines into a sink that is already set up; flushes it at the end."""
+    """Replay (source, line) pairs into a sink that is already set up; flushes it at the end.
+
+    `on_line(bytes)` and `on_events(count)` report progress while reading and while the
+    engine runs (the command line draws its progress bar with them).
+    """
     summary = ReplaySummary()
-    events, dead = read_events(lines, received_at, summary)
+    events, dead = read_events(lines, received_at, summary, on_line)
     sink.add(Output(dead_letters=dead))
-    run_engine(events, JourneyEngine(config), sink, summary)
+    run_engine(events, JourneyEngine(config), sink, summary, on_events)
     sink.flush()
     return summary
