@@ -74,8 +74,8 @@ class WorkerState:
     idle: IdleWatch
     stage: JourneyStage | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
-    #: `time.monotonic()` since which sends have waited for acknowledgements, if any do.
-    sending_since: float | None = None
+    #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
+    sending: dict[object, float] = field(default_factory=dict)
     #: `time.monotonic()` since which the consumer has not known its group coordinator.
     coordinator_lost_at: float | None = None
     problem: str | None = "starting"
@@ -107,11 +107,12 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     async def deliver(sends: list[Awaitable[Any]]) -> None:
         """Wait until Kafka acknowledged every send; raise the first failure."""
-        state.sending_since = time.monotonic()
+        token = object()
+        state.sending[token] = time.monotonic()
         try:
             await asyncio.gather(*sends)
         finally:
-            state.sending_since = None
+            del state.sending[token]
 
     @app.agent(events)
     async def ingest(stream: Any) -> None:
@@ -144,6 +145,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 stage = state.stage or await _open_stage(state)
                 out = stage.handle((event.message.offset, event.value) for event in batch)
                 await deliver(await _publish(out, rows, transitions, alerts))
+                if state.stage is not stage:
+                    continue  # revoked meanwhile: the new owner reads this batch again
                 stage.checkpoint()
             except Exception as exc:
                 _stop("journey stage", exc, state.settings)
@@ -279,7 +282,7 @@ def _report_health(
     elif state.coordinator_lost_at is None:
         state.coordinator_lost_at = clock
     lost = state.coordinator_lost_at
-    sending = state.sending_since
+    sending = min(state.sending.values(), default=None)
     bootstrap = state.settings.kafka_bootstrap
     if sending is not None and clock - sending > SEND_PATIENCE:
         report(state, f"Kafka has not acknowledged sends for {clock - sending:.0f}s")
