@@ -33,8 +33,8 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
+from journeys.producers.kafka import aio_consumer_options, aio_producer_options, kafka_errors
 from journeys.schemas.codec import dead_letter_json
 from journeys.schemas.errors import BrokerError, ConfigError
 from journeys.schemas.rows import DeadLetterRow
@@ -114,25 +114,21 @@ class Notifier:
         settings = self._settings
         consumer = AIOKafkaConsumer(
             settings.topic("alerts"),
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=f"{settings.topic_prefix}journeys-notify",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if self._from_beginning else "latest",
-            # A batch may retry for the give-up time: stay in the group meanwhile.
-            max_poll_interval_ms=int((self._give_up_after + 120) * 1000),
+            **{
+                **aio_consumer_options(settings, "journeys-notify"),
+                "auto_offset_reset": "earliest" if self._from_beginning else "latest",
+                # A batch may retry for the give-up time: stay in the group meanwhile.
+                "max_poll_interval_ms": int((self._give_up_after + 120) * 1000),
+            },
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**aio_producer_options(settings))
         try:
-            await consumer.start()
-            await producer.start()
-        except (KafkaError, OSError) as exc:
+            with kafka_errors(settings.kafka_bootstrap, "starting the alert notifier"):
+                await consumer.start()
+                await producer.start()
+        except BrokerError:
             await _quietly(consumer.stop(), producer.stop())
-            raise BrokerError(
-                f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}; start it with "
-                "`journeys kafka start` or set JOURNEYS_KAFKA_BOOTSTRAP"
-            ) from exc
+            raise
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -265,12 +261,10 @@ class Notifier:
         )
         row = dataclasses.replace(keyed, payload=raw)
         log.error("dead letter: %s", reason)
-        try:
+        with kafka_errors(self._settings.kafka_bootstrap, f"sending a dead letter ({reason})"):
             await producer.send_and_wait(
                 self._settings.topic("dead-letters"), dead_letter_json(row)
             )
-        except KafkaError as exc:
-            raise BrokerError(f"Kafka did not take the dead letter ({reason}): {exc}") from exc
         self.progress.dead_letters += 1
 
 

@@ -13,9 +13,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from kafka import KafkaAdminClient
-
 from journeys.producers.client import EventProducer
+from journeys.producers.kafka import new_admin
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import DeadLetterRow
@@ -118,11 +117,7 @@ def _close_quietly(producer: EventProducer, flush: bool = True) -> None:
 def reachable(settings: Settings, timeout: float) -> bool:
     """Whether a Kafka broker at the bootstrap address answers within `timeout` seconds."""
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap,
-            bootstrap_timeout_ms=int(timeout * 1000),
-            request_timeout_ms=int(timeout * 1000),
-        )
+        admin = new_admin(settings, timeout)
     except Exception:  # any failure to bootstrap means: not reachable now
         return False
     try:
