@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from journeys.schemas.event import validate_event
-from journeys.schemas.record import EventRecord
+from journeys.schemas.record import KNOWN_TYPES, EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import FinalTables, final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
@@ -16,37 +16,12 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = 3_600_000
 DAY = 24 * HOUR
 
-_CHANNEL_OF = {
-    "order": {
-        "quote_requested",
-        "quote_sent",
-        "quote_accepted",
-        "quote_rejected",
-        "order_placed",
-        "order_shipped",
-        "order_delivered",
-        "order_returned",
-        "invoice_sent",
-        "invoice_paid",
-    },
-    "email": {
-        "sent",
-        "delivered",
-        "open",
-        "click",
-        "bounce",
-        "unsubscribe",
-        "spam_report",
-        "reply",
-    },
-    "sales": {"meeting", "call", "demo", "deal_stage_changed", "deal_won", "deal_lost"},
-}
 _counter = iter(range(10**9))
 
 
 def channel_of(type_: str) -> str:
     """The channel a contract type belongs to (web for anything else)."""
-    for channel, types in _CHANNEL_OF.items():
+    for channel, types in KNOWN_TYPES.items():
         if type_ in types:
             return channel
     return "web"
