@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +30,7 @@ from journeys.producers.collect.publisher import Publisher
 from journeys.schemas.errors import BrokerError
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import DeadLetterRow
-from tests.unit.collect.server import free_port
+from tests.unit.collect.server import serving
 
 HERE = Path(__file__).parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -103,29 +101,8 @@ def serving_shop(done: Callable[[], bool]) -> Iterator[str]:
     app.router.add_get("/", index)
     app.router.add_get("/status", status)
     app.router.add_static("/analytics-next/", BUNDLE)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    if not started.wait(30):
-        raise RuntimeError("the shop did not start within 30s")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with serving(app, "the shop") as url:
+        yield url
 
 
 def visit(shop: str, collector: str, key: str, screenshot: Path | None = None) -> dict[str, Any]:

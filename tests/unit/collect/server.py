@@ -24,10 +24,17 @@ def free_port() -> int:
 @contextmanager
 def running(settings: Settings, publisher: Publisher) -> Iterator[str]:
     """Serve the collector until the block ends; yields its base URL."""
+    with serving(create_app(settings, publisher), "the collector") as url:
+        yield url
+
+
+@contextmanager
+def serving(app: web.Application, what: str) -> Iterator[str]:
+    """Serve an aiohttp app on a free loopback port in a thread; yields its base URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
-    runner = web.AppRunner(create_app(settings, publisher))
+    runner = web.AppRunner(app)
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
@@ -39,7 +46,7 @@ def running(settings: Settings, publisher: Publisher) -> Iterator[str]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     if not started.wait(30):
-        raise RuntimeError("the collector did not start within 30s")
+        raise RuntimeError(f"{what} did not start within 30s")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
