@@ -4,15 +4,16 @@ Nothing can be started here (no Docker engine, no cluster), so these tests
 parse every manifest and check what would otherwise fail only at deploy time:
 that every YAML and JSON file parses, that containers run `journeys`
 subcommands and options that exist, that every JOURNEYS_* variable is a
-setting, that the Kubernetes objects reference each other correctly, that
-Prometheus and Grafana query metrics, data sources and columns that exist, and
-that the cluster schema matches the single-node migrations. The dashboard's
+setting, that the Kubernetes objects reference each other correctly, that no
+process needs a disk of its own (state lives in Kafka), that the topics
+created ahead match the pipeline's, that Prometheus and Grafana query metrics,
+data sources and columns that exist, and that the cluster schema matches the
+single-node migrations. The dashboard's
 SQL and the cluster schema also run on the embedded ClickHouse (`integration`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -92,7 +93,7 @@ def k8s_object(kind: str, name: str) -> dict[str, Any]:
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     """(workload name, pod spec) of every workload in deploy/k8s."""
     for obj in k8s_objects():
-        if obj["kind"] in {"Deployment", "StatefulSet", "Job"}:
+        if obj["kind"] in {"Deployment", "Job"}:
             yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
 
 
@@ -222,12 +223,18 @@ def test_compose_processes_wait_for_migrations_and_share_settings() -> None:
     assert as_env(services["worker"]["environment"])["JOURNEYS_IDLE_AFTER"] == "2"
 
 
-def test_compose_workers_share_one_volume_at_the_data_dir() -> None:
+def test_compose_workers_scale_without_volumes() -> None:
     spec = compose()
     worker = spec["services"]["worker"]
-    data_dir = as_env(worker["environment"])["JOURNEYS_DATA_DIR"]
-    assert worker["volumes"] == [f"worker-data:{data_dir}"]
-    assert "worker-data" in spec["volumes"]
+    # `docker compose up --scale worker=N`: nothing a second replica would clash on.
+    assert not {"volumes", "ports", "container_name", "hostname"} & set(worker)
+    assert not any(name.startswith("worker") for name in spec["volumes"])
+    env = as_env(worker["environment"])
+    assert env["JOURNEYS_JOURNEY_PARTITIONS"] == "${JOURNEYS_JOURNEY_PARTITIONS:-4}"
+    health = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{env['JOURNEYS_METRICS_PORT']}/health" in health
+    for service in journeys_compose_services().values():
+        assert "JOURNEYS_JOURNEY_PARTITIONS" in as_env(service["environment"])
 
 
 def test_compose_mounts_files_that_exist_and_declares_its_volumes() -> None:
@@ -294,6 +301,8 @@ def test_k8s_settings_build_valid_settings() -> None:
     assert settings.collect_host == "0.0.0.0"
     assert settings.collect_port == 8080
     assert settings.cart_abandon_after == 4 * 3600 * 1000
+    assert settings.metrics_port == 9100
+    assert settings.journey_partitions == 8
 
 
 def test_k8s_containers_reference_existing_settings_and_secret_keys() -> None:
@@ -310,14 +319,14 @@ def test_k8s_containers_reference_existing_settings_and_secret_keys() -> None:
 
 
 def test_k8s_workloads_run_as_planned() -> None:
-    worker = k8s_object("StatefulSet", "journeys-worker")
+    worker = k8s_object("Deployment", "journeys-worker")
     sink = k8s_object("Deployment", "journeys-sink")
     collect = k8s_object("Deployment", "journeys-collect")
     job = k8s_object("Job", "journeys-migrate")
+    kinds = {o["kind"] for o in k8s_objects()}
+    assert kinds.isdisjoint({"StatefulSet", "PersistentVolumeClaim"})
     assert worker["spec"]["replicas"] == 2
-    headless = k8s_object("Service", "journeys-worker")
-    assert worker["spec"]["serviceName"] == headless["metadata"]["name"]
-    assert headless["spec"]["clusterIP"] == "None"
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert sink["spec"]["replicas"] == 1
     assert sink["spec"]["strategy"]["type"] == "Recreate"
     assert collect["spec"]["replicas"] == 2
@@ -330,20 +339,34 @@ def test_k8s_workloads_run_as_planned() -> None:
     assert needs_clickhouse == {"journeys-sink", "journeys-migrate"}
 
 
-def test_k8s_worker_keeps_the_stage_checkpoint_on_a_shared_volume() -> None:
-    from journeys.streams import app
-
-    assert 'settings.data_dir / "stage"' in inspect.getsource(app._open_stage)
+def test_k8s_pods_keep_nothing_on_disk() -> None:
+    # State lives in Kafka's changelog topics: every volume is scratch, and the
+    # read-only root filesystem needs one at the data dir and at /tmp.
     data_dir = k8s_object("ConfigMap", "journeys-settings")["data"]["JOURNEYS_DATA_DIR"]
-    spec = k8s_object("StatefulSet", "journeys-worker")["spec"]
-    container = spec["template"]["spec"]["containers"][0]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts[data_dir] == "data"
-    assert [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]] == ["data"]
-    stage = mounts[f"{data_dir}/stage"]
-    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-    claim = volumes[stage]["persistentVolumeClaim"]["claimName"]
-    assert k8s_object("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
+    for name, spec in pod_specs():
+        assert all(set(v) == {"name", "emptyDir"} for v in spec["volumes"]), name
+        mounts = {m["mountPath"] for c in spec["containers"] for m in c["volumeMounts"]}
+        assert mounts == {data_dir, "/tmp"}, name
+    assert not any("volumeClaimTemplates" in o.get("spec", {}) for o in k8s_objects())
+
+
+def test_k8s_worker_and_sink_probe_health_on_the_metrics_port() -> None:
+    port = int(k8s_object("ConfigMap", "journeys-settings")["data"]["JOURNEYS_METRICS_PORT"])
+    probes = {
+        "journeys-worker": {"startupProbe", "readinessProbe", "livenessProbe"},
+        "journeys-sink": {"readinessProbe", "livenessProbe"},
+    }
+    for name, expected in probes.items():
+        container = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert {key for key in container if key.endswith("Probe")} == expected, name
+        for probe in expected:
+            get = container[probe]["httpGet"]
+            assert get["path"] == "/health", name
+            assert ports[get["port"]] == port, name
+        # A Kafka outage must not restart the process within a few probe periods.
+        liveness = container["livenessProbe"]
+        assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 300, name
 
 
 def _cpu(value: str | int) -> float:
@@ -362,7 +385,7 @@ def test_k8s_resources_fit_two_core_nodes() -> None:
         replicas = next(
             o["spec"].get("replicas", 1)
             for o in k8s_objects()
-            if o["metadata"]["name"] == name and o["kind"] in {"Deployment", "StatefulSet", "Job"}
+            if o["metadata"]["name"] == name and o["kind"] in {"Deployment", "Job"}
         )
         for container in spec["containers"]:
             requests, limits = container["resources"]["requests"], container["resources"]["limits"]
@@ -392,14 +415,59 @@ def test_k8s_collector_probes_health_on_its_service_port() -> None:
 def test_k8s_disruption_budgets_select_pods_that_exist() -> None:
     budgets = [o for o in k8s_objects() if o["kind"] == "PodDisruptionBudget"]
     assert {b["metadata"]["name"] for b in budgets} == {"journeys-worker", "journeys-collect"}
-    workloads = {
-        o["metadata"]["name"]: o
-        for o in k8s_objects()
-        if o["kind"] in {"Deployment", "StatefulSet"}
-    }
+    workloads = {o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == "Deployment"}
     for budget in budgets:
         labels = workloads[budget["metadata"]["name"]]["spec"]["template"]["metadata"]["labels"]
         assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def strimzi_topics() -> dict[str, dict[str, Any]]:
+    """The KafkaTopics of optional/strimzi-topics.yaml by name."""
+    topics = load_all(K8S / "optional" / "strimzi-topics.yaml")
+    return {topic["metadata"]["name"]: topic["spec"] for topic in topics}
+
+
+def test_strimzi_topics_are_the_pipelines_topics_with_its_partitions() -> None:
+    from journeys.producers.topics import pipeline_layout
+
+    config = k8s_object("ConfigMap", "journeys-settings")["data"]
+    settings = settings_from({**config, "JOURNEYS_CLICKHOUSE_URL": "http://h:8123"})
+    layout = {settings.topic(name): n for name, n in pipeline_layout(settings).items()}
+    topics = strimzi_topics()
+    assert {name: spec["partitions"] for name, spec in topics.items()} == layout
+    journey = int(config["JOURNEYS_JOURNEY_PARTITIONS"])
+    for name in ("internal.journeys", "internal.rows", "internal.journeys-state"):
+        assert topics[f"journeys.{name}"]["partitions"] == journey, name
+    for name in ("internal.ordered", "internal.identity-state"):
+        assert topics[f"journeys.{name}"]["partitions"] == 1, name
+    compacted = {n for n, s in topics.items() if s["config"].get("cleanup.policy") == "compact"}
+    assert compacted == {"journeys.internal.identity-state", "journeys.internal.journeys-state"}
+    for name, spec in topics.items():
+        assert spec["replicas"] == 3, name
+        assert spec["config"]["min.insync.replicas"] == 2, name
+
+
+INTERNAL_TOPICS = (
+    "internal.ordered",
+    "internal.journeys",
+    "internal.rows",
+    "internal.identity-state",
+    "internal.journeys-state",
+)
+
+
+def test_guides_describe_stateless_workers_and_the_journey_partitions() -> None:
+    guides = {
+        path: path.read_text("utf-8")
+        for path in (DEPLOY / "README.md", K8S / "README.md", ROOT / "docs" / "streaming.md")
+    }
+    for path, text in guides.items():
+        assert "JOURNEYS_JOURNEY_PARTITIONS" in text, path
+        for name in INTERNAL_TOPICS:
+            assert f"journeys.{name}" in text, f"{path}: journeys.{name}"
+        for gone in ("StatefulSet `journeys-worker`", "ReadWriteMany", "/data/stage", "RocksDB"):
+            assert gone not in text, f"{path}: {gone}"
+    assert "--scale worker=" in guides[DEPLOY / "README.md"]
 
 
 # ------------------------------------------------------------ Prometheus, Grafana
