@@ -182,15 +182,22 @@ def bench_state(accounts: int, days: int) -> None:
     heap, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     n = sum(1 for h in engine.holders.values() if h.is_account)
-    changes = engine.changes()  # what a checkpoint of everything writes
-    holders = sum(len(h.to_bytes()) + len(k) for k, h in changes.holders.items() if h)
-    aliases = sum(len(k) + len(v) for k, v in changes.aliases.items() if v)
-    redirects = sum(len(k) + len(v) for k, v in changes.redirects.items())
+    changes = engine.changes()  # what the changelogs of everything hold
+
+    def size(prefix: bytes) -> int:
+        return sum(
+            len(k) + len(v)
+            for state in changes.values()
+            for k, v in state.items()
+            if v is not None and k.startswith(prefix)
+        )
+
+    holders, aliases, redirects = size(b"h:") + size(b"s:"), size(b"a:"), size(b"r:")
     window = sum(len(h.tail) for h in engine.holders.values())
     visitors = len(engine.holders) - n
     print(
         f"state   {(holders + aliases + redirects) / n:>12,.0f} bytes/account serialised "
-        f"(journeys {holders / n:,.0f}, aliases {aliases / n:,.0f}, "
+        f"(journeys and their routing {holders / n:,.0f}, aliases {aliases / n:,.0f}, "
         f"redirects {redirects / n:,.0f}), "
         f"{heap / n:,.0f} bytes/account Python heap ({n:,} accounts, {visitors:,} unidentified "
         f"visitors, {len(events):,} events, {window:,} event_ids in the dedupe window of "

@@ -48,9 +48,9 @@ def ms(hours: float) -> int:
     return int((T0 + timedelta(hours=hours)).timestamp() * 1000)
 
 
-def engine(**config: Any) -> JourneyEngine:
-    """An engine with the default rules and the given thresholds (ms)."""
-    return JourneyEngine(EngineConfig(rules=load_rules(), **config))
+def engine(partitions: int = 1, **config: Any) -> JourneyEngine:
+    """An engine with the default rules and the given thresholds (ms), in `partitions`."""
+    return JourneyEngine(EngineConfig(rules=load_rules(), **config), partitions)
 
 
 def run(
@@ -81,6 +81,7 @@ def arrive(
     *,
     lateness: int | None = None,
     batch: int = 1,
+    partitions: int = 1,
     **config: Any,
 ) -> tuple[FinalTables, Output]:
     """Stream semantics: deliveries in the order given, event time moving like a stream's.
@@ -88,9 +89,10 @@ def arrive(
     With `lateness` None every delivery goes through `process` (event time jumps to the
     latest event seen; anything earlier is late). Otherwise deliveries go through
     `process_late` and, after every `batch` of them, event time advances to the latest
-    time seen less `lateness`. In the end event time reaches the latest event.
+    time seen less `lateness`. In the end event time reaches the latest event. Journeys
+    are kept in `partitions` partitions.
     """
-    eng = engine(**config)
+    eng = engine(partitions, **config)
     out = Output()
     latest = None
     for i, event in enumerate(deliveries, start=1):

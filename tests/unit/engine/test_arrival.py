@@ -1,5 +1,6 @@
 """Property tests: late data is data. Any arrival order, any lateness and redeliveries
-with shifted times give the same tables as replay of the same events sorted."""
+with shifted times, with journeys in one partition or several, give the same tables as
+replay of the same events sorted."""
 
 from __future__ import annotations
 
@@ -91,10 +92,11 @@ def check(events: list[EventRecord], rnd: random.Random, max_delay: int, **confi
     end = max(e.ts for e in deliveries)
     assert view(run(list(earliest.values()), until=end, **config)[0]) == expected
     arriving = arrival(deliveries, rnd, max_delay)
-    assert view(arrive(arriving, **config)[0]) == expected
+    assert view(arrive(arriving, partitions=rnd.choice([1, 3]), **config)[0]) == expected
     lateness = rnd.choice([0, HOUR, 6 * HOUR])
-    got = view(arrive(arriving, lateness=lateness, batch=rnd.randint(1, 5), **config)[0])
-    assert got == expected
+    partitions = rnd.choice([1, 2, 4])
+    got = arrive(arriving, lateness=lateness, batch=rnd.randint(1, 5), partitions=partitions, **config)
+    assert view(got[0]) == expected
 
 
 @given(histories(hours=60), st.randoms(use_true_random=False), st.sampled_from([0, HOUR, DAY]))

@@ -12,34 +12,24 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import JourneyEngine, Sequencer
-from journeys.streams.engine.state import Holder
 from tests.unit.engine.journey import HOUR, engine, ev, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 from tests.unit.engine.test_properties import account_history, snapshot
 
+Store = dict[str, dict[bytes, bytes]]
 
-def checkpoint_round_trip(eng: JourneyEngine, store: dict[str, dict[str, Any]]) -> JourneyEngine:
-    """Apply the engine's changes to a byte store, then build a new engine from the store."""
-    changes = eng.changes()
-    for key, holder in changes.holders.items():
-        if holder is None:
-            store["holders"].pop(key, None)
-        else:
-            store["holders"][key] = holder.to_bytes()
-    for alias, target in changes.aliases.items():
-        if target is None:
-            store["aliases"].pop(alias, None)
-        else:
-            store["aliases"][alias] = target
-    store["redirects"].update(changes.redirects)
-    store["meta"] = changes.meta
-    return JourneyEngine.restore(
-        eng.config,
-        {k: Holder.from_bytes(v) for k, v in store["holders"].items()},
-        dict(store["aliases"]),
-        dict(store["redirects"]),
-        dict(store["meta"]),
-    )
+
+def checkpoint_round_trip(eng: JourneyEngine, store: Store) -> JourneyEngine:
+    """Apply the engine's changes to a byte store (a compacted changelog per partition and
+    one for the router), then build a new engine from the store."""
+    for name, changes in eng.changes().items():
+        kept = store.setdefault(name, {})
+        for key, value in changes.items():
+            if value is None:
+                kept.pop(key, None)
+            else:
+                kept[key] = value
+    return JourneyEngine.restore(eng.config, {k: dict(v) for k, v in store.items()})
 
 
 @given(account_history(), st.data())
@@ -52,7 +42,7 @@ def test_restore_continues_exactly(events: list[EventRecord], data: st.DataObjec
     whole.advance_to(ordered[-1].ts)
     expected = whole.take()
 
-    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
+    store: Store = {}
     out, current, start = Output(), engine(), 0
     for cut in [*cuts, len(ordered)]:
         current.process_all(ordered[start:cut])
@@ -88,8 +78,8 @@ def test_restore_mid_stream_out_of_order_continues_exactly(
     """Checkpoints taken while journeys wait to be folded again lose nothing."""
     deliveries = arrival(redeliver(events, rnd), rnd, 0)
     cuts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
-    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
-    out, current = Output(), engine(**SHORT)
+    store: Store = {}
+    out, current = Output(), engine(rnd.choice([1, 3]), **SHORT)
     for i, event in enumerate(deliveries):
         if i in cuts:
             out.extend(current.take())
@@ -110,9 +100,10 @@ def test_restore_continues_exactly_beyond_the_window(
     config = {**SHORT, "window": 2 * HOUR}
     deliveries = arrival(redeliver(events, rnd), rnd, 0)
     cuts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
-    store: dict[str, dict[str, Any]] = {"holders": {}, "aliases": {}, "redirects": {}, "meta": {}}
-    whole, out_whole = engine(**config), Output()
-    current, out = engine(**config), Output()
+    store: Store = {}
+    partitions = rnd.choice([1, 2, 3])
+    whole, out_whole = engine(partitions, **config), Output()
+    current, out = engine(partitions, **config), Output()
     for i, event in enumerate(deliveries):
         if i in cuts:
             out.extend(current.take())

@@ -1,0 +1,135 @@
+"""What the identity router tells journey partitions, and what partitions tell each other.
+
+Every command carries `seq`, its sender's Lamport sequence (see
+`partition.PartitionEngine`). On Kafka a command is a JSON list whose first
+item names it (`to_wire` / `from_wire`); events travel as the list of their
+fields (`schemas.codec.record_values`).
+
+    Route    ["r", seq, key, rank, contacts, late, event]   router -> key's partition
+    Release  ["x", seq, loser, winner, rank, at]            router -> loser's partition
+    Absorb   ["b", seq, loser, winner, rank, at, holder]    loser's -> winner's partition
+    Forget   ["f", seq, key]                                router -> key's partition
+    Contacts ["c", seq, key, contacts]                      router -> key's partition
+    Advance  ["t", seq, ts]                                 router -> every partition
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from journeys.schemas.codec import record_from_values, record_values
+from journeys.schemas.record import EventRecord
+from journeys.streams.engine.state import Holder
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of journey `key` (CRC-32 of its UTF-8 bytes: the same in every process)."""
+    return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """`event` belongs to journey `key`, of `rank`, with `contacts` contacts; `late` when
+    it came after event time passed it."""
+
+    seq: int
+    key: str
+    rank: int
+    contacts: int
+    late: bool
+    event: EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Journey `loser` is `winner`'s (of `rank`), learnt at event time `at`."""
+
+    seq: int
+    loser: str
+    winner: str
+    rank: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Absorb:
+    """Fold the released journey `holder` (once `loser`) into `winner`."""
+
+    seq: int
+    loser: str
+    winner: str
+    rank: int
+    at: int
+    holder: Holder
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """The visitor `key` was not seen for the visitor TTL: its state goes."""
+
+    seq: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    """Journey `key` has `contacts` contacts now."""
+
+    seq: int
+    key: str
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Event time reached `ts`: deadlines up to it fire."""
+
+    seq: int
+    ts: int
+
+
+Command = Route | Release | Absorb | Forget | Contacts | Advance
+
+
+def to_wire(command: Command) -> bytes:
+    """One command as a JSON list."""
+    c = command
+    body: list[Any]
+    if isinstance(c, Route):
+        body = ["r", c.seq, c.key, c.rank, c.contacts, c.late, record_values(c.event)]
+    elif isinstance(c, Advance):
+        body = ["t", c.seq, c.ts]
+    elif isinstance(c, Release):
+        body = ["x", c.seq, c.loser, c.winner, c.rank, c.at]
+    elif isinstance(c, Absorb):
+        holder = orjson.Fragment(c.holder.to_bytes())
+        body = ["b", c.seq, c.loser, c.winner, c.rank, c.at, holder]
+    elif isinstance(c, Forget):
+        body = ["f", c.seq, c.key]
+    else:
+        body = ["c", c.seq, c.key, c.contacts]
+    return orjson.dumps(body)
+
+
+def from_wire(body: list[Any]) -> Command:
+    """The inverse of `to_wire`, from the decoded JSON list."""
+    kind = body[0]
+    if kind == "r":
+        _, seq, key, rank, contacts, late, values = body
+        return Route(seq, key, rank, contacts, late, record_from_values(values))
+    if kind == "t":
+        return Advance(body[1], body[2])
+    if kind == "x":
+        return Release(*body[1:6])
+    if kind == "b":
+        _, seq, loser, winner, rank, at, holder = body
+        return Absorb(seq, loser, winner, rank, at, Holder.from_bytes(orjson.dumps(holder), loser))
+    if kind == "f":
+        return Forget(body[1], body[2])
+    if kind == "c":
+        return Contacts(body[1], body[2], body[3])
+    raise ValueError(f"unknown journey command {kind!r}")

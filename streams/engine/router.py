@@ -1,0 +1,340 @@
+"""The identity router: the one owner of the identity graph, routing events to journeys.
+
+Every event passes through one router (the identity stage). It decides which
+journey the event belongs to (`identity.Identity`), carries out what identity
+learns (journeys merged, aliases linked and relinked, accounts redirected,
+visitors forgotten after the visitor TTL) and tells the journey partitions
+what to do, as commands (`commands`), each for the partition of its journey
+key (`commands.partition_of`):
+
+- `Route` an event to its journey, with the journey's rank and contact count;
+- `Release` a journey merged into another (its partition sends the state on);
+- `Contacts` for a journey that lost a contact to another account;
+- `Forget` a visitor not seen for the visitor TTL;
+- `Advance` event time, to every partition.
+
+The router keeps, per journey, only what identity needs: its rank, the latest
+event time routed to it, a visitor's aliases and the contact count (a
+`Shadow`). What it publishes itself are identity links.
+
+Commands for one partition are sent in the order they were made, so a
+partition never sees an event under a key the router has merged away; only
+absorbs, sent from partition to partition, can find their winner gone (see
+`PartitionEngine`, forwards).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+import orjson
+
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import IdentityLink
+from journeys.streams.engine.commands import (
+    Advance,
+    Command,
+    Contacts,
+    Forget,
+    Release,
+    Route,
+    partition_of,
+)
+from journeys.streams.engine.identity import ALIAS_KINDS, Decision, Identity, link_of, link_value
+from journeys.streams.engine.partition import RESTART_GAP, EngineConfig
+from journeys.streams.engine.state import ACCOUNT_RANK, MAX_VISITOR_ALIASES
+
+# State keys (see `IdentityRouter.changes`).
+_SHADOW, _ALIAS, _REDIRECT, META = b"s:", b"a:", b"r:", b"m:router"
+
+
+class Shadow:
+    """What the router knows of one journey."""
+
+    __slots__ = ("key", "rank", "latest", "contacts", "aliases", "wake")
+
+    def __init__(self, key: str, rank: int, ts: int) -> None:
+        self.key = key
+        self.rank = rank
+        #: The latest event time routed to the journey.
+        self.latest = ts
+        self.contacts = 0
+        #: Alias keys of an unidentified visitor, for links and eviction.
+        self.aliases: list[str] | None = [] if rank < ACCOUNT_RANK else None
+        self.wake: int | None = None
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.rank, self.latest, self.contacts, self.aliases])
+
+    @classmethod
+    def from_bytes(cls, key: str, data: bytes) -> Shadow:
+        rank, latest, contacts, aliases = orjson.loads(data)
+        shadow = cls(key, rank, latest)
+        shadow.contacts, shadow.aliases = contacts, aliases
+        return shadow
+
+
+class IdentityRouter:
+    """Events in (in any order), commands for `partitions` journey partitions out.
+
+    `process` routes an event and advances event time to it; `process_late`
+    routes one without moving event time; `advance_to(ts)` says nothing more is
+    expected before `ts`. `take()` hands over the commands per partition and
+    the identity links made since the last call.
+    """
+
+    def __init__(self, config: EngineConfig | None = None, partitions: int = 1) -> None:
+        self.config = config or EngineConfig.default()
+        self.partitions = partitions
+        self.identity = Identity()
+        self.shadows: dict[str, Shadow] = {}
+        self.clock = 0
+        self._until = 0
+        self._seq = 0
+        self._ttl = self.config.visitor_ttl
+        self._wakes: list[tuple[int, str]] = []
+        self._commands: list[tuple[int, Command]] = []
+        self._links: list[IdentityLink] = []
+        #: The event time last sent to every partition with `Advance`.
+        self._advanced = 0
+        self._touched: set[str] = set()
+
+    @property
+    def seq(self) -> int:
+        """The router's Lamport sequence."""
+        return self._seq
+
+    # ------------------------------------------------------------------ input
+
+    def process(self, event: EventRecord) -> None:
+        """Route one event and advance event time to it."""
+        self._seq += 1
+        ts = event.ts
+        if ts > self.clock:
+            self.clock = ts
+            if ts > self._until:
+                self._until = ts
+                if self._wakes and self._wakes[0][0] < ts:
+                    self._wake()
+            self._route(event, False)
+        elif ts < self.clock:
+            self._route(event, True)
+        else:
+            self._route(event, False)
+
+    def process_all(self, events: Iterable[EventRecord]) -> None:
+        """Route many events."""
+        for event in events:
+            self.process(event)
+
+    def process_late(self, event: EventRecord) -> None:
+        """Route an event that came after event time passed it; event time stays."""
+        self._seq += 1
+        self._route(event, True)
+
+    def advance_to(self, ts: int) -> None:
+        """Event time reached `ts` with nothing more before it."""
+        self._seq += 1
+        self.clock = max(self.clock, ts)
+        self._until = max(self._until, ts + 1)
+        if self._wakes and self._wakes[0][0] < self._until:
+            self._wake()
+
+    def take(self) -> tuple[list[tuple[int, Command]], list[IdentityLink]]:
+        """The (partition, command) pairs and identity links made since the last call.
+
+        Ends with an `Advance` to every partition when event time moved, so each
+        partition's deadlines follow the router's event time.
+        """
+        until = self._until
+        if until - 1 > self._advanced:
+            self._advanced = until - 1
+            seq = self._seq
+            self._commands += [(p, Advance(seq, until - 1)) for p in range(self.partitions)]
+        commands, self._commands = self._commands, []
+        links, self._links = self._links, []
+        return commands, links
+
+    # ------------------------------------------------------------------ routing
+
+    def _send(self, key: str, command: Command) -> None:
+        self._commands.append((partition_of(key, self.partitions), command))
+
+    def _route(self, event: EventRecord, late: bool) -> None:
+        shadows = self.shadows
+        identity = self.identity
+        key = None if late else identity.known(event, shadows)
+        ts = event.ts
+        if key is not None and ts < shadows[key].latest:
+            key = None  # earlier than the journey's latest event: it may link an alias earlier
+        h = (
+            shadows[key]
+            if key is not None
+            else self._carry_out(identity.decide(event, shadows), ts)
+        )
+        if ts > h.latest:
+            h.latest = ts
+            self._touched.add(h.key)
+        self._send(h.key, Route(self._seq, h.key, h.rank, h.contacts, late, event))
+
+    def _carry_out(self, d: Decision, ts: int) -> Shadow:
+        shadows = self.shadows
+        winner = shadows.get(d.winner)
+        if winner is None:
+            winner = shadows[d.winner] = Shadow(d.winner, d.rank, ts)
+            self._touched.add(d.winner)
+            if d.rank < ACCOUNT_RANK:
+                self._schedule(winner)  # forgotten after visitor_ttl without events
+        elif d.upgrade and winner.rank < d.rank:
+            winner.rank = d.rank
+            self._touched.add(d.winner)
+        for key in d.losers:
+            loser = shadows.get(key)
+            if loser is not None and loser is not winner:
+                self._merge(loser, winner, d.at)
+        if d.redirect is not None:
+            self._redirect(d.redirect, winner.key, d.at)
+        for alias in d.link:
+            self._link(alias, winner, d.at, new=True)
+        for alias, previous in d.relink:
+            self._relink(alias, shadows.get(previous), winner, d.at)
+        identity = self.identity
+        for alias in d.earlier:
+            identity.linked[alias] = d.at
+            identity.touched_aliases.add(alias)
+            self._links.append(IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], winner.key, d.at))
+        return winner
+
+    def _link(self, alias: str, h: Shadow, ts: int, new: bool) -> None:
+        identity = self.identity
+        identity.aliases[alias] = h.key
+        identity.touched_aliases.add(alias)
+        if new and alias[0] == "c":
+            h.contacts += 1
+            self._touched.add(h.key)
+        if h.rank >= ACCOUNT_RANK:
+            identity.linked[alias] = ts
+            self._links.append(IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], h.key, ts))
+        elif h.aliases is not None and len(h.aliases) < MAX_VISITOR_ALIASES:
+            h.aliases.append(alias)
+            self._touched.add(h.key)
+
+    def _relink(self, alias: str, previous: Shadow | None, winner: Shadow, ts: int) -> None:
+        """An alias linked to another account later in event time than this event: it moves."""
+        if previous is not None and alias[0] == "c":
+            previous.contacts -= 1
+            self._touched.add(previous.key)
+            self._send(previous.key, Contacts(self._seq, previous.key, previous.contacts))
+        self._link(alias, winner, ts, new=True)
+
+    def _redirect(self, key: str, target: str, ts: int) -> None:
+        self.identity.redirects[key] = target
+        self.identity.touched_redirects.add(key)
+        self._links.append(IdentityLink("account", key, target, ts))
+
+    def _merge(self, loser: Shadow, winner: Shadow, ts: int) -> None:
+        """`loser` turns out to be `winner`'s journey: its partition sends its state on."""
+        if loser.latest > winner.latest:
+            winner.latest = loser.latest
+        winner.contacts += loser.contacts
+        del self.shadows[loser.key]
+        self._touched.add(loser.key)
+        self._touched.add(winner.key)
+        self._send(loser.key, Release(self._seq, loser.key, winner.key, winner.rank, ts))
+        if loser.rank >= ACCOUNT_RANK:
+            self._redirect(loser.key, winner.key, ts)
+        for alias in loser.aliases or ():
+            if self.identity.aliases.get(alias) == loser.key:
+                self._link(alias, winner, ts, new=False)
+
+    # ------------------------------------------------------------------ visitors
+
+    def _schedule(self, h: Shadow) -> None:
+        wake = h.latest + self._ttl
+        if h.wake is None or wake < h.wake:
+            h.wake = wake
+            heapq.heappush(self._wakes, (wake, h.key))
+
+    def _wake(self) -> None:
+        """Forget visitors not seen for the visitor TTL (timers are moved on lazily)."""
+        until = self._until
+        wakes = self._wakes
+        shadows = self.shadows
+        while wakes and wakes[0][0] < until:
+            deadline, key = heapq.heappop(wakes)
+            h = shadows.get(key)
+            if h is None or h.wake != deadline:
+                continue
+            h.wake = None
+            if h.rank >= ACCOUNT_RANK:
+                continue
+            if h.latest + self._ttl < until:
+                self._forget(h)
+            else:
+                self._schedule(h)
+
+    def _forget(self, h: Shadow) -> None:
+        del self.shadows[h.key]
+        self._touched.add(h.key)
+        identity = self.identity
+        for alias in h.aliases or ():
+            if identity.aliases.get(alias) == h.key:
+                del identity.aliases[alias]
+                identity.linked.pop(alias, None)
+                identity.touched_aliases.add(alias)
+        self._send(h.key, Forget(self._seq, h.key))
+
+    # ------------------------------------------------------------------ state
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """State changed since the last call, as key-value pairs (None: delete the key)."""
+        out: dict[bytes, bytes | None] = {}
+        shadows = self.shadows
+        for key in self._touched:
+            h = shadows.get(key)
+            out[_SHADOW + key.encode()] = None if h is None else h.to_bytes()
+        identity = self.identity
+        for alias in identity.touched_aliases:
+            target = identity.aliases.get(alias)
+            at = identity.linked.get(alias)
+            value = None if target is None else link_value(alias, target, at).encode()
+            out[_ALIAS + alias.encode()] = value
+        for key in identity.touched_redirects:
+            out[_REDIRECT + key.encode()] = identity.redirects[key].encode()
+        meta = {"clock": self.clock, "until": self._until, "seq": self._seq}
+        meta["advanced"] = self._advanced
+        out[META] = orjson.dumps(meta)
+        self._touched = set()
+        identity.touched_aliases, identity.touched_redirects = set(), set()
+        return out
+
+    @classmethod
+    def restore(
+        cls, config: EngineConfig, state: dict[bytes, bytes], partitions: int = 1
+    ) -> IdentityRouter:
+        """A router continuing from its state (`changes()` applied in order)."""
+        router = cls(config, partitions)
+        identity = router.identity
+        meta: dict[str, int] = {}
+        for name, value in state.items():
+            prefix, key = name[:2], name[2:].decode()
+            if prefix == _SHADOW:
+                router.shadows[key] = Shadow.from_bytes(key, value)
+            elif prefix == _ALIAS:
+                target, at = link_of(key, value.decode())
+                identity.aliases[key] = target
+                if at is not None:
+                    identity.linked[key] = at
+            elif prefix == _REDIRECT:
+                identity.redirects[key] = value.decode()
+            elif name == META:
+                meta = orjson.loads(value)
+        router.clock = int(meta.get("clock", 0))
+        router._until = int(meta.get("until", router.clock))
+        router._seq = int(meta.get("seq", 0)) + RESTART_GAP
+        router._advanced = int(meta.get("advanced", 0))
+        for shadow in router.shadows.values():
+            if shadow.rank < ACCOUNT_RANK:
+                router._schedule(shadow)
+        return router
