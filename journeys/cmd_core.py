@@ -27,6 +27,7 @@ ENGINE_SETTINGS = (
     "visitor_ttl",
     "dedupe_window",
     "reorder_factor",
+    "journey_partitions",
 )
 CLICKHOUSE_SETTINGS = ("data_dir", "clickhouse_url", "clickhouse_database")
 
@@ -78,6 +79,7 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
                 engine_config(settings),
                 received_at=int(time.time() * 1000),
                 on_line=bar.update,
+                partitions=settings.journey_partitions,
             )
     finally:
         sink.close()
@@ -142,6 +144,8 @@ def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
 
     The input is sorted into event-time order, so the result does not depend on
     the order of lines; replaying the same input twice leaves the same tables.
+    Journeys are kept in JOURNEYS_JOURNEY_PARTITIONS partitions, as the streaming
+    workers keep them (the tables are the same for any number).
     """
     replay_files(files, settings, quiet)
 

@@ -19,6 +19,7 @@ ENGINE_SETTINGS = (
     "visitor_ttl",
     "dedupe_window",
     "reorder_factor",
+    "journey_partitions",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
 READ_SETTINGS = ("read_host", "read_port")

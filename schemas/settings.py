@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(default="127.0.0.1:9092")
     topic_prefix: str = Field(default="")
     topic_partitions: int = Field(default=4, ge=1)
+    journey_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="partitions of the journey stage: how many workers can share it; set "
+        "once before the first start (journeys are placed by key on them)",
+    )
     kafka_home: Path | None = Field(default=None, description="cache of the broker's jars")
     kafka_version: str = Field(default="3.9.2")
     kafka_heap: str = Field(default="768m")

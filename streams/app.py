@@ -1,25 +1,31 @@
-"""The Faust app: topics, the two agents and the idle watcher, around the pure engine.
+"""The Faust app: topics, the agents and the idle watcher, around the pure engine.
 
-    journeys.events (N partitions)      ingest agents, one per partition, on any worker:
-            │                           validate; invalid → journeys.dead-letters
+    journeys.events (N partitions)       ingest agents, one per partition, on any worker:
+            │                            validate; invalid → journeys.dead-letters
             ▼
-    journeys.internal.ordered (1)       journey agent, on the one worker that owns it:
-            │                           watermark, event-time order, engine, checkpoint
+    journeys.internal.ordered (1)        identity agent, on the one worker that owns it:
+            │                            watermark, event-time order, identity router
             ▼
-    journeys.internal.rows (1)  ──►  the sink (ClickHouse)
+    journeys.internal.journeys (P)  ◄─┐  journey agents, one engine per partition, on any
+            │                         │  worker; a merged journey's state goes to its
+            │        absorbs ─────────┘  winner's partition
+            ▼
+    journeys.internal.rows (P)  ──►  the sink (ClickHouse)
     journeys.transitions, journeys.alerts  ──►  anyone
 
-Ingest scales with the input's partitions and the number of workers; the
-journey stage is one ordered stream, because identity links cross every key
-(a cookie, an email and an ERP id of one account hash to different
-partitions) and history must be applied in event-time order.
+Ingest scales with the input's partitions, the journey stage with P
+(`JOURNEYS_JOURNEY_PARTITIONS`); only identity, which crosses every key (a
+cookie, an email and an ERP id of one account), is one stream. Each stage's
+state lives in its compacted changelog topic (`journeys.streams.changelog`):
+a worker that takes a partition over, after a crash or a rebalance, reads its
+state from Kafka and goes on where the last save left it.
 
-Nothing is acknowledged before it is safe: both agents take their input
+Nothing is acknowledged before it is safe: the agents take their input
 without automatic acks, wait until Kafka acknowledged everything they sent
-(and the stage saved its checkpoint), and only then ack, so Faust commits
-only offsets whose effects are stored. A send that fails stops the worker
-(exit status 1) before anything moves; it is restarted and reads again from
-the last commit. A broker outage is waited out: sends wait up to Faust's
+and the stage's state is saved, and only then ack, so Faust commits only
+offsets whose effects are stored. A send that fails stops the worker (exit
+status 1) before anything moves; it is restarted and reads again from the
+last commit. A broker outage is waited out: sends wait up to Faust's
 `producer_request_timeout` and the worker reports unhealthy meanwhile.
 """
 
@@ -49,11 +55,12 @@ from journeys.schemas.codec import (
 )
 from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
-from journeys.streams.checkpoint import CheckpointStore
+from journeys.streams.changelog import Changelog
 from journeys.streams.config import engine_config
+from journeys.streams.engine.commands import Command, partition_of, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
 from journeys.streams.metrics import report
-from journeys.streams.stage import JourneyStage
+from journeys.streams.stage import IdentityStage, JourneyStage
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,10 @@ class WorkerState:
     settings: Settings
     source_partitions: int
     idle: IdleWatch
-    stage: JourneyStage | None = None
+    #: The identity stage, while this worker owns the ordered topic.
+    identity: IdentityStage | None = None
+    #: The journey stages of the partitions this worker owns.
+    journeys: dict[int, JourneyStage] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
     #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
     sending: dict[object, float] = field(default_factory=dict)
@@ -86,6 +96,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     """A Faust app for these settings; `source_partitions` is the events topic's count."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     names = Topics.of(settings)
+    partitions = settings.journey_partitions
     app = faust.App(
         f"{settings.topic_prefix}journeys",
         **faust_options(settings),
@@ -98,12 +109,16 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         stream_buffer_maxsize=20_000,
     )
     state = WorkerState(settings, source_partitions, IdleWatch(idle_after))
+    config = engine_config(settings)
     events = app.topic(names.events, value_type=bytes)
     ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
-    rows = app.topic(names.rows, value_type=bytes, partitions=1, internal=True)
+    journeys = app.topic(names.journeys, value_type=bytes, partitions=partitions, internal=True)
+    rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
     transitions = app.topic(names.transitions, value_type=bytes, internal=True)
     alerts = app.topic(names.alerts, value_type=bytes, internal=True)
     dead_letters = app.topic(names.dead_letters, value_type=bytes, internal=True)
+    identity_log = Changelog(settings, names.identity_state)
+    journeys_log = Changelog(settings, names.journeys_state)
 
     async def deliver(sends: list[Awaitable[Any]]) -> None:
         """Wait until Kafka acknowledged every send; raise the first failure."""
@@ -113,6 +128,16 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             await asyncio.gather(*sends)
         finally:
             del state.sending[token]
+
+    async def send_commands(commands: list[tuple[int, Command]]) -> list[Any]:
+        by_partition: dict[int, list[bytes]] = {}
+        for partition, command in commands:
+            by_partition.setdefault(partition, []).append(to_wire(command))
+        return [
+            await journeys.send(value=message, partition=partition)
+            for partition, items in sorted(by_partition.items())
+            for message in pack(items)
+        ]
 
     @app.agent(events)
     async def ingest(stream: Any) -> None:
@@ -138,20 +163,63 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             state.counters["invalid"] += len(out.dead_letters)
 
     @app.agent(ordered)
-    async def journey(stream: Any) -> None:
-        """Run the journey stage; ack input only once its effects are sent and checkpointed."""
-        async for batch in stream.noack_take(STAGE_BATCH, within=0.1):
+    async def identity(stream: Any) -> None:
+        """Route events to journey partitions; ack input once its commands are sent and the
+        stage's state is saved."""
+        async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
             try:
-                stage = state.stage or await _open_stage(state)
-                out = stage.handle((event.message.offset, event.value) for event in batch)
-                await deliver(await _publish(out, rows, transitions, alerts))
-                if state.stage is not stage:
+                stage = state.identity
+                if stage is None:
+                    stage = IdentityStage(config, settings.allowed_lateness, partitions)
+                    stage.restore(await identity_log.load(0))
+                    state.identity = stage
+                    log.info("identity stage opened at input offset %s", stage.offset)
+                commands, links = stage.handle((e.message.offset, e.value) for e in batch)
+                sends = await send_commands(commands)
+                sends += await _publish(Output(links=links), rows, transitions, alerts, partitions)
+                await deliver(sends)
+                if state.identity is not stage:
                     continue  # revoked meanwhile: the new owner reads this batch again
-                stage.checkpoint()
+                await identity_log.save(0, stage.state_changes())
+            except Exception as exc:
+                _stop("identity stage", exc, state.settings)
+            for event in batch:
+                await stream.ack(event)
+
+    @app.agent(journeys)
+    async def journey(stream: Any) -> None:
+        """Run the journey partitions; ack input once rows and absorbs are sent and each
+        partition's state is saved."""
+        async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
+            try:
+                by_partition: dict[int, list[Any]] = {}
+                for event in batch:
+                    by_partition.setdefault(event.message.partition, []).append(event)
+                opened = {}
+                sends: list[Any] = []
+                for partition, items in sorted(by_partition.items()):
+                    stage = state.journeys.get(partition)
+                    if stage is None:
+                        stage = JourneyStage(config, partition, partitions)
+                        stage.restore(await journeys_log.load(partition))
+                        state.journeys[partition] = stage
+                        log.info(
+                            "journey partition %d opened at offset %s", partition, stage.offset
+                        )
+                    opened[partition] = stage
+                    out, absorbs = stage.handle((e.message.offset, e.value) for e in items)
+                    sends += await _publish(out, rows, transitions, alerts, partitions, partition)
+                    sends += await send_commands(absorbs)
+                await deliver(sends)
+                kept = [p for p, stage in opened.items() if state.journeys.get(p) is stage]
+                await asyncio.gather(
+                    *(journeys_log.save(p, opened[p].state_changes()) for p in kept)
+                )
             except Exception as exc:
                 _stop("journey stage", exc, state.settings)
             for event in batch:
-                await stream.ack(event)
+                if event.message.partition in kept:  # else revoked: its new owner reads it again
+                    await stream.ack(event)
 
     def source_fetches() -> tuple[float, dict[int, Fetched]]:
         now = time.time()
@@ -170,26 +238,31 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         try:
             due = state.idle.due(*source_fetches())
             if due:
-                partitions = state.source_partitions
-                sends = [
-                    await ordered.send(value=idle_json(p, partitions), partition=0) for p in due
-                ]
+                sources = state.source_partitions
+                sends = [await ordered.send(value=idle_json(p, sources), partition=0) for p in due]
                 await deliver(sends)
                 state.idle.announced(due)
-            stage = state.stage
+            stage = state.identity
             if stage is not None and stage.drain_due():
                 stage.drain_requested = True
                 await deliver([await ordered.send(value=DRAIN_JSON, partition=0)])
         except Exception as exc:  # nothing was announced; the next tick decides again
             log.warning("announcing idle partitions failed: %r", exc)
-            if state.stage is not None:
-                state.stage.drain_requested = False
+            if state.identity is not None:
+                state.identity.drain_requested = False
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        if state.stage is not None and any(tp.topic == names.ordered for tp in revoked):
-            state.stage.close()
-            state.stage = None
+        for tp in revoked:
+            if tp.topic == names.ordered:
+                state.identity = None
+            elif tp.topic == names.journeys:
+                state.journeys.pop(tp.partition, None)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_changelogs(app: faust.App, **kwargs: Any) -> None:
+        for changelog in (identity_log, journeys_log):
+            await changelog.close()
 
     app.journeys_state = state  # type: ignore[attr-defined]
     return app
@@ -199,35 +272,34 @@ def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else bytes(value or b"")
 
 
-async def _open_stage(state: WorkerState) -> JourneyStage:
-    settings = state.settings
-    store = CheckpointStore(settings.data_dir / "stage" / f"{settings.topic_prefix}journeys")
-    stage = JourneyStage(engine_config(settings), settings.allowed_lateness, store)
-    for attempt in range(100):
-        try:
-            stage.open()
-            break
-        except Exception as exc:  # the previous owner may still hold the directory
-            if attempt == 99:
-                raise
-            log.info("waiting for the stage checkpoint to be released: %s", exc)
-            await asyncio.sleep(0.1)
-    state.stage = stage
-    log.info("journey stage opened at input offset %s", stage.offset)
-    return stage
-
-
-async def _publish(out: Output, rows: Any, transitions: Any, alerts: Any) -> list[Any]:
-    """Send rows in the order the sink needs them (links last), packed; public topics beside.
-
-    Returns the sends' futures, to be awaited before anything is acknowledged.
-    """
+async def _publish(
+    out: Output,
+    rows: Any,
+    transitions: Any,
+    alerts: Any,
+    partitions: int,
+    partition: int | None = None,
+) -> list[Any]:
+    """Send rows to the rows topic, packed (to `partition`, else by account), and the public
+    topics' messages beside. Returns the sends' futures, to be awaited before anything is
+    acknowledged."""
     encoded = [encode_row(row) for row in out.events]
     encoded += [encode_row(row) for row in out.transitions]
     encoded += [encode_row(row) for row in out.journeys]
     encoded += [encode_row(row) for row in out.alerts]
-    encoded += [encode_row(row) for row in out.links]
-    sends = [await rows.send(value=message, partition=0) for message in pack(encoded)]
+    sends = []
+    if partition is None:
+        by_partition: dict[int, list[bytes]] = {}
+        for link in out.links:
+            target = partition_of(link.account_id, partitions)
+            by_partition.setdefault(target, []).append(encode_row(link))
+        for target, items in sorted(by_partition.items()):
+            sends += [await rows.send(value=m, partition=target) for m in pack(items)]
+    else:
+        encoded += [encode_row(row) for row in out.links]
+    if encoded:
+        target = partition or 0
+        sends += [await rows.send(value=message, partition=target) for message in pack(encoded)]
     for transition in out.transitions:
         key, value = transition.account_id.encode(), transition_json(transition)
         sends.append(await transitions.send(key=key, value=value))
@@ -295,7 +367,7 @@ def _report_health(
 
 
 def _stop(agent: str, exc: Exception, settings: Settings) -> NoReturn:
-    """A send or the checkpoint failed: stop the worker before any offset moves.
+    """A send or a state save failed: stop the worker before any offset moves.
 
     The batch is not acknowledged, so a restarted worker reads it again. The
     process exits at once (no graceful shutdown that could let Faust commit

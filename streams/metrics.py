@@ -57,11 +57,12 @@ def _health_gauges(registry: CollectorRegistry, prefix: str, status: Status) -> 
 
 
 def worker_registry(state: Any) -> CollectorRegistry:
-    """A worker's ingest counters, health and, while it owns it, the journey stage's."""
+    """A worker's ingest counters, health, the identity stage's while it owns it, and its
+    journey partitions'."""
     registry = CollectorRegistry()
 
     def stage(read: Callable[[Any], float]) -> Callable[[], float]:
-        return lambda: read(state.stage) if state.stage is not None else 0.0
+        return lambda: read(state.identity) if state.identity is not None else 0.0
 
     gauges: Iterable[tuple[str, str, Callable[[], float]]] = (
         (
@@ -76,12 +77,22 @@ def worker_registry(state: Any) -> CollectorRegistry:
         ),
         (
             "journeys_stage_owned",
-            "1 while this worker runs the journey stage",
-            lambda: 1.0 if state.stage is not None else 0.0,
+            "1 while this worker runs the identity stage",
+            lambda: 1.0 if state.identity is not None else 0.0,
+        ),
+        (
+            "journeys_partitions_owned",
+            "Journey partitions this worker runs",
+            lambda: len(state.journeys),
+        ),
+        (
+            "journeys_partition_commands",
+            "Commands applied by this worker's journey partitions since they were opened",
+            lambda: sum(stage.commands for stage in list(state.journeys.values())),
         ),
         (
             "journeys_stage_released_events",
-            "Events applied in event-time order",
+            "Events routed in event-time order",
             stage(lambda s: s.stats.released),
         ),
         (
@@ -91,7 +102,7 @@ def worker_registry(state: Any) -> CollectorRegistry:
         ),
         (
             "journeys_stage_late_events",
-            "Events behind the watermark (stored, moved nothing)",
+            "Events behind the watermark (routed at once, corrected their journeys)",
             stage(lambda s: s.stats.late),
         ),
         (
@@ -106,7 +117,7 @@ def worker_registry(state: Any) -> CollectorRegistry:
         ),
         (
             "journeys_stage_input_offset",
-            "Input offset reflected in the checkpoint",
+            "Input offset reflected in the identity stage's saved state",
             stage(lambda s: s.offset),
         ),
     )
@@ -117,9 +128,9 @@ def worker_registry(state: Any) -> CollectorRegistry:
 
 
 def _event_time_lag(stage: Any) -> float:
-    if stage.engine.clock <= 0 or stage.max_ts <= 0:
+    if stage.clock <= 0 or stage.max_ts <= 0:
         return 0.0
-    return max(0.0, (stage.max_ts - stage.engine.clock) / 1000)
+    return max(0.0, (stage.max_ts - stage.clock) / 1000)
 
 
 def sink_registry(progress: Any) -> CollectorRegistry:

@@ -1,8 +1,9 @@
 """Replay: JSONL events through the journey engine into a sink, without Kafka.
 
 The whole input is validated, sorted into event-time order and run through
-the same `JourneyEngine` the streaming worker drives, so a replay is the
-reference answer for any input: backfills, rebuilds and tests. The engine
+the same engine the streaming workers run (the identity router and the
+journey partitions, in one process), so a replay is the reference answer for
+any input: backfills, rebuilds and tests. The engine
 gives the same tables for any order (late data is data); sorting makes the
 replay publish each row about once, and redeliveries of one event_id meet
 within the dedupe window, the earliest first. Invalid lines become dead
@@ -116,15 +117,17 @@ def replay(
     received_at: int,
     on_line: Callable[[int], None] | None = None,
     on_events: Callable[[int], None] | None = None,
+    partitions: int = 1,
 ) -> ReplaySummary:
     """Replay (source, line) pairs into a sink that is already set up; flushes it at the end.
 
     `on_line(bytes)` and `on_events(count)` report progress while reading and while the
-    engine runs (the command line draws its progress bar with them).
+    engine runs (the command line draws its progress bar with them). Journeys are kept in
+    `partitions` partitions (the tables are the same for any number).
     """
     summary = ReplaySummary()
     events, dead = read_events(lines, received_at, summary, on_line)
     sink.add(Output(dead_letters=dead))
-    run_engine(events, JourneyEngine(config), sink, summary, on_events)
+    run_engine(events, JourneyEngine(config, partitions), sink, summary, on_events)
     sink.flush()
     return summary

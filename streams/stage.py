@@ -1,18 +1,20 @@
-"""The journey stage: ordered input in, engine output and checkpoints out.
+"""The two stages of the streaming pipeline, between Kafka messages and the pure engine.
 
-The Faust agent that owns the single-partition `ordered` topic hands each
-batch of messages to a `JourneyStage`. Messages (see `journeys.schemas.codec`)
-are events forwarded by the ingest agents, with the source partition they
-came from and how many there are, and control messages: `idle` from the
-ingest that reads a source partition, `drain` from the stage itself. Both
-travel through the same topic, so a re-read after a crash makes the same
-decisions in the same places.
+**The identity stage** owns the single-partition `ordered` topic. Messages
+(see `journeys.schemas.codec`) are events forwarded by the ingest agents,
+with the source partition they came from and how many there are, and control
+messages: `idle` from the ingest that reads a source partition, `drain` from
+the stage itself. Both travel through the same topic, so a re-read after a
+crash makes the same decisions in the same places. It releases events in
+event-time order to the `IdentityRouter`, whose commands go to the journey
+partitions.
 
 The watermark rule (documented in the README):
 - Each source partition's progress is the latest event time it delivered.
 - The watermark is the slowest *active* partition's progress less the
-  allowed lateness; events before it are released to the engine in
-  (occurred_at, event_id) order.
+  allowed lateness; events before it are released to the router in
+  (occurred_at, event_id) order, and every journey partition is told how far
+  event time got (`Advance`): that times its alerts.
 - A partition is marked idle by its ingest once it is caught up with the log
   end (as a fresh fetch from the broker reported it) and quiet for
   `idle_after` seconds (see `journeys.streams.ingest`); it stops holding the
@@ -21,13 +23,21 @@ The watermark rule (documented in the README):
 - When every partition is idle, the stage drains: all buffered events are
   released and event time advances to the latest event seen, so alerts due by
   then are raised, as at the end of a replay.
-- An event behind what was already released is late: stored and counted, it
-  moves no journey.
+- An event behind what was already released is late: routed at once, it
+  corrects its journey without moving event time.
 - Each event is applied once per source message: the stage keeps, per source
-  partition, the highest source offset it applied (in its checkpoint), and
-  drops a forwarded event at or below it. Ingest forwards again what it had
+  partition, the highest source offset it applied (in its state), and drops
+  a forwarded event at or below it. Ingest forwards again what it had
   forwarded but not committed when it stopped or lost the partition; those
   copies change nothing, however old their event time.
+
+**A journey stage** owns one partition of the `journeys` topic: the router's
+commands for the journeys placed there, and absorbs from other partitions. It
+applies them to a `PartitionEngine` and hands over rows and absorbs.
+
+Both keep their state as key-value pairs for a changelog (`state_changes`,
+`restore`), with the input offset it reflects: a message at or below it is
+skipped when read again.
 """
 
 from __future__ import annotations
@@ -35,19 +45,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import orjson
+
 from journeys.schemas.codec import (
     Control,
     Forwarded,
     decode_ordered,
     record_from_values,
     record_values,
+    unpack,
 )
 from journeys.schemas.record import EventRecord
-from journeys.schemas.rows import Output
-from journeys.streams.checkpoint import CheckpointStore
-from journeys.streams.engine import EngineConfig, JourneyEngine, Sequencer
+from journeys.schemas.rows import IdentityLink, Output
+from journeys.streams.engine import EngineConfig, IdentityRouter, PartitionEngine, Sequencer
+from journeys.streams.engine.commands import Command, from_wire
 
 _NEVER = -(2**62)
+_STAGE_META = b"m:stage"
+#: The reorder buffer is saved in pieces of about this size (`_BUFFER` + number).
+_BUFFER_PIECE = 256 * 1024
+_BUFFER = b"m:buffer:"
 
 
 @dataclass
@@ -62,14 +79,13 @@ class StageStats:
     drains: int = 0
 
 
-class JourneyStage:
-    """Sequencer, engine and checkpoint of the journey stage."""
+class IdentityStage:
+    """Sequencer and identity router of the identity stage."""
 
-    def __init__(self, config: EngineConfig, lateness_ms: int, store: CheckpointStore) -> None:
+    def __init__(self, config: EngineConfig, lateness_ms: int, partitions: int) -> None:
         self._config = config
         self._lateness = lateness_ms
-        self._store = store
-        self.engine = JourneyEngine(config)
+        self.router = IdentityRouter(config, partitions)
         self.sequencer = Sequencer()
         self.offset = -1
         self.partitions = 0
@@ -81,14 +97,17 @@ class JourneyStage:
         self.stats = StageStats()
         #: A drain was asked for and has not come back through the topic yet.
         self.drain_requested = False
+        self._pieces = 0
 
-    def open(self) -> None:
-        """Load the last checkpoint (or start empty)."""
-        loaded = self._store.open()
-        self.engine = JourneyEngine.restore(
-            self._config, loaded.holders, loaded.aliases, loaded.redirects, loaded.engine_meta
-        )
-        meta = loaded.stage_meta
+    @property
+    def clock(self) -> int:
+        """Event time reached (the router's)."""
+        return self.router.clock
+
+    def restore(self, state: dict[bytes, bytes]) -> None:
+        """Continue from saved state (or start empty)."""
+        self.router = IdentityRouter.restore(self._config, state, self.router.partitions)
+        meta = orjson.loads(state.get(_STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
         self.partitions = int(meta.get("partitions", 0))
         self.progress = {int(p): int(ts) for p, ts in meta.get("progress", {}).items()}
@@ -98,20 +117,20 @@ class JourneyStage:
         released = meta.get("released")
         if released:
             self.sequencer.released = (int(released[0]), str(released[1]))
-        for values in meta.get("buffer", []):
-            self.sequencer.push(record_from_values(values))
-
-    def close(self) -> None:
-        """Release the checkpoint directory."""
-        self._store.close()
+        self._pieces = int(meta.get("pieces", 0))
+        for i in range(self._pieces):
+            for values in orjson.loads(state[_BUFFER + str(i).encode()]):
+                self.sequencer.push(record_from_values(values))
 
     # ------------------------------------------------------------------ input
 
-    def handle(self, messages: Iterable[tuple[int, bytes]]) -> Output:
-        """Apply a batch of (offset, value) messages; return the rows it produced."""
+    def handle(
+        self, messages: Iterable[tuple[int, bytes]]
+    ) -> tuple[list[tuple[int, Command]], list[IdentityLink]]:
+        """Apply a batch of (offset, value) messages; the commands and links they produced."""
         for offset, value in messages:
             if offset <= self.offset:
-                continue  # already reflected in the checkpoint
+                continue  # already reflected in the saved state
             self.offset = offset
             for item in decode_ordered(value):
                 if isinstance(item, Forwarded):
@@ -121,7 +140,7 @@ class JourneyStage:
         watermark = self.watermark()
         if watermark is not None:
             self._release(self.sequencer.release(watermark))
-        return self.engine.take()
+        return self.router.take()
 
     def _receive(self, item: Forwarded) -> None:
         partition, record = item.partition, item.record
@@ -141,7 +160,7 @@ class JourneyStage:
                 self.stats.duplicates += 1
             else:
                 self.stats.late += 1
-                self.engine.process_late(record)
+                self.router.process_late(record)
 
     def _control(self, item: Control) -> None:
         if item.kind == "idle":
@@ -165,17 +184,17 @@ class JourneyStage:
         return None if slowest == _NEVER else slowest - self._lateness
 
     def _release(self, events: Iterable[EventRecord]) -> None:
-        engine = self.engine
+        router = self.router
         count = 0
         for event in events:
-            engine.process(event)
+            router.process(event)
             count += 1
         self.stats.released += count
 
     def _drain(self) -> None:
         self._release(self.sequencer.drain())
         if self.max_ts != _NEVER:
-            self.engine.advance_to(self.max_ts)
+            self.router.advance_to(self.max_ts)
         self.stats.drains += 1
 
     # --------------------------------------------------------------- control
@@ -188,16 +207,33 @@ class JourneyStage:
         """
         if self.drain_requested or not self.all_idle():
             return False
-        return bool(len(self.sequencer)) or self.engine.clock < self.max_ts
+        return bool(len(self.sequencer)) or self.router.clock < self.max_ts
 
-    # ------------------------------------------------------------ checkpoint
+    # ------------------------------------------------------------------ state
 
-    def checkpoint(self) -> None:
-        """Save engine changes and the stage's position in one write."""
+    def state_changes(self) -> dict[bytes, bytes | None]:
+        """The router's changes and the stage's position (with its reorder buffer)."""
+        changes = self.router.changes()
         buffered = sorted(
             (item[3] for item in self.sequencer._heap),  # noqa: SLF001 (the stage owns it)
             key=lambda e: (e.ts, e.event_id),
         )
+        pieces: list[list[bytes]] = [[]]
+        size = 0
+        for event in buffered:
+            encoded = orjson.dumps(record_values(event))
+            if size + len(encoded) > _BUFFER_PIECE and pieces[-1]:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(encoded)
+            size += len(encoded) + 1
+        if not pieces[-1]:
+            pieces.pop()
+        for i, piece in enumerate(pieces):
+            changes[_BUFFER + str(i).encode()] = b"[" + b",".join(piece) + b"]"
+        for i in range(len(pieces), self._pieces):
+            changes[_BUFFER + str(i).encode()] = None
+        self._pieces = len(pieces)
         meta = {
             "offset": self.offset,
             "partitions": self.partitions,
@@ -206,6 +242,46 @@ class JourneyStage:
             "idle": sorted(self.idle),
             "max_ts": self.max_ts,
             "released": list(self.sequencer.released),
-            "buffer": [record_values(e) for e in buffered],
+            "pieces": self._pieces,
         }
-        self._store.save(self.engine.changes(), meta)
+        changes[_STAGE_META] = orjson.dumps(meta)
+        return changes
+
+
+class JourneyStage:
+    """The engine of one journey partition and the input offset its state reflects."""
+
+    def __init__(self, config: EngineConfig, partition: int, partitions: int) -> None:
+        self._config = config
+        self.partition = partition
+        self.engine = PartitionEngine(config, partition, partitions)
+        self.offset = -1
+        self.commands = 0
+
+    def restore(self, state: dict[bytes, bytes]) -> None:
+        """Continue from saved state (or start empty)."""
+        engine = self.engine
+        self.engine = PartitionEngine.restore(
+            self._config, state, engine.partition, engine.partitions
+        )
+        self.offset = int(orjson.loads(state.get(_STAGE_META, b"{}")).get("offset", -1))
+
+    def handle(
+        self, messages: Iterable[tuple[int, bytes]]
+    ) -> tuple[Output, list[tuple[int, Command]]]:
+        """Apply a batch of (offset, value) messages; the rows and absorbs they produced."""
+        engine = self.engine
+        for offset, value in messages:
+            if offset <= self.offset:
+                continue  # already reflected in the saved state
+            self.offset = offset
+            for body in unpack(value):
+                engine.apply(from_wire(body))
+                self.commands += 1
+        return engine.take(), engine.take_outbox()
+
+    def state_changes(self) -> dict[bytes, bytes | None]:
+        """The engine's changes and the input offset they reflect."""
+        changes = self.engine.changes()
+        changes[_STAGE_META] = orjson.dumps({"offset": self.offset})
+        return changes

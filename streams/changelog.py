@@ -1,0 +1,107 @@
+"""Stage state in Kafka: one compacted changelog topic, a partition per stage partition.
+
+A stage's state is key-value pairs (`IdentityRouter.changes`,
+`PartitionEngine.changes`, plus the stage's own meta key with the input
+offset it reflects). `save` appends what changed since the last save to the
+stage's changelog partition, in as few record batches as fit a request (a
+record batch is appended whole or not at all), meta last, and waits for
+Kafka's acknowledgement; `load` reads the partition from its beginning to its
+end, so any worker can take a stage partition over with no disk of its own.
+Compaction keeps the last value of every key and drops deleted keys
+(tombstones).
+
+A crash between the stage's output and its save re-reads input the saved
+state does not reflect: it is applied again, and the engine's dedupe (which
+travels with each journey) makes that harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from journeys.producers.kafka import PARTITION_FETCH_BYTES, aio_producer_options
+from journeys.schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Record batches are closed before this size (a request carries one per partition).
+BATCH_BYTES = 1024 * 1024
+
+
+class Changelog:
+    """The changelog topic of one stage (see the module docstring)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            options = {**aio_producer_options(self.settings), "max_batch_size": BATCH_BYTES}
+            producer = AIOKafkaProducer(**options)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def save(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
+        """Append `changes` (None deletes a key) and wait until Kafka has them."""
+        producer = await self._started()
+        futures = []
+        batch = producer.create_batch()
+        for key, value in changes.items():
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"state value too large for Kafka: {key[:60]!r}")
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+        for future in futures:
+            await future
+
+    async def load(self, partition: int) -> dict[bytes, bytes]:
+        """The partition's state: the last value of every key not deleted."""
+        started = time.monotonic()
+        tp = TopicPartition(self.topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            fetch_max_bytes=PARTITION_FETCH_BYTES,
+        )
+        await consumer.start()
+        state: dict[bytes, bytes] = {}
+        records = 0
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            position = await consumer.position(tp)
+            while position < end:
+                polled: dict[Any, list[Any]] = await consumer.getmany(tp, timeout_ms=1000)
+                for message in polled.get(tp, ()):
+                    records += 1
+                    if message.value is None:
+                        state.pop(message.key, None)
+                    else:
+                        state[message.key] = message.value
+                position = await consumer.position(tp)
+        finally:
+            await consumer.stop()
+        log.info(
+            "restored %s[%d]: %d keys from %d records in %.1fs",
+            self.topic, partition, len(state), records, time.monotonic() - started,
+        )  # fmt: skip
+        return state
+
+    async def close(self) -> None:
+        """Stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
