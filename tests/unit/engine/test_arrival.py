@@ -95,7 +95,9 @@ def check(events: list[EventRecord], rnd: random.Random, max_delay: int, **confi
     assert view(arrive(arriving, partitions=rnd.choice([1, 3]), **config)[0]) == expected
     lateness = rnd.choice([0, HOUR, 6 * HOUR])
     partitions = rnd.choice([1, 2, 4])
-    got = arrive(arriving, lateness=lateness, batch=rnd.randint(1, 5), partitions=partitions, **config)
+    got = arrive(
+        arriving, lateness=lateness, batch=rnd.randint(1, 5), partitions=partitions, **config
+    )
     assert view(got[0]) == expected
 
 
