@@ -1,0 +1,100 @@
+"""Journeys in partitions: merged journeys' state travels between partitions as absorbs,
+and however late an absorb comes, the tables are those of sorted replay."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import Output
+from journeys.sinks.reference import final_tables
+from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
+from journeys.streams.engine.commands import Command, from_wire, partition_of, to_wire
+from tests.unit.engine.journey import ev, run, view
+from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
+
+
+class SlowAbsorbs(JourneyEngine):
+    """Absorbs (partition to partition) wait for a random number of calls before they are
+    delivered, as on a busy topic; every command goes through its wire format."""
+
+    def __init__(self, config: EngineConfig, partitions: int, rnd: random.Random) -> None:
+        super().__init__(config, partitions)
+        self.rnd = rnd
+        self.held: list[tuple[int, Command]] = []
+
+    def _deliver(self) -> None:
+        commands, links = self.router.take()
+        self._links += links
+        queue: deque[tuple[int, Command]] = deque(commands)
+        keep = []
+        for item in self.held:
+            if self.rnd.random() < 0.3:
+                queue.append(item)
+            else:
+                keep.append(item)
+        self.held = keep
+        while queue:
+            partition, command = queue.popleft()
+            part = self.parts[partition]
+            part.apply(from_wire(_round_trip(command)))
+            self.held += part.take_outbox()
+
+    def flush(self) -> None:
+        while self.held:
+            partition, command = self.held.pop(0)
+            part = self.parts[partition]
+            part.apply(command)
+            self.held += part.take_outbox()
+
+
+def _round_trip(command: Command) -> list[object]:
+    body: list[object] = orjson.loads(to_wire(command))
+    return body
+
+
+def test_commands_survive_their_wire_format() -> None:
+    eng = JourneyEngine(EngineConfig(rules=load_rules()), 3)
+    eng.router.process(ev("page_view", 0, anonymous_id="v"))
+    eng.router.process(ev("signup", 1, anonymous_id="v", email="jan@acme.nl"))
+    commands, _ = eng.router.take()
+    assert {type(c).__name__ for _, c in commands} >= {"Route", "Release", "Advance"}
+    for _, command in commands:
+        assert from_wire(_round_trip(command)) == command
+
+
+def test_a_journey_has_one_partition_in_every_process() -> None:
+    assert [partition_of(k, 4) for k in ("acme.nl", "?a:v", "erp-9")] == [
+        partition_of(k, 4) for k in ("acme.nl", "?a:v", "erp-9")
+    ]
+    assert {partition_of(f"account-{i}", 4) for i in range(100)} == {0, 1, 2, 3}
+    assert partition_of("anything", 1) == 0
+
+
+@given(
+    histories(hours=60),
+    st.randoms(use_true_random=False),
+    st.sampled_from([2, 3, 5]),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_absorbs_arriving_late_give_the_sorted_tables(
+    events: list[EventRecord], rnd: random.Random, partitions: int
+) -> None:
+    deliveries = redeliver(events, rnd)
+    expected = view(run(deliveries, **SHORT)[0])
+    eng = SlowAbsorbs(EngineConfig(rules=load_rules(), **SHORT), partitions, rnd)
+    out = Output()
+    for i, event in enumerate(arrival(deliveries, rnd, 0), start=1):
+        eng.process(event)
+        if i % 5 == 0:
+            out.extend(eng.take())
+    eng.flush()
+    eng.advance_to(max(e.ts for e in deliveries))
+    eng.flush()
+    out.extend(eng.take())
+    assert view(final_tables(out)) == expected
