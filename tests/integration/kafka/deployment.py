@@ -106,39 +106,8 @@ class Deployment:
         ]
 
     def behind(self) -> int | None:
-        """Messages not yet committed by the group that reads them (workers: events and the
-        ordered topic; the sink: rows and dead letters); None while Kafka does not answer."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        from journeys.producers.topics import Topics
-
-        names = Topics.of(self.settings)
-        groups = {
-            f"{self.settings.topic_prefix}journeys": [names.events, names.ordered],
-            f"{self.settings.topic_prefix}journeys-sink": [names.rows, names.dead_letters],
-        }
-        total = 0
-        try:
-            for group, topics in groups.items():
-                consumer = KafkaConsumer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
-                    group_id=group,
-                    enable_auto_commit=False,
-                    bootstrap_timeout_ms=3000,
-                )
-                try:
-                    tps = [
-                        TopicPartition(topic, p)
-                        for topic in topics
-                        for p in sorted(consumer.partitions_for_topic(topic) or ())
-                    ]
-                    ends = consumer.end_offsets(tps)
-                    total += sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
-                finally:
-                    consumer.close()
-        except Exception:
-            return None
-        return total
+        """Messages not yet committed by the group that reads them (see `uncommitted`)."""
+        return uncommitted(self.settings)
 
     def settled(self, messages: int) -> tuple[bool, dict[str, float]]:
         """Whether every message was ingested and the stage holds nothing back; figures."""
@@ -181,6 +150,43 @@ class Deployment:
         raise AssertionError(
             f"the deployment did not settle: {figures}\n{self.log.read_text()[-3000:]}"
         )
+
+
+def uncommitted(settings: Settings) -> int | None:
+    """Messages not yet committed by the group that reads them (workers: events, the
+    ordered and the journeys topics; the sink: rows and dead letters); None while Kafka
+    does not answer."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from journeys.producers.topics import Topics
+
+    names = Topics.of(settings)
+    groups = {
+        f"{settings.topic_prefix}journeys": [names.events, names.ordered, names.journeys],
+        f"{settings.topic_prefix}journeys-sink": [names.rows, names.dead_letters],
+    }
+    total = 0
+    try:
+        for group, topics in groups.items():
+            consumer = KafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                bootstrap_timeout_ms=3000,
+            )
+            try:
+                tps = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                ends = consumer.end_offsets(tps)
+                total += sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
+            finally:
+                consumer.close()
+    except Exception:
+        return None
+    return total
 
 
 def compare_with_replay(

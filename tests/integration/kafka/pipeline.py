@@ -24,6 +24,7 @@ from journeys.sinks.clickhouse.writer import ClickHouseSink
 from journeys.sinks.consumer import OutputConsumer
 from journeys.streams.config import engine_config
 from journeys.streams.replay import replay
+from tests.integration.kafka.deployment import uncommitted
 
 #: The tests send whole histories again: the engine remembers every event_id they hold.
 WINDOW = 365 * 86_400_000
@@ -122,6 +123,7 @@ def wait_settled(
             counts.get("events", 0) >= want_events
             and counts.get("dead_letters", 0) >= want_dead
             and time.monotonic() - changed > quiet
+            and uncommitted(pipeline.settings) == 0  # nothing in flight between the stages
         ):
             return counts
         time.sleep(0.5)
