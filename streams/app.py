@@ -139,6 +139,13 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             for message in pack(items)
         ]
 
+    def owned(topic: str, partition: int) -> bool:
+        """Whether this worker is assigned the partition now (Faust may still hand over
+        messages of a partition revoked in a rebalance; they are its new owner's)."""
+        return any(
+            tp.topic == topic and tp.partition == partition for tp in app.consumer.assignment()
+        )
+
     @app.agent(events)
     async def ingest(stream: Any) -> None:
         """Validate raw events; forward valid ones, dead-letter the rest; then ack."""
@@ -168,6 +175,12 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         stage's state is saved."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
             try:
+                if not owned(names.ordered, 0):
+                    # Delivered after the partition was revoked: its new owner reads it; the
+                    # ack only settles Faust's books (no offset of it is committed here).
+                    for event in batch:
+                        await stream.ack(event)
+                    continue
                 stage = state.identity
                 if stage is None:
                     stage = IdentityStage(config, settings.allowed_lateness, partitions)
@@ -196,8 +209,12 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 for event in batch:
                     by_partition.setdefault(event.message.partition, []).append(event)
                 opened = {}
+                foreign: list[int] = []
                 sends: list[Any] = []
                 for partition, items in sorted(by_partition.items()):
+                    if not owned(names.journeys, partition):
+                        foreign.append(partition)  # revoked: its new owner reads it
+                        continue
                     stage = state.journeys.get(partition)
                     if stage is None:
                         stage = JourneyStage(config, partition, partitions)
@@ -218,7 +235,9 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             except Exception as exc:
                 _stop("journey stage", exc, state.settings)
             for event in batch:
-                if event.message.partition in kept:  # else revoked: its new owner reads it again
+                # Revoked meanwhile: its new owner reads it again (acks of partitions not
+                # owned only settle Faust's books).
+                if event.message.partition in kept or event.message.partition in foreign:
                     await stream.ack(event)
 
     def source_fetches() -> tuple[float, dict[int, Fetched]]:
@@ -250,6 +269,15 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             log.warning("announcing idle partitions failed: %r", exc)
             if state.identity is not None:
                 state.identity.drain_requested = False
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        # A stage of a partition assigned anew is read again from its changelog.
+        for tp in assigned:
+            if tp.topic == names.ordered:
+                state.identity = None
+            elif tp.topic == names.journeys:
+                state.journeys.pop(tp.partition, None)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

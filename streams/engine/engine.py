@@ -3,8 +3,8 @@
 `JourneyEngine` is what `journeys replay`, the tests and the benchmarks
 drive: events in, in any order, rows out. It is the streaming pipeline's
 engine without Kafka: one `IdentityRouter` and `partitions` `PartitionEngine`s,
-the router's commands and the partitions' absorbs handed over in the order
-they were made (one queue, first in first out), as a topic would. Every rule
+the router's commands handed over in the order they were made, as a topic
+would, and each absorb a partition sends delivered at once. Every rule
 being order-free, the tables are the same for any number of partitions and
 any order of arrival; `journeys replay` and the streaming workers run the
 same code.
@@ -127,14 +127,17 @@ class JourneyEngine:
         """Hand the router's commands, then the absorbs they cause, to the partitions."""
         commands, links = self.router.take()
         self._links += links
-        queue: deque[tuple[int, Command]] = deque(commands)
         parts = self.parts
-        while queue:
-            partition, command = queue.popleft()
+        for partition, command in commands:
             part = parts[partition]
             part.apply(command)
-            if part.outbox:
-                queue.extend(part.take_outbox())
+            if part.outbox:  # absorbs go at once, as on a topic with no backlog
+                queue: deque[tuple[int, Command]] = deque(part.take_outbox())
+                while queue:
+                    partition, command = queue.popleft()
+                    part = parts[partition]
+                    part.apply(command)
+                    queue.extend(part.take_outbox())
 
     # ------------------------------------------------------------ checkpoints
 

@@ -124,7 +124,9 @@ class PartitionEngine:
         )
         self._logic = Phases(rules, self._alerts)
         self.holders: dict[str, Holder] = {}
-        #: Journeys released from here -> the journey they went to (for absorbs in flight).
+        #: Journeys released from here -> the journey they went to, and when (for absorbs
+        #: still on their way). Kept for good: however far event time runs ahead of an
+        #: absorb (a backlog moves it days in seconds), the absorb still finds its way.
         self.forwards: dict[str, tuple[str, int]] = {}
         #: Losers absorbed here -> event time of the merge (a second absorb is a redelivery).
         self.absorbed: dict[str, int] = {}
@@ -502,13 +504,6 @@ class PartitionEngine:
             tail = h.tail
             if tail[-1][0] <= horizon or (tail[0][0] <= horizon and len(tail) > _KEEP):
                 self._roll(h, horizon)
-        # Absorbs arrive within moments of their release: bookkeeping older than two
-        # windows goes.
-        old = horizon - self._window
-        for name, book in ((_FORWARD, self.forwards), (_ABSORBED, self.absorbed)):
-            for key in [k for k, v in book.items() if (v if isinstance(v, int) else v[1]) < old]:
-                del book[key]
-                self._touched_links.add(name + key.encode())
         self._next_sweep = self._until + self._slack
 
     def _forget(self, h: Holder) -> None:
