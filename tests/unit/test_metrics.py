@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json
+from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json, pack
 from journeys.schemas.settings import Settings
 from journeys.sinks.consumer import SinkProgress
 from journeys.streams.app import WorkerState
-from journeys.streams.checkpoint import CheckpointStore
 from journeys.streams.engine import EngineConfig
+from journeys.streams.engine.commands import to_wire
 from journeys.streams.ingest import IdleWatch
 from journeys.streams.metrics import report, serve, sink_registry, worker_registry
-from journeys.streams.stage import JourneyStage
+from journeys.streams.stage import IdentityStage, JourneyStage
 from tests.unit.collect.server import free_port
 from tests.unit.engine.journey import ev
 
@@ -27,29 +26,50 @@ def value(registry: CollectorRegistry, name: str) -> float:
     return float(sample)
 
 
-def test_worker_metrics_follow_the_stage(tmp_path: Path) -> None:
+def test_worker_metrics_follow_the_stages() -> None:
     state = WorkerState(Settings(), source_partitions=1, idle=IdleWatch(1.0))
     registry = worker_registry(state)
     assert value(registry, "journeys_stage_owned") == 0
+    assert value(registry, "journeys_stage_released_events") == 0
+    assert value(registry, "journeys_partitions_owned") == 0
     assert value(registry, "journeys_worker_healthy") == 0  # starting
     report(state, None)
     assert value(registry, "journeys_worker_healthy") == 1
     state.counters["ingested"] = 3
-    stage = JourneyStage(EngineConfig.default(), 0, CheckpointStore(tmp_path))
-    stage.open()
-    state.stage = stage
+    config = EngineConfig.default()
+    identity = IdentityStage(config, 0, 3)
+    identity.restore({})
+    state.identity = identity
+    assert value(registry, "journeys_stage_owned") == 1
     first, second = (
         forwarded_json(ev("page_view", 0), 0, 1, 0),
         forwarded_json(ev("page_view", 5), 0, 1, 1),
     )
-    stage.handle([(0, first), (1, second)])
+    commands, _ = identity.handle([(0, first), (1, second)])
     assert value(registry, "journeys_worker_ingested_events") == 3
     assert value(registry, "journeys_stage_released_events") == 1
     assert value(registry, "journeys_stage_buffered_events") == 1
     assert value(registry, "journeys_stage_event_time_lag_seconds") == 5 * 3600
-    stage.handle([(2, idle_json(0, 1)), (3, DRAIN_JSON)])
+    more, _ = identity.handle([(2, first), (3, idle_json(0, 1)), (4, DRAIN_JSON)])
+    assert value(registry, "journeys_stage_redelivered_events") == 1
     assert value(registry, "journeys_stage_buffered_events") == 0
-    assert b"journeys_stage_input_offset 3.0" in generate_latest(registry)
+    assert value(registry, "journeys_stage_event_time_lag_seconds") == 0
+    assert b"journeys_stage_input_offset 4.0" in generate_latest(registry)
+    late, _ = identity.handle([(5, forwarded_json(ev("page_view", 1), 0, 1, 2))])
+    assert value(registry, "journeys_stage_late_events") == 1
+
+    by_partition: dict[int, list[bytes]] = {}
+    for partition, command in [*commands, *more, *late]:
+        by_partition.setdefault(partition, []).append(to_wire(command))
+    for partition, items in sorted(by_partition.items()):
+        stage = state.journeys[partition] = JourneyStage(config, partition, 3)
+        stage.handle(enumerate(pack(items)))
+    assert value(registry, "journeys_partitions_owned") == len(by_partition) == 3
+    applied = sum(len(items) for items in by_partition.values())
+    assert value(registry, "journeys_partition_commands") == applied
+    state.identity = None  # revoked
+    assert value(registry, "journeys_stage_owned") == 0
+    assert value(registry, "journeys_stage_released_events") == 0
     report(state, "Kafka has not acknowledged sends for 12s")
     assert value(registry, "journeys_worker_healthy") == 0
     assert value(registry, "journeys_worker_unhealthy_seconds") >= 0
