@@ -18,7 +18,7 @@ graph), which tells each partition what to do with `commands`:
   partition (`outbox`); a forward stays for absorbs still on their way to it.
 - `Absorb`: fold a released journey into its winner, retroactively, with the
   same merge late events use; every rule being order-free, it may come before
-  or after the winner's later events. Each loser is absorbed once.
+  or after the winner's later events. The same released state is absorbed once.
 - `Forget`, `Contacts`, `Advance`: a visitor's state goes; a journey's
   contact count; event time moves (deadlines before it fire).
 
@@ -34,6 +34,7 @@ roles, the trajectory's earliest steps) and are not deduplicated.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
@@ -78,6 +79,7 @@ _KEEP = 8
 RESTART_GAP = 2**32
 # State keys (see `changes`): holders, forwards, absorbed losers, the engine's meta.
 _HOLDER, _FORWARD, _ABSORBED, META = b"h:", b"f:", b"x:", b"m:engine"
+_SEPARATOR = "\x1f"
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class PartitionEngine:
         #: still on their way). Kept for good: however far event time runs ahead of an
         #: absorb (a backlog moves it days in seconds), the absorb still finds its way.
         self.forwards: dict[str, tuple[str, int]] = {}
-        #: Losers absorbed here -> event time of the merge (a second absorb is a redelivery).
+        #: Losers absorbed here, with a digest of the state absorbed -> event time of the
+        #: merge (the same state absorbed again is a redelivery).
         self.absorbed: dict[str, int] = {}
         #: Absorbs for other partitions: (partition, command).
         self.outbox: list[tuple[int, Command]] = []
@@ -550,26 +553,45 @@ class PartitionEngine:
             self.outbox.append((partition, command))
 
     def _absorb(self, command: Absorb) -> None:
-        """Fold a released journey into its winner (once per loser)."""
+        """Fold a released journey into its winner (once per released state)."""
         key = command.winner
         forward = self.forwards.get(key)
         if forward is not None and key not in self.holders:
             # The winner merged on meanwhile: the state follows it.
             self._send(replace(command, winner=forward[0], seq=self._seq + 1))
             return
-        if command.loser in self.absorbed:
-            return  # a redelivered absorb
         loser = command.holder
+        # A redelivery carries the same state (a partition that crashed after sending it
+        # releases the same journey again); a journey released anew with other events is not
+        # one: it is folded in too.
+        digest = hashlib.blake2b(loser.to_bytes(), digest_size=8).hexdigest()
+        seen = f"{command.loser}{_SEPARATOR}{digest}"
         winner = self.holders.get(key)
+        if seen in self.absorbed:
+            if winner is not None:
+                self._reassert(winner)
+            return
         if winner is None:
             winner = self.holders[key] = Holder(key, command.rank, loser.first_seen)
         elif command.rank > winner.rank:
             winner.rank = command.rank
-        self.absorbed[command.loser] = command.at
-        self._touched_links.add(_ABSORBED + command.loser.encode())
+        self.absorbed[seen] = command.at
+        self._touched_links.add(_ABSORBED + seen.encode())
+        if not loser.pending:  # as read from its bytes, `cur` is the base: fold the tail
+            account = loser.key if loser.rank >= ACCOUNT_RANK else None
+            loser.cur = self._logic.fold(loser.base.copy(), loser.tail, account, self._until)
         self._merge(loser, winner)
         # Like a late event: the correction is published at once, not when time next moves.
         self._settle(_AT_EVENT)
+
+    def _reassert(self, h: Holder) -> None:
+        """Publish a journey's alerts again, with this call's version: a release sent again
+        withdrew them (under the same ids) with a newer version than they had."""
+        if h.rank < ACCOUNT_RANK or not h.cur.alerts:
+            return
+        version = self._version(_AT_EVENT)
+        for aid, alert in h.cur.alerts.items():
+            self._out.alerts.append(self._alerts.row(aid, alert, h.key, version))
 
     def _merge(self, loser: Holder, winner: Holder) -> None:
         """`loser` turns out to be `winner`'s journey: fold it in, retroactively."""
