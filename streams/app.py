@@ -55,7 +55,7 @@ from journeys.schemas.codec import (
 )
 from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
-from journeys.streams.changelog import Changelog
+from journeys.streams.changelog import Batches, Changelog
 from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, partition_of, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
@@ -114,11 +114,10 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
     journeys = app.topic(names.journeys, value_type=bytes, partitions=partitions, internal=True)
     rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
-    transitions = app.topic(names.transitions, value_type=bytes, internal=True)
-    alerts = app.topic(names.alerts, value_type=bytes, internal=True)
     dead_letters = app.topic(names.dead_letters, value_type=bytes, internal=True)
-    identity_log = Changelog(settings, names.identity_state)
-    journeys_log = Changelog(settings, names.journeys_state)
+    batches = Batches(settings)
+    identity_log = Changelog(batches, names.identity_state)
+    journeys_log = Changelog(batches, names.journeys_state)
 
     async def deliver(sends: list[Awaitable[Any]]) -> None:
         """Wait until Kafka acknowledged every send; raise the first failure."""
@@ -189,7 +188,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                     log.info("identity stage opened at input offset %s", stage.offset)
                 commands, links = stage.handle((e.message.offset, e.value) for e in batch)
                 sends = await send_commands(commands)
-                sends += await _publish(Output(links=links), rows, transitions, alerts, partitions)
+                sends += await _publish(Output(links=links), rows, batches, names, partitions)
                 await deliver(sends)
                 if state.identity is not stage:
                     continue  # revoked meanwhile: the new owner reads this batch again
@@ -225,7 +224,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                         )
                     opened[partition] = stage
                     out, absorbs = stage.handle((e.message.offset, e.value) for e in items)
-                    sends += await _publish(out, rows, transitions, alerts, partitions, partition)
+                    sends += await _publish(out, rows, batches, names, partitions, partition)
                     sends += await send_commands(absorbs)
                 await deliver(sends)
                 kept = [p for p, stage in opened.items() if state.journeys.get(p) is stage]
@@ -289,8 +288,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_changelogs(app: faust.App, **kwargs: Any) -> None:
-        for changelog in (identity_log, journeys_log):
-            await changelog.close()
+        await batches.close()
 
     app.journeys_state = state  # type: ignore[attr-defined]
     return app
@@ -303,14 +301,14 @@ def _bytes(value: Any) -> bytes:
 async def _publish(
     out: Output,
     rows: Any,
-    transitions: Any,
-    alerts: Any,
+    batches: Batches,
+    names: Topics,
     partitions: int,
     partition: int | None = None,
 ) -> list[Any]:
     """Send rows to the rows topic, packed (to `partition`, else by account), and the public
-    topics' messages beside. Returns the sends' futures, to be awaited before anything is
-    acknowledged."""
+    transitions and alerts, one message each, keyed by account. Returns the sends' futures,
+    to be awaited before anything is acknowledged."""
     encoded = [encode_row(row) for row in out.events]
     encoded += [encode_row(row) for row in out.transitions]
     encoded += [encode_row(row) for row in out.journeys]
@@ -328,11 +326,12 @@ async def _publish(
     if encoded:
         target = partition or 0
         sends += [await rows.send(value=message, partition=target) for message in pack(encoded)]
-    for transition in out.transitions:
-        key, value = transition.account_id.encode(), transition_json(transition)
-        sends.append(await transitions.send(key=key, value=value))
-    for alert in out.alerts:
-        sends.append(await alerts.send(key=alert.account_id.encode(), value=alert_json(alert)))
+    if out.transitions:
+        public = [(t.account_id.encode(), transition_json(t)) for t in out.transitions]
+        sends += await batches.send_keyed(names.transitions, public)
+    if out.alerts:
+        public = [(a.account_id.encode(), alert_json(a)) for a in out.alerts]
+        sends += await batches.send_keyed(names.alerts, public)
     return sends
 
 

@@ -1,4 +1,11 @@
-"""Stage state in Kafka: one compacted changelog topic, a partition per stage partition.
+"""Stage state in Kafka, and record batches: a compacted changelog topic per stage.
+
+`Batches` sends many records to a partition as few record batches (one
+request each), without Faust's per-message path: the stages use it for the
+public transitions and alerts topics (one message per row, keyed by account,
+placed by Kafka's default partitioner) and for their changelogs.
+
+One compacted changelog topic per stage, a partition per stage partition.
 
 A stage's state is key-value pairs (`IdentityRouter.changes`,
 `PartitionEngine.changes`, plus the stage's own meta key with the input
@@ -19,9 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
 from journeys.producers.kafka import PARTITION_FETCH_BYTES, aio_producer_options
@@ -33,13 +42,14 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 1024 * 1024
 
 
-class Changelog:
-    """The changelog topic of one stage (see the module docstring)."""
+class Batches:
+    """An aiokafka producer that sends lists of records as record batches."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = topic
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -49,20 +59,60 @@ class Changelog:
             self._producer = producer
         return self._producer
 
-    async def save(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
-        """Append `changes` (None deletes a key) and wait until Kafka has them."""
+    async def send(
+        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
+    ) -> list[Awaitable[Any]]:
+        """Send (key, value) records to one partition, in order; the batches' futures."""
         producer = await self._started()
         futures = []
         batch = producer.create_batch()
-        for key, value in changes.items():
+        for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"state value too large for Kafka: {key[:60]!r}")
+                    raise ValueError(f"record too large for Kafka: {(key or b'')[:60]!r}")
         if batch.record_count():
-            futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-        for future in futures:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def send_keyed(
+        self, topic: str, records: Iterable[tuple[bytes, bytes]]
+    ) -> list[Awaitable[Any]]:
+        """Send keyed records to the partitions Kafka's default partitioner gives their keys
+        (as any Kafka producer would); the batches' futures."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            producer = await self._started()
+            known = await producer.partitions_for(topic)
+            partitions = self._partitions[topic] = sorted(known)
+        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        for key, value in records:
+            target = self._partitioner(key, partitions, partitions)
+            by_partition.setdefault(target, []).append((key, value))
+        futures = []
+        for target, items in sorted(by_partition.items()):
+            futures += await self.send(topic, target, items)
+        return futures
+
+    async def close(self) -> None:
+        """Stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+class Changelog:
+    """The changelog topic of one stage (see the module docstring)."""
+
+    def __init__(self, batches: Batches, topic: str) -> None:
+        self.settings = batches.settings
+        self.batches = batches
+        self.topic = topic
+
+    async def save(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
+        """Append `changes` (None deletes a key), meta last, and wait until Kafka has them."""
+        for future in await self.batches.send(self.topic, partition, changes.items()):
             await future
 
     async def load(self, partition: int) -> dict[bytes, bytes]:
@@ -99,9 +149,3 @@ class Changelog:
             self.topic, partition, len(state), records, time.monotonic() - started,
         )  # fmt: skip
         return state
-
-    async def close(self) -> None:
-        """Stop the producer."""
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
 from journeys.schemas.settings import Settings
 from journeys.streams.app import INGEST_BATCH, STAGE_BATCH, _publish
-from journeys.streams.changelog import Changelog
+from journeys.streams.changelog import Batches, Changelog
 from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, to_wire
 from journeys.streams.stage import IdentityStage, JourneyStage
@@ -193,6 +193,17 @@ class _Sender:
         return await self.producer.send(self.topic, value, key=key, partition=partition)
 
 
+class _Unsent(Batches):
+    """Public messages encoded but not sent (the stage's own cost, without Kafka's)."""
+
+    async def send_keyed(
+        self, topic: str, records: Iterable[tuple[bytes, bytes]]
+    ) -> list[Awaitable[Any]]:
+        for _ in records:
+            pass
+        return []
+
+
 async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Drained:
     """Read the job's partitions of the journeys topic from the beginning to their current
     end through `JourneyStage`s, as the journey agent does; `ready` is called once set up."""
@@ -210,9 +221,9 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
     if job.send:
         producer = AIOKafkaProducer(**aio_producer_options(settings))
         await producer.start()
-    changelog = Changelog(settings, settings.topic(BENCH_STATE)) if job.save else None
-    rows, transitions = _Sender(producer, names.rows), _Sender(producer, names.transitions)
-    alerts, journeys = _Sender(producer, names.alerts), _Sender(producer, names.journeys)
+    batches = Batches(settings) if job.send or job.save else _Unsent(settings)
+    changelog = Changelog(batches, settings.topic(BENCH_STATE)) if job.save else None
+    rows, journeys = _Sender(producer, names.rows), _Sender(producer, names.journeys)
     await consumer.start()
     result = Drained(job.partitions, cores=sorted(os.sched_getaffinity(0)))
     try:
@@ -234,7 +245,7 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
                 result.events += len(out.events)
                 result.rows += len(out)
                 result.absorbs += len(absorbs)
-                sends += await _publish(out, rows, transitions, alerts, total, tp.partition)
+                sends += await _publish(out, rows, batches, names, total, tp.partition)
                 for partition, message in encode_commands(absorbs):
                     sends.append(await journeys.send(value=message, partition=partition))
                 if messages[-1].offset + 1 >= end[tp.partition]:
@@ -251,8 +262,7 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
         await consumer.stop()
         if producer is not None:
             await producer.stop()
-        if changelog is not None:
-            await changelog.close()
+        await batches.close()
     return result
 
 
