@@ -7,7 +7,9 @@ fields (`schemas.codec.record_values`).
 
     Route    ["r", seq, key, rank, contacts, late, event]   router -> key's partition
     Release  ["x", seq, loser, winner, rank, at]            router -> loser's partition
-    Absorb   ["b", seq, loser, winner, rank, at, holder]    loser's -> winner's partition
+    Expect   ["e", seq, loser, winner, at]                  router -> winner's partition
+    Absorb   ["b", seq, loser, winner, rank, at, holder, expects]
+                                                            loser's -> winner's partition
     Forget   ["f", seq, key]                                router -> key's partition
     Contacts ["c", seq, key, contacts]                      router -> key's partition
     Advance  ["t", seq, ts]                                 router -> every partition
@@ -56,15 +58,29 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Expect:
+    """Journey `loser`'s state is on its way to `winner` (merged at event time `at`): keep
+    the window back until it arrives (see `PartitionEngine`)."""
+
+    seq: int
+    loser: str
+    winner: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Absorb:
-    """Fold the released journey `holder` (once `loser`) into `winner`."""
+    """Fold the released journey `holder` (once `loser`; None when the loser's partition
+    had nothing left of it) into `winner`. `expects`: absorbs the loser itself was still
+    waiting for, (loser, at) pairs, which follow it to the winner."""
 
     seq: int
     loser: str
     winner: str
     rank: int
     at: int
-    holder: Holder
+    holder: Holder | None
+    expects: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +108,7 @@ class Advance:
     ts: int
 
 
-Command = Route | Release | Absorb | Forget | Contacts | Advance
+Command = Route | Release | Expect | Absorb | Forget | Contacts | Advance
 
 
 def to_wire(command: Command) -> bytes:
@@ -105,9 +121,11 @@ def to_wire(command: Command) -> bytes:
         body = ["t", c.seq, c.ts]
     elif isinstance(c, Release):
         body = ["x", c.seq, c.loser, c.winner, c.rank, c.at]
+    elif isinstance(c, Expect):
+        body = ["e", c.seq, c.loser, c.winner, c.at]
     elif isinstance(c, Absorb):
-        holder = orjson.Fragment(c.holder.to_bytes())
-        body = ["b", c.seq, c.loser, c.winner, c.rank, c.at, holder]
+        holder = None if c.holder is None else orjson.Fragment(c.holder.to_bytes())
+        body = ["b", c.seq, c.loser, c.winner, c.rank, c.at, holder, c.expects]
     elif isinstance(c, Forget):
         body = ["f", c.seq, c.key]
     else:
@@ -125,9 +143,12 @@ def from_wire(body: list[Any]) -> Command:
         return Advance(body[1], body[2])
     if kind == "x":
         return Release(*body[1:6])
+    if kind == "e":
+        return Expect(*body[1:5])
     if kind == "b":
-        _, seq, loser, winner, rank, at, holder = body
-        return Absorb(seq, loser, winner, rank, at, Holder.from_bytes(orjson.dumps(holder), loser))
+        _, seq, loser, winner, rank, at, holder, expects = body
+        state = None if holder is None else Holder.from_bytes(orjson.dumps(holder), loser)
+        return Absorb(seq, loser, winner, rank, at, state, tuple((k, t) for k, t in expects))
     if kind == "f":
         return Forget(body[1], body[2])
     if kind == "c":

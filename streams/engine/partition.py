@@ -50,6 +50,7 @@ from journeys.streams.engine.commands import (
     Advance,
     Command,
     Contacts,
+    Expect,
     Forget,
     Release,
     Route,
@@ -75,10 +76,13 @@ _DMU_BITS = {role: 1 << i for i, role in enumerate(DMU_ROLES)}
 _AT_SETTLE, _AT_WAKE, _AT_MERGE, _AT_EVENT = 0, 1, 2, 3
 #: A journey still active keeps up to this many tail events that left the window.
 _KEEP = 8
+#: A merge whose state has not come after this many windows of event time is not waited
+#: for any longer (a safety net: absorbs come within moments, even in a backlog).
+_GIVE_UP = 30
 #: How far sequences jump when an engine is restored from its state.
 RESTART_GAP = 2**32
 # State keys (see `changes`): holders, forwards, absorbed losers, the engine's meta.
-_HOLDER, _FORWARD, _ABSORBED, META = b"h:", b"f:", b"x:", b"m:engine"
+_HOLDER, _FORWARD, _ABSORBED, _EXPECTED, META = b"h:", b"f:", b"x:", b"e:", b"m:engine"
 _SEPARATOR = "\x1f"
 
 
@@ -133,6 +137,10 @@ class PartitionEngine:
         #: Losers absorbed here, with a digest of the state absorbed -> event time of the
         #: merge (the same state absorbed again is a redelivery).
         self.absorbed: dict[str, int] = {}
+        #: Losers whose state is on its way here -> (winner, event time of the merge).
+        self.expected: dict[str, tuple[str, int]] = {}
+        #: Losers whose absorb arrived since this engine started.
+        self._arrived: set[str] = set()
         #: Absorbs for other partitions: (partition, command).
         self.outbox: list[tuple[int, Command]] = []
         #: Event time: the latest event time processed or advanced to.
@@ -182,6 +190,8 @@ class PartitionEngine:
             self._release(command)
         elif isinstance(command, Absorb):
             self._absorb(command)
+        elif isinstance(command, Expect):
+            self._expect(command.loser, command.winner, command.at)
         elif isinstance(command, Contacts):
             h = self.holders.get(command.key)
             if h is not None and h.contacts != command.contacts:
@@ -503,6 +513,12 @@ class PartitionEngine:
         `_KEEP`: folding them in means applying them again, so it is done in batches.
         """
         horizon = self._until - 1 - self._window
+        if self.expected:  # a merge on its way must find the winner's tail as it was then
+            for loser, (_, at) in list(self.expected.items()):
+                if at < horizon - _GIVE_UP * self._window:  # lost for good: wait no longer
+                    self._expected(loser)
+            waiting = [at for _, at in self.expected.values()]
+            horizon = min([horizon, *(at - 1 - self._window for at in waiting)])
         for h in list(self._tailed.values()):
             tail = h.tail
             if tail[-1][0] <= horizon or (tail[0][0] <= horizon and len(tail) > _KEEP):
@@ -525,8 +541,23 @@ class PartitionEngine:
     def _release(self, command: Release) -> None:
         """Journey `loser` is `winner`'s: retract its rows, send its state to the winner."""
         loser = self.holders.get(command.loser)
-        if loser is None:
-            return  # released already (a redelivered command), or forgotten
+        expects = tuple(
+            (k, at) for k, (winner, at) in sorted(self.expected.items()) if winner == command.loser
+        )
+        for k, _ in expects:  # they follow the loser to its winner
+            self._expected(k)
+        if loser is None:  # released already (a redelivered command), or forgotten
+            empty = Absorb(
+                self._seq + 1,
+                command.loser,
+                command.winner,
+                command.rank,
+                command.at,
+                None,
+                expects,
+            )
+            self._send(empty)  # the winner's partition waits for nothing more
+            return
         if loser.rank >= ACCOUNT_RANK:
             self._retract(loser)
         del self.holders[loser.key]
@@ -542,8 +573,11 @@ class PartitionEngine:
         self._touched_links.add(_FORWARD + loser.key.encode())
         # One more than this engine's sequence: the winner's rows supersede the retraction.
         self._send(
-            Absorb(self._seq + 1, command.loser, command.winner, command.rank, command.at, loser)
-        )
+            Absorb(
+                self._seq + 1, command.loser, command.winner, command.rank, command.at, loser,
+                expects,
+            )
+        )  # fmt: skip
 
     def _send(self, command: Absorb) -> None:
         partition = partition_of(command.winner, self.partitions)
@@ -558,9 +592,15 @@ class PartitionEngine:
         forward = self.forwards.get(key)
         if forward is not None and key not in self.holders:
             # The winner merged on meanwhile: the state follows it.
+            self._expected(command.loser)
             self._send(replace(command, winner=forward[0], seq=self._seq + 1))
             return
+        self._expected(command.loser)
+        for k, at in command.expects:
+            self._expect(k, key, at)
         loser = command.holder
+        if loser is None:
+            return
         # A redelivery carries the same state (a partition that crashed after sending it
         # releases the same journey again); a journey released anew with other events is not
         # one: it is folded in too.
@@ -583,6 +623,18 @@ class PartitionEngine:
         self._merge(loser, winner)
         # Like a late event: the correction is published at once, not when time next moves.
         self._settle(_AT_EVENT)
+
+    def _expect(self, loser: str, winner: str, at: int) -> None:
+        """`loser`'s state is on its way to `winner`: its window is kept back till then."""
+        if loser not in self._arrived:  # else its absorb overtook this (a rare race)
+            self.expected[loser] = (winner, at)
+            self._touched_links.add(_EXPECTED + loser.encode())
+
+    def _expected(self, loser: str) -> None:
+        """`loser`'s state arrived (or moved on)."""
+        self._arrived.add(loser)
+        if self.expected.pop(loser, None) is not None:
+            self._touched_links.add(_EXPECTED + loser.encode())
 
     def _reassert(self, h: Holder) -> None:
         """Publish a journey's alerts again, with this call's version: a release sent again
@@ -701,6 +753,9 @@ class PartitionEngine:
             if name.startswith(_FORWARD):
                 forward = self.forwards.get(key)
                 out[name] = None if forward is None else orjson.dumps(forward)
+            elif name.startswith(_EXPECTED):
+                expected = self.expected.get(key)
+                out[name] = None if expected is None else orjson.dumps(expected)
             else:
                 at = self.absorbed.get(key)
                 out[name] = None if at is None else orjson.dumps(at)
@@ -737,6 +792,9 @@ class PartitionEngine:
             elif prefix == _FORWARD:
                 target, at = orjson.loads(value)
                 engine.forwards[key] = (target, at)
+            elif prefix == _EXPECTED:
+                winner, at = orjson.loads(value)
+                engine.expected[key] = (winner, at)
             elif prefix == _ABSORBED:
                 engine.absorbed[key] = orjson.loads(value)
             elif name == META:

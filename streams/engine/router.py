@@ -8,7 +8,8 @@ what to do, as commands (`commands`), each for the partition of its journey
 key (`commands.partition_of`):
 
 - `Route` an event to its journey, with the journey's rank and contact count;
-- `Release` a journey merged into another (its partition sends the state on);
+- `Release` a journey merged into another (its partition sends the state on),
+  and tell the winner's partition to `Expect` it;
 - `Contacts` for a journey that lost a contact to another account;
 - `Forget` a visitor not seen for the visitor TTL;
 - `Advance` event time, to every partition.
@@ -36,6 +37,7 @@ from journeys.streams.engine.commands import (
     Advance,
     Command,
     Contacts,
+    Expect,
     Forget,
     Release,
     Route,
@@ -242,6 +244,8 @@ class IdentityRouter:
         self._touched.add(loser.key)
         self._touched.add(winner.key)
         self._send(loser.key, Release(self._seq, loser.key, winner.key, winner.rank, ts))
+        if partition_of(loser.key, self.partitions) != partition_of(winner.key, self.partitions):
+            self._send(winner.key, Expect(self._seq, loser.key, winner.key, ts))
         if loser.rank >= ACCOUNT_RANK:
             self._redirect(loser.key, winner.key, ts)
         for alias in loser.aliases or ():
