@@ -1,7 +1,7 @@
 """The Faust app: topics, the agents and the idle watcher, around the pure engine.
 
-    journeys.events (N partitions)       ingest agents, one per partition, on any worker:
-            │                            validate; invalid → journeys.dead-letters
+    journeys.events (N partitions)       ingest, a consumer group of its own, on every
+            │                            worker: validate; invalid → journeys.dead-letters
             ▼
     journeys.internal.ordered (1)        identity agent, on the one worker that owns it:
             │                            watermark, event-time order, identity router
@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
-from journeys.producers.kafka import explain, faust_options, unreachable
+from journeys.producers.kafka import aio_consumer_options, explain, faust_options, unreachable
 from journeys.producers.topics import Topics
 from journeys.schemas.codec import (
     DRAIN_JSON,
@@ -65,6 +67,8 @@ from journeys.streams.stage import IdentityStage, JourneyStage
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 5_000
+#: The consumer group of ingest (prefixed like every group).
+INGEST_GROUP = "journeys-ingest"
 STAGE_BATCH = 200
 #: A send unacknowledged for longer than this makes the worker report unhealthy.
 SEND_PATIENCE = 10.0
@@ -81,9 +85,14 @@ class WorkerState:
     idle: IdleWatch
     #: The identity stage, while this worker owns the ordered topic.
     identity: IdentityStage | None = None
+    #: (topic, partition) of the stages' input this worker was assigned.
+    owned: set[tuple[str, int]] = field(default_factory=set)
     #: The journey stages of the partitions this worker owns.
     journeys: dict[int, JourneyStage] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
+    #: The ingest consumer (while started), and the offsets it committed per partition.
+    ingest: AIOKafkaConsumer | None = None
+    ingest_committed: dict[int, int] = field(default_factory=dict)
     #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
     sending: dict[object, float] = field(default_factory=dict)
     #: `time.monotonic()` since which the consumer has not known its group coordinator.
@@ -110,7 +119,6 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     )
     state = WorkerState(settings, source_partitions, IdleWatch(idle_after))
     config = engine_config(settings)
-    events = app.topic(names.events, value_type=bytes)
     ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
     journeys = app.topic(names.journeys, value_type=bytes, partitions=partitions, internal=True)
     rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
@@ -138,35 +146,71 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             for message in pack(items)
         ]
 
-    def owned(topic: str, partition: int) -> bool:
-        """Whether this worker is assigned the partition now (Faust may still hand over
-        messages of a partition revoked in a rebalance; they are its new owner's)."""
-        return any(
-            tp.topic == topic and tp.partition == partition for tp in app.consumer.assignment()
-        )
+    opening = asyncio.Lock()
 
-    @app.agent(events)
-    async def ingest(stream: Any) -> None:
-        """Validate raw events; forward valid ones, dead-letter the rest; then ack."""
-        async for batch in stream.noack_take(INGEST_BATCH, within=0.05):
-            try:
-                now = int(time.time() * 1000)
-                messages = [
-                    (e.message.topic, e.message.partition, e.message.offset, _bytes(e.value))
-                    for e in batch
-                ]
-                out = split(messages, state.source_partitions, now)
-                sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
-                for row in out.dead_letters:
-                    sends.append(await dead_letters.send(value=dead_letter_json(row)))
-                await deliver(sends)
-            except Exception as exc:
-                _stop("ingest", exc, state.settings)
-            for event in batch:
-                await stream.ack(event)
-            state.idle.delivered(out.next_offsets, time.time())
-            state.counters["ingested"] += len(out.forward)
-            state.counters["invalid"] += len(out.dead_letters)
+    async def open_identity() -> IdentityStage:
+        """The identity stage, read from its changelog if this worker has not yet."""
+        async with opening:
+            stage = state.identity
+            if stage is None:
+                stage = IdentityStage(config, settings.allowed_lateness, partitions)
+                stage.restore(await identity_log.load(0))
+                state.identity = stage
+                log.info("identity stage opened at input offset %s", stage.offset)
+            return stage
+
+    def owned(topic: str, partition: int) -> bool:
+        """Whether this worker was assigned the partition in the last rebalance (Faust may
+        still hand over messages of a partition revoked since; they are its new owner's)."""
+        if (topic, partition) in state.owned:
+            return True
+        return any(t.topic == topic and t.partition == partition for t in app.consumer.assignment())
+
+    @app.task
+    async def ingest() -> None:
+        """Validate raw events; forward valid ones, dead-letter the rest; then commit.
+
+        A plain aiokafka consumer in its own group (`INGEST_GROUP`) reads the events topic:
+        each event is one message, and Faust's per-message path cost more than everything
+        else a worker does. Offsets are committed only once Kafka acknowledged what was
+        forwarded; a commit refused by a rebalance or an outage is left to the next one, or
+        to the partitions' new owner, which forwards them again (applied once: source offsets).
+        """
+        consumer = await _start_ingest(state, names.events)
+        try:
+            while True:
+                try:
+                    polled = await consumer.getmany(timeout_ms=100, max_records=INGEST_BATCH)
+                except Exception as exc:  # nothing forwarded: read again after the restart
+                    _stop("ingest", exc, state.settings)
+                if not polled:
+                    continue
+                try:
+                    now = int(time.time() * 1000)
+                    messages = [
+                        (tp.topic, tp.partition, m.offset, _bytes(m.value))
+                        for tp, batch in sorted(polled.items())
+                        for m in batch
+                    ]
+                    out = split(messages, state.source_partitions, now)
+                    sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
+                    for row in out.dead_letters:
+                        sends.append(await dead_letters.send(value=dead_letter_json(row)))
+                    await deliver(sends)
+                except Exception as exc:
+                    _stop("ingest", exc, state.settings)
+                offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
+                try:
+                    await consumer.commit(offsets)
+                    state.ingest_committed.update({tp.partition: o for tp, o in offsets.items()})
+                except Exception as exc:
+                    log.warning("ingest commit deferred (forwarded, applied once): %r", exc)
+                state.idle.delivered(out.next_offsets, time.time())
+                state.counters["ingested"] += len(out.forward)
+                state.counters["invalid"] += len(out.dead_letters)
+        finally:
+            state.ingest = None
+            await consumer.stop()
 
     @app.agent(ordered)
     async def identity(stream: Any) -> None:
@@ -174,18 +218,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         stage's state is saved."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
             try:
-                if not owned(names.ordered, 0):
-                    # Delivered after the partition was revoked: its new owner reads it; the
-                    # ack only settles Faust's books (no offset of it is committed here).
-                    for event in batch:
-                        await stream.ack(event)
-                    continue
-                stage = state.identity
-                if stage is None:
-                    stage = IdentityStage(config, settings.allowed_lateness, partitions)
-                    stage.restore(await identity_log.load(0))
-                    state.identity = stage
-                    log.info("identity stage opened at input offset %s", stage.offset)
+                stage = state.identity or await open_identity()
                 commands, links = stage.handle((e.message.offset, e.value) for e in batch)
                 sends = await send_commands(commands)
                 sends += await _publish(Output(links=links), rows, batches, names, partitions)
@@ -208,12 +241,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 for event in batch:
                     by_partition.setdefault(event.message.partition, []).append(event)
                 opened = {}
-                foreign: list[int] = []
                 sends: list[Any] = []
                 for partition, items in sorted(by_partition.items()):
-                    if not owned(names.journeys, partition):
-                        foreign.append(partition)  # revoked: its new owner reads it
-                        continue
                     stage = state.journeys.get(partition)
                     if stage is None:
                         stage = JourneyStage(config, partition, partitions)
@@ -234,16 +263,15 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             except Exception as exc:
                 _stop("journey stage", exc, state.settings)
             for event in batch:
-                # Revoked meanwhile: its new owner reads it again (acks of partitions not
-                # owned only settle Faust's books).
-                if event.message.partition in kept or event.message.partition in foreign:
+                if event.message.partition in kept:  # else revoked: its new owner reads it
                     await stream.ack(event)
 
     def source_fetches() -> tuple[float, dict[int, Fetched]]:
         now = time.time()
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == names.events}
+        consumer = state.ingest
+        assigned = {tp.partition for tp in consumer.assignment()} if consumer is not None else set()
         state.idle.assigned(assigned, now)
-        return now, _fetched(app, names.events, assigned)
+        return now, _fetched(consumer, state.ingest_committed, names.events, assigned)
 
     @app.timer(interval=1.0)
     async def watch_health() -> None:
@@ -261,6 +289,9 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 await deliver(sends)
                 state.idle.announced(due)
             stage = state.identity
+            if stage is None and owned(names.ordered, 0):
+                # Opened without waiting for input: a drain may be all it has left to do.
+                stage = await open_identity()
             if stage is not None and stage.drain_due():
                 stage.drain_requested = True
                 await deliver([await ordered.send(value=DRAIN_JSON, partition=0)])
@@ -272,6 +303,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         # A stage of a partition assigned anew is read again from its changelog.
+        state.owned |= {(tp.topic, tp.partition) for tp in assigned}
         for tp in assigned:
             if tp.topic == names.ordered:
                 state.identity = None
@@ -280,6 +312,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        state.owned -= {(tp.topic, tp.partition) for tp in revoked}
         for tp in revoked:
             if tp.topic == names.ordered:
                 state.identity = None
@@ -335,20 +368,36 @@ async def _publish(
     return sends
 
 
-def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetched]:
-    """What this worker's consumer last heard from the broker about its source partitions.
+async def _start_ingest(state: WorkerState, topic: str) -> AIOKafkaConsumer:
+    """The ingest consumer, started once Kafka answers (waited for, reported unhealthy)."""
+    settings = state.settings
+    options = aio_consumer_options(settings, INGEST_GROUP)
+    delay = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(topic, **options, max_poll_records=INGEST_BATCH)
+        try:
+            await consumer.start()
+        except Exception as exc:
+            await consumer.stop()
+            report(state, explain(settings.kafka_bootstrap, "starting ingest", exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        state.ingest = consumer
+        return consumer
 
-    Faust has no public accessor for the fetch time, so this reads aiokafka's
-    consumer (`last_poll_timestamp`, `highwater`) behind Faust's consumer thread,
-    and Faust's committed offsets; anything missing counts as not heard.
-    """
-    try:
-        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
-    except Exception:
+
+def _fetched(
+    consumer: AIOKafkaConsumer | None,
+    committed: dict[int, int],
+    topic: str,
+    partitions: set[int],
+) -> dict[int, Fetched]:
+    """What the ingest consumer last heard from the broker about its source partitions
+    (`last_poll_timestamp`, `highwater`), and the offsets ingest committed; anything
+    missing counts as not heard."""
+    if consumer is None:
         return {}
-    from aiokafka.structs import TopicPartition
-
     out = {}
     for partition in partitions:
         tp = TopicPartition(topic, partition)
@@ -358,25 +407,32 @@ def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetc
         except Exception:
             continue
         at = polled / 1000 if polled else None
-        out[partition] = Fetched(highwater, at, committed.get(tp))
+        out[partition] = Fetched(highwater, at, committed.get(partition))
     return out
 
 
-def _coordinator_known(app: faust.App) -> bool:
-    """Whether the consumer knows its group coordinator (aiokafka forgets it when the
+def _coordinator_known(app: faust.App, state: WorkerState) -> bool:
+    """Whether the consumers know their group coordinators (aiokafka forgets it when the
     broker stops answering); True when that cannot be read."""
+    consumers = [state.ingest]
     try:
-        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-        return consumer._coordinator.coordinator_id is not None
+        consumers.append(app.consumer._thread._ensure_consumer())  # type: ignore[attr-defined]
     except Exception:
-        return True
+        pass
+    for consumer in consumers:
+        try:
+            if consumer is not None and consumer._coordinator.coordinator_id is None:
+                return False
+        except Exception:
+            continue
+    return True
 
 
 def _report_health(
     app: faust.App, state: WorkerState, now: float, fetched: dict[int, Fetched]
 ) -> None:
     clock = time.monotonic()
-    if _coordinator_known(app):
+    if _coordinator_known(app, state):
         state.coordinator_lost_at = None
     elif state.coordinator_lost_at is None:
         state.coordinator_lost_at = clock

@@ -24,12 +24,14 @@ travels with each journey) makes that harmless.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Record batches are closed before this size (a request carries one per partition).
 BATCH_BYTES = 1024 * 1024
+#: A batch Kafka keeps refusing with retriable errors fails after this long (as Faust's
+#: `producer_request_timeout`): the worker stops and its input is read again.
+SEND_PATIENCE = 1200.0
 
 
 class Batches:
@@ -62,19 +67,45 @@ class Batches:
     async def send(
         self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
     ) -> list[Awaitable[Any]]:
-        """Send (key, value) records to one partition, in order; the batches' futures."""
+        """Send (key, value) records to one partition, in order; the batches' deliveries
+        (each retried while Kafka answers with a retriable error, up to `SEND_PATIENCE`)."""
         producer = await self._started()
-        futures = []
+        chunks: list[list[tuple[bytes | None, bytes | None]]] = [[]]
         batch = producer.create_batch()
         for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
+                chunks.append([])
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"record too large for Kafka: {(key or b'')[:60]!r}")
-        if batch.record_count():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            chunks[-1].append((key, value))
+        return [
+            asyncio.ensure_future(self._deliver(topic, partition, chunk))
+            for chunk in chunks
+            if chunk
+        ]
+
+    async def _deliver(
+        self, topic: str, partition: int, records: list[tuple[bytes | None, bytes | None]]
+    ) -> None:
+        """One record batch, sent again after a retriable error (a broker restarting, a
+        leader moving) until Kafka has it; other errors, or patience run out, raise."""
+        producer = await self._started()
+        deadline = time.monotonic() + SEND_PATIENCE
+        delay = 0.2
+        while True:
+            batch = producer.create_batch()
+            for key, value in records:
+                batch.append(key=key, value=value, timestamp=None)
+            try:
+                await (await producer.send_batch(batch, topic, partition=partition))
+                return
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                log.info("sending to %s[%d] again after %r", topic, partition, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def send_keyed(
         self, topic: str, records: Iterable[tuple[bytes, bytes]]
