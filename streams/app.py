@@ -1,7 +1,7 @@
 """The Faust app: topics, the agents and the idle watcher, around the pure engine.
 
-    journeys.events (N partitions)       ingest, a consumer group of its own, on every
-            │                            worker: validate; invalid → journeys.dead-letters
+    journeys.events (N partitions)       ingest agents, one per partition, on any worker:
+            │                            validate; invalid → journeys.dead-letters
             ▼
     journeys.internal.ordered (1)        identity agent, on the one worker that owns it:
             │                            watermark, event-time order, identity router
@@ -41,10 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import faust
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
-from journeys.producers.kafka import aio_consumer_options, explain, faust_options, unreachable
+from journeys.producers.kafka import explain, faust_options, unreachable
 from journeys.producers.topics import Topics
 from journeys.schemas.codec import (
     DRAIN_JSON,
@@ -67,8 +65,6 @@ from journeys.streams.stage import IdentityStage, JourneyStage
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 5_000
-#: The consumer group of ingest (prefixed like every group).
-INGEST_GROUP = "journeys-ingest"
 STAGE_BATCH = 200
 #: A send unacknowledged for longer than this makes the worker report unhealthy.
 SEND_PATIENCE = 10.0
@@ -85,14 +81,9 @@ class WorkerState:
     idle: IdleWatch
     #: The identity stage, while this worker owns the ordered topic.
     identity: IdentityStage | None = None
-    #: (topic, partition) of the stages' input this worker was assigned.
-    owned: set[tuple[str, int]] = field(default_factory=set)
     #: The journey stages of the partitions this worker owns.
     journeys: dict[int, JourneyStage] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
-    #: The ingest consumer (while started), and the offsets it committed per partition.
-    ingest: AIOKafkaConsumer | None = None
-    ingest_committed: dict[int, int] = field(default_factory=dict)
     #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
     sending: dict[object, float] = field(default_factory=dict)
     #: `time.monotonic()` since which the consumer has not known its group coordinator.
@@ -119,6 +110,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     )
     state = WorkerState(settings, source_partitions, IdleWatch(idle_after))
     config = engine_config(settings)
+    events = app.topic(names.events, value_type=bytes)
     ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
     journeys = app.topic(names.journeys, value_type=bytes, partitions=partitions, internal=True)
     rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
@@ -160,57 +152,33 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             return stage
 
     def owned(topic: str, partition: int) -> bool:
-        """Whether this worker was assigned the partition in the last rebalance (Faust may
-        still hand over messages of a partition revoked since; they are its new owner's)."""
-        if (topic, partition) in state.owned:
-            return True
-        return any(t.topic == topic and t.partition == partition for t in app.consumer.assignment())
+        """Whether this worker is assigned the partition now."""
+        return any(
+            tp.topic == topic and tp.partition == partition for tp in app.consumer.assignment()
+        )
 
-    @app.task
-    async def ingest() -> None:
-        """Validate raw events; forward valid ones, dead-letter the rest; then commit.
-
-        A plain aiokafka consumer in its own group (`INGEST_GROUP`) reads the events topic:
-        each event is one message, and Faust's per-message path cost more than everything
-        else a worker does. Offsets are committed only once Kafka acknowledged what was
-        forwarded; a commit refused by a rebalance or an outage is left to the next one, or
-        to the partitions' new owner, which forwards them again (applied once: source offsets).
-        """
-        consumer = await _start_ingest(state, names.events)
-        try:
-            while True:
-                try:
-                    polled = await consumer.getmany(timeout_ms=100, max_records=INGEST_BATCH)
-                except Exception as exc:  # nothing forwarded: read again after the restart
-                    _stop("ingest", exc, state.settings)
-                if not polled:
-                    continue
-                try:
-                    now = int(time.time() * 1000)
-                    messages = [
-                        (tp.topic, tp.partition, m.offset, _bytes(m.value))
-                        for tp, batch in sorted(polled.items())
-                        for m in batch
-                    ]
-                    out = split(messages, state.source_partitions, now)
-                    sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
-                    for row in out.dead_letters:
-                        sends.append(await dead_letters.send(value=dead_letter_json(row)))
-                    await deliver(sends)
-                except Exception as exc:
-                    _stop("ingest", exc, state.settings)
-                offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
-                try:
-                    await consumer.commit(offsets)
-                    state.ingest_committed.update({tp.partition: o for tp, o in offsets.items()})
-                except Exception as exc:
-                    log.warning("ingest commit deferred (forwarded, applied once): %r", exc)
-                state.idle.delivered(out.next_offsets, time.time())
-                state.counters["ingested"] += len(out.forward)
-                state.counters["invalid"] += len(out.dead_letters)
-        finally:
-            state.ingest = None
-            await consumer.stop()
+    @app.agent(events)
+    async def ingest(stream: Any) -> None:
+        """Validate raw events; forward valid ones, dead-letter the rest; then ack."""
+        async for batch in stream.noack_take(INGEST_BATCH, within=0.05):
+            try:
+                now = int(time.time() * 1000)
+                messages = [
+                    (e.message.topic, e.message.partition, e.message.offset, _bytes(e.value))
+                    for e in batch
+                ]
+                out = split(messages, state.source_partitions, now)
+                sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
+                for row in out.dead_letters:
+                    sends.append(await dead_letters.send(value=dead_letter_json(row)))
+                await deliver(sends)
+            except Exception as exc:
+                _stop("ingest", exc, state.settings)
+            for event in batch:
+                await stream.ack(event)
+            state.idle.delivered(out.next_offsets, time.time())
+            state.counters["ingested"] += len(out.forward)
+            state.counters["invalid"] += len(out.dead_letters)
 
     @app.agent(ordered)
     async def identity(stream: Any) -> None:
@@ -268,10 +236,9 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     def source_fetches() -> tuple[float, dict[int, Fetched]]:
         now = time.time()
-        consumer = state.ingest
-        assigned = {tp.partition for tp in consumer.assignment()} if consumer is not None else set()
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == names.events}
         state.idle.assigned(assigned, now)
-        return now, _fetched(consumer, state.ingest_committed, names.events, assigned)
+        return now, _fetched(app, names.events, assigned)
 
     @app.timer(interval=1.0)
     async def watch_health() -> None:
@@ -303,7 +270,6 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         # A stage of a partition assigned anew is read again from its changelog.
-        state.owned |= {(tp.topic, tp.partition) for tp in assigned}
         for tp in assigned:
             if tp.topic == names.ordered:
                 state.identity = None
@@ -312,7 +278,6 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        state.owned -= {(tp.topic, tp.partition) for tp in revoked}
         for tp in revoked:
             if tp.topic == names.ordered:
                 state.identity = None
@@ -368,36 +333,20 @@ async def _publish(
     return sends
 
 
-async def _start_ingest(state: WorkerState, topic: str) -> AIOKafkaConsumer:
-    """The ingest consumer, started once Kafka answers (waited for, reported unhealthy)."""
-    settings = state.settings
-    options = aio_consumer_options(settings, INGEST_GROUP)
-    delay = 0.5
-    while True:
-        consumer = AIOKafkaConsumer(topic, **options, max_poll_records=INGEST_BATCH)
-        try:
-            await consumer.start()
-        except Exception as exc:
-            await consumer.stop()
-            report(state, explain(settings.kafka_bootstrap, "starting ingest", exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            continue
-        state.ingest = consumer
-        return consumer
+def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetched]:
+    """What this worker's consumer last heard from the broker about its source partitions.
 
-
-def _fetched(
-    consumer: AIOKafkaConsumer | None,
-    committed: dict[int, int],
-    topic: str,
-    partitions: set[int],
-) -> dict[int, Fetched]:
-    """What the ingest consumer last heard from the broker about its source partitions
-    (`last_poll_timestamp`, `highwater`), and the offsets ingest committed; anything
-    missing counts as not heard."""
-    if consumer is None:
+    Faust has no public accessor for the fetch time, so this reads aiokafka's
+    consumer (`last_poll_timestamp`, `highwater`) behind Faust's consumer thread,
+    and Faust's committed offsets; anything missing counts as not heard.
+    """
+    try:
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        committed = app.consumer._committed_offset  # type: ignore[attr-defined]
+    except Exception:
         return {}
+    from aiokafka.structs import TopicPartition
+
     out = {}
     for partition in partitions:
         tp = TopicPartition(topic, partition)
@@ -407,32 +356,25 @@ def _fetched(
         except Exception:
             continue
         at = polled / 1000 if polled else None
-        out[partition] = Fetched(highwater, at, committed.get(partition))
+        out[partition] = Fetched(highwater, at, committed.get(tp))
     return out
 
 
-def _coordinator_known(app: faust.App, state: WorkerState) -> bool:
-    """Whether the consumers know their group coordinators (aiokafka forgets it when the
+def _coordinator_known(app: faust.App) -> bool:
+    """Whether the consumer knows its group coordinator (aiokafka forgets it when the
     broker stops answering); True when that cannot be read."""
-    consumers = [state.ingest]
     try:
-        consumers.append(app.consumer._thread._ensure_consumer())  # type: ignore[attr-defined]
+        consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        return consumer._coordinator.coordinator_id is not None
     except Exception:
-        pass
-    for consumer in consumers:
-        try:
-            if consumer is not None and consumer._coordinator.coordinator_id is None:
-                return False
-        except Exception:
-            continue
-    return True
+        return True
 
 
 def _report_health(
     app: faust.App, state: WorkerState, now: float, fetched: dict[int, Fetched]
 ) -> None:
     clock = time.monotonic()
-    if _coordinator_known(app, state):
+    if _coordinator_known(app):
         state.coordinator_lost_at = None
     elif state.coordinator_lost_at is None:
         state.coordinator_lost_at = clock

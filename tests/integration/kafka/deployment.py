@@ -153,17 +153,16 @@ class Deployment:
 
 
 def uncommitted(settings: Settings) -> int | None:
-    """Messages not yet committed by the group that reads them (ingest: events; the
-    stages: the ordered and the journeys topics; the sink: rows and dead letters); None
-    while Kafka does not answer."""
+    """Messages not yet committed by the group that reads them (workers: events, the
+    ordered and the journeys topics; the sink: rows and dead letters); None while Kafka
+    does not answer."""
     from kafka import KafkaConsumer, TopicPartition
 
     from journeys.producers.topics import Topics
 
     names = Topics.of(settings)
     groups = {
-        f"{settings.topic_prefix}journeys-ingest": [names.events],
-        f"{settings.topic_prefix}journeys": [names.ordered, names.journeys],
+        f"{settings.topic_prefix}journeys": [names.events, names.ordered, names.journeys],
         f"{settings.topic_prefix}journeys-sink": [names.rows, names.dead_letters],
     }
     total = 0

@@ -135,7 +135,7 @@ def test_input_read_again_from_the_start_counts_once(
     stop_processes(pipeline.processes)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=f"{settings.topic_prefix}journeys-ingest",
+        group_id=f"{settings.topic_prefix}journeys",
         enable_auto_commit=False,
     )
     try:

@@ -534,11 +534,10 @@ def test_prometheus_queries_use_metrics_and_groups_that_exist() -> None:
         used |= set(re.findall(r"\bjourneys_collect_\w+", expr))
         groups |= set(re.findall(r'consumergroup(?:=~?)"([^"]+)"', expr))
     assert used and used <= served
-    assert groups == {"journeys|journeys-ingest", "journeys-sink", "journeys|journeys-sink"}
-    # The Faust app's id is the stages' group; ingest and the sink name their own groups.
+    assert groups == {"journeys", "journeys-sink", "journeys|journeys-sink"}
+    # The Faust app's id is the worker group; the sink names its own group.
     source = (ROOT / "streams" / "app.py").read_text("utf-8")
     assert 'f"{settings.topic_prefix}journeys",' in source
-    assert 'INGEST_GROUP = "journeys-ingest"' in source
     sink_source = (ROOT / "sinks" / "consumer.py").read_text("utf-8")
     assert 'group="journeys-sink"' in sink_source
     kafka_source = (ROOT / "producers" / "kafka.py").read_text("utf-8")
