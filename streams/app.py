@@ -267,22 +267,22 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             if state.identity is not None:
                 state.identity.drain_requested = False
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        # A stage of a partition assigned anew is read again from its changelog.
-        for tp in assigned:
+    def forget_stages(partitions: Any) -> None:
+        """Stages of these partitions are read again from their changelogs when next needed
+        (a partition revoked, or assigned anew, may have moved on elsewhere meanwhile)."""
+        for tp in partitions:
             if tp.topic == names.ordered:
                 state.identity = None
             elif tp.topic == names.journeys:
                 state.journeys.pop(tp.partition, None)
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        forget_stages(assigned)
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == names.ordered:
-                state.identity = None
-            elif tp.topic == names.journeys:
-                state.journeys.pop(tp.partition, None)
+        forget_stages(revoked)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_changelogs(app: faust.App, **kwargs: Any) -> None:
