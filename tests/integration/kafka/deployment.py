@@ -76,11 +76,26 @@ class Deployment:
 
     def metrics(self, index: int) -> dict[str, float]:
         """Process `index`'s metrics (0: the sink, 1..N: workers); {} while it does not answer."""
-        return metrics_at(self.port + index)
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port + index}/metrics", timeout=2
+            ) as r:
+                text = r.read().decode()
+        except (OSError, urllib.error.URLError):
+            return {}
+        return {name: float(value) for name, value in _SAMPLE.findall(text)}
 
     def health(self, index: int) -> int | None:
         """Process `index`'s /health status code; None while it does not answer."""
-        return health_at(self.port + index)
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port + index}/health", timeout=2
+            ) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (OSError, urllib.error.URLError):
+            return None
 
     def restarts(self) -> list[str]:
         """Lines in which `journeys run` said it started an exited process again."""
@@ -137,62 +152,41 @@ class Deployment:
         )
 
 
-def metrics_at(port: int) -> dict[str, float]:
-    """The samples a process serves on `port`'s /metrics; {} while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except (OSError, urllib.error.URLError):
-        return {}
-    return {name: float(value) for name, value in _SAMPLE.findall(text)}
-
-
-def health_at(port: int) -> int | None:
-    """The status code of a process's /health on `port`; None while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, urllib.error.URLError):
-        return None
-
-
 def uncommitted(settings: Settings) -> int | None:
-    """Messages the consumer groups of the settings' topic prefix (workers, sinks) have not
-    committed yet, over every partition of every topic they committed anything on; None
-    while Kafka does not answer."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    """Messages not yet committed by the group that reads them (workers: events, the
+    ordered and the journeys topics; the sink: rows and dead letters); None while Kafka
+    does not answer."""
+    from kafka import KafkaConsumer, TopicPartition
 
+    from journeys.producers.topics import Topics
+
+    names = Topics.of(settings)
+    groups = {
+        f"{settings.topic_prefix}journeys": [names.events, names.ordered, names.journeys],
+        f"{settings.topic_prefix}journeys-sink": [names.rows, names.dead_letters],
+    }
+    total = 0
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-        )
+        for group, topics in groups.items():
+            consumer = KafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                bootstrap_timeout_ms=3000,
+            )
+            try:
+                tps = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                ends = consumer.end_offsets(tps)
+                total += sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
+            finally:
+                consumer.close()
     except Exception:
         return None
-    try:
-        groups = [
-            g["group_id"]
-            for g in admin.list_groups()
-            if g["group_id"].startswith(settings.topic_prefix)
-        ]
-        behind = 0
-        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
-            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-            tps = [
-                TopicPartition(topic, p)
-                for topic in {tp.topic for tp in done}
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            ends = consumer.end_offsets(tps)
-            behind += sum(max(0, ends[tp] - done.get(tp, 0)) for tp in tps)
-        return behind
-    except Exception:
-        return None
-    finally:
-        consumer.close()
-        admin.close()
+    return total
 
 
 def compare_with_replay(

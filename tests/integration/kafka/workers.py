@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from journeys.processes import settings_env
 from journeys.producers.client import EventProducer
 from journeys.schemas.record import EventRecord
 from journeys.schemas.settings import Settings
-from tests.integration.kafka.deployment import ROOT, health_at, metrics_at, uncommitted
+from tests.integration.kafka.deployment import ROOT
 from tests.integration.kafka.test_outages import free_ports
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -120,11 +122,27 @@ class Fleet:
 
     def health(self, name: str) -> int | None:
         """The process's /health status code; None while it does not answer."""
-        return health_at(self.ports[name])
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.ports[name]}/health", timeout=2
+            ) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return None
 
     def metrics(self, name: str) -> dict[str, float]:
-        """The process's `journeys_*` samples; {} while it does not answer."""
-        return {k: v for k, v in metrics_at(self.ports[name]).items() if k.startswith("journeys_")}
+        """The process's unlabelled `journeys_*` samples; {} while it does not answer."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=2
+            ) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return {}
+        samples = (line.split() for line in text.splitlines() if line.startswith("journeys_"))
+        return {s[0]: float(s[1]) for s in samples if len(s) == 2}
 
     def report(self) -> str:
         """What each live process says in /metrics, and the end of every log."""
@@ -180,10 +198,41 @@ def group_members(settings: Settings) -> dict[str, int]:
         admin.close()
 
 
+def uncommitted(settings: Settings) -> int:
+    """Messages the consumer groups of the topic prefix have not committed yet, over every
+    partition of every topic they committed anything on."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        groups = [
+            g["group_id"]
+            for g in admin.list_groups()
+            if g["group_id"].startswith(settings.topic_prefix)
+        ]
+        behind = 0
+        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
+            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+            tps = [
+                TopicPartition(topic, p)
+                for topic in {tp.topic for tp in done}
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            ends = consumer.end_offsets(tps)
+            behind += sum(max(0, ends[tp] - done.get(tp, 0)) for tp in tps)
+        return behind
+    finally:
+        consumer.close()
+        admin.close()
+
+
 def behind(settings: Settings) -> int | str:
-    """`uncommitted`, or that Kafka did not say."""
-    count = uncommitted(settings)
-    return "unknown (Kafka did not answer)" if count is None else count
+    """`uncommitted`, or why Kafka did not say."""
+    try:
+        return uncommitted(settings)
+    except Exception as exc:  # the broker answers slowly: ask again later
+        return f"unknown ({exc})"
 
 
 def wait_settled(
