@@ -14,8 +14,15 @@ engine carries it out (creating, merging and relinking journeys):
   it even when it has no journey yet, so its later events follow.
 - An alias seen with two accounts of the same rank belongs to the one it was
   linked to earliest in event time (ties: the smaller account key), whatever
-  the order the events arrive in. A link's time is when both ends were known:
-  the event's time, or the later link it went through.
+  the order the events arrive in.
+- A link's time is the earliest moment in event time its two ends were joined:
+  over every path of events and links between them, the latest step of the
+  path (what replay in event-time order finds). An event that names an account
+  links its aliases at its own time; one that reaches an account only through
+  an alias, at that alias's link time if later. An alias points at the account
+  it was linked to (a company domain merged into an ERP account later in event
+  time is kept as the alias's account, with its own merge time), so a late
+  event can move both links back.
 
 Limits (documented in the README): an alias that a late event moves to
 another account of the same rank takes its later events along, but events
@@ -78,6 +85,17 @@ def link_of(alias: str, value: str) -> tuple[str, int | None]:
     return key or _named_by(alias), int(at, 36) if at else None
 
 
+def redirect_value(target: str, at: int | None) -> str:
+    """A merged account's target and merge time as one checkpoint value."""
+    return target if at is None else f"{target}{_LINK_SEPARATOR}{_base36(at)}"
+
+
+def redirect_of(value: str) -> tuple[str, int | None]:
+    """The inverse of `redirect_value` (a value without a time is read too)."""
+    target, _, at = value.partition(_LINK_SEPARATOR)
+    return target, int(at, 36) if at else None
+
+
 def _named_by(alias: str) -> str:
     """The journey an alias names by itself: what `own_identity` gives an event with it alone."""
     if alias[0] == "e":
@@ -113,6 +131,9 @@ class Decision:
     rank: int
     #: The moment the event's links hold (its time, or a later link it goes through).
     at: int
+    #: The moment the event's own aliases are linked: its time when it names an account
+    #: itself (they meet that account in this very event), else `at`.
+    alias_at: int = 0
     #: Whether the winner's journey is new, and whether an existing one's rank rises.
     create: bool = False
     upgrade: bool = False
@@ -126,6 +147,15 @@ class Decision:
     relink: list[tuple[str, str]] = field(default_factory=list)
     #: Aliases already the winner's whose link this event makes earlier.
     earlier: list[str] = field(default_factory=list)
+    #: The key the event's new aliases name: the winner, or the event's own account when
+    #: that joined the winner only later in event time.
+    entry: str = ""
+    #: Whether the event names an account itself (its aliases meet it in this event).
+    names_account: bool = False
+    #: Losing accounts found through an alias linked to them after `at`: when they join.
+    merged_at: dict[str, int] = field(default_factory=dict)
+    #: Account keys merged into the winner before, that this event links to it earlier.
+    redirect_earlier: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Identity:
@@ -138,6 +168,8 @@ class Identity:
         self.linked: dict[str, int] = {}
         #: account key merged away -> the account it merged into
         self.redirects: dict[str, str] = {}
+        #: account key merged away -> since when it belongs to the account it ends at
+        self.redirected_at: dict[str, int] = {}
         self.touched_aliases: set[str] = set()
         self.touched_redirects: set[str] = set()
 
@@ -151,11 +183,37 @@ class Identity:
         root = key
         while root in redirects:
             root = redirects[root]
-        while key != root:  # path compression
-            following = redirects[key]
-            redirects[key] = root
-            key = following
+        if redirects[key] != root:
+            self._compress(key, root)
         return root
+
+    def joined(self, key: str) -> int:
+        """Since when a merged account key belongs to the account it ends at."""
+        redirects, times = self.redirects, self.redirected_at
+        at = -_NEVER
+        while key in redirects:
+            at = max(at, times.get(key, _NEVER))
+            key = redirects[key]
+        return at
+
+    def _compress(self, key: str, root: str) -> None:
+        """Point every key on the way from `key` to `root` at `root`; each one's time becomes
+        the latest merge on its way (it belongs to `root` only once all of them happened)."""
+        redirects, times = self.redirects, self.redirected_at
+        chain = []
+        while key != root:
+            chain.append(key)
+            key = redirects[key]
+        after: int | None = -_NEVER
+        for key in reversed(chain):
+            at = times.get(key)
+            at = None if at is None or after is None else max(at, after)
+            if at is None:
+                times.pop(key, None)
+            else:
+                times[key] = at
+            redirects[key] = root
+            after = at
 
     own = staticmethod(own_identity)
 
@@ -241,6 +299,8 @@ class Identity:
         """What the event means for identity (nothing is changed here)."""
         ts = event.ts
         own_key, own_rank = self.own(event)
+        own_first = own_key
+        names_account = own_rank >= ACCOUNT_RANK
         if own_key in self.redirects:
             own_key = self.find(own_key)
         own = holders.get(own_key)
@@ -278,6 +338,7 @@ class Identity:
         top = max([own_rank, *(rank for rank, _ in found.values())])
         if own_rank == top:
             winner, at = own_key, ts
+            entry = winner
         else:
             # Of equal-ranked accounts, the one linked earliest (then the smaller key).
             winner, (_, via) = min(
@@ -286,25 +347,101 @@ class Identity:
             )
             via_at = linked.get(via)
             at = ts if via_at is None or via_at < ts else via_at
-        decision = Decision(winner, top, at, upgrade=upgrade)
+            entry = aliases.get(via, winner)
+        alias_at = ts if names_account else at
+        decision = Decision(
+            winner,
+            top,
+            at,
+            alias_at,
+            upgrade=upgrade,
+            entry=winner if names_account else entry,
+            names_account=names_account,
+        )
+        if names_account and own_first != winner:
+            joined = self.joined(own_first) if own_first in self.redirects else at
+            if joined > ts:
+                decision.entry = own_first
         if winner == own_key:
             decision.create = own is None
         elif own is not None and (own_rank < top or own_rank < ACCOUNT_RANK):
             decision.losers.append(own_key)
         elif own is None and own_rank >= ACCOUNT_RANK and own_rank < top:
             decision.redirect = own_key
-        for key, (rank, _) in found.items():
+        for key, (rank, via) in found.items():
             if key == winner:
                 continue
             if rank < top or rank < ACCOUNT_RANK:
                 decision.losers.append(key)
+                via_at = linked.get(via)
+                if rank >= ACCOUNT_RANK and via_at is not None and via_at > at:
+                    decision.merged_at[key] = via_at
         if top >= ACCOUNT_RANK:
             for alias, root in by_alias.items():
-                if root == winner:
-                    if linked.get(alias, _NEVER) > at:
+                if root == winner or (names_account and root in decision.merged_at):
+                    if linked.get(alias, _NEVER) > alias_at:
                         decision.earlier.append(alias)
-                elif root not in decision.losers and holders[root].rank == top:
-                    if (at, winner) < (linked.get(alias, _NEVER), root):
+                elif root in decision.losers:
+                    # Merged in at `at`, but this event linked it to an account before.
+                    if alias_at < at and linked.get(alias, _NEVER) > alias_at:
+                        decision.earlier.append(alias)
+                elif holders[root].rank == top:
+                    if (alias_at, winner) < (linked.get(alias, _NEVER), root):
                         decision.relink.append((alias, root))
+            if self.redirected_at or self.redirects:
+                decision.redirect_earlier = self._redirects_earlier(
+                    event, own_first, winner, decision.losers
+                )
         decision.link = unlinked
         return decision
+
+    def _redirects_earlier(
+        self, event: EventRecord, own: str, winner: str, losers: list[str]
+    ) -> list[tuple[str, int]]:
+        """Account keys merged into `winner` that this event joins to it earlier than their
+        merge: the event links its own key and aliases at its time, each alias is linked to
+        its key since its link time and each merged key to its account since its merge. The
+        time a key belongs to `winner` is the earliest, over paths between them, of the
+        latest link on the path (what replay in event-time order would have found)."""
+        redirects, times, linked, aliases = (
+            self.redirects,
+            self.redirected_at,
+            self.linked,
+            self.aliases,
+        )
+        edges: list[tuple[str, str, int]] = [("", own, event.ts)]
+        starts = [own]
+        for alias in self.alias_keys(event):
+            key = aliases.get(alias)
+            at = linked.get(alias)
+            if key is None or at is None:
+                continue
+            edges += [("", alias, event.ts), (alias, key, at)]
+            starts.append(key)
+        merged = []
+        for key in starts:
+            while key in redirects and key not in merged:
+                at = times.get(key)
+                merged.append(key)
+                if at is not None:
+                    edges.append((key, redirects[key], at))
+                key = redirects[key]
+        if not merged:
+            return []
+        best = {winner: -_NEVER}
+        changed = True
+        while changed:
+            changed = False
+            for a, b, at in edges:
+                for x, y in ((a, b), (b, a)):
+                    if x in best:
+                        through = max(best[x], at)
+                        if through < best.get(y, _NEVER):
+                            best[y] = through
+                            changed = True
+        out = []
+        for key in merged:
+            at = best.get(key, _NEVER)
+            if at < times.get(key, _NEVER) and key not in losers and self.find(key) == winner:
+                out.append((key, at))
+        return out

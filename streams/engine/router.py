@@ -43,7 +43,15 @@ from journeys.streams.engine.commands import (
     Route,
     partition_of,
 )
-from journeys.streams.engine.identity import ALIAS_KINDS, Decision, Identity, link_of, link_value
+from journeys.streams.engine.identity import (
+    ALIAS_KINDS,
+    Decision,
+    Identity,
+    link_of,
+    link_value,
+    redirect_of,
+    redirect_value,
+)
 from journeys.streams.engine.partition import RESTART_GAP, EngineConfig
 from journeys.streams.engine.state import ACCOUNT_RANK, MAX_VISITOR_ALIASES
 
@@ -194,23 +202,30 @@ class IdentityRouter:
         for key in d.losers:
             loser = shadows.get(key)
             if loser is not None and loser is not winner:
-                self._merge(loser, winner, d.at)
+                self._merge(loser, winner, d.at, d.merged_at.get(key, d.at), d.entry)
         if d.redirect is not None:
             self._redirect(d.redirect, winner.key, d.at)
         for alias in d.link:
-            self._link(alias, winner, d.at, new=True)
+            self._link(alias, winner, d.alias_at, new=True, entry=d.entry)
         for alias, previous in d.relink:
-            self._relink(alias, shadows.get(previous), winner, d.at)
+            self._relink(alias, shadows.get(previous), winner, d.alias_at, d.entry)
         identity = self.identity
         for alias in d.earlier:
-            identity.linked[alias] = d.at
+            if d.names_account:
+                identity.aliases[alias] = d.entry  # the account this event links it to
+            identity.linked[alias] = d.alias_at
             identity.touched_aliases.add(alias)
-            self._links.append(IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], winner.key, d.at))
+            self._links.append(
+                IdentityLink(ALIAS_KINDS[alias[0]], alias[2:], winner.key, d.alias_at)
+            )
+        for key, at in d.redirect_earlier:
+            self._redirect(key, winner.key, at)
         return winner
 
-    def _link(self, alias: str, h: Shadow, ts: int, new: bool) -> None:
+    def _link(self, alias: str, h: Shadow, ts: int, new: bool, entry: str = "") -> None:
+        """Link `alias` to `h`'s journey, naming `entry` (an account merged into it) if given."""
         identity = self.identity
-        identity.aliases[alias] = h.key
+        identity.aliases[alias] = entry or h.key
         identity.touched_aliases.add(alias)
         if new and alias[0] == "c":
             h.contacts += 1
@@ -222,21 +237,28 @@ class IdentityRouter:
             h.aliases.append(alias)
             self._touched.add(h.key)
 
-    def _relink(self, alias: str, previous: Shadow | None, winner: Shadow, ts: int) -> None:
+    def _relink(
+        self, alias: str, previous: Shadow | None, winner: Shadow, ts: int, entry: str
+    ) -> None:
         """An alias linked to another account later in event time than this event: it moves."""
         if previous is not None and alias[0] == "c":
             previous.contacts -= 1
             self._touched.add(previous.key)
             self._send(previous.key, Contacts(self._seq, previous.key, previous.contacts))
-        self._link(alias, winner, ts, new=True)
+        self._link(alias, winner, ts, new=True, entry=entry)
 
     def _redirect(self, key: str, target: str, ts: int) -> None:
         self.identity.redirects[key] = target
+        self.identity.redirected_at[key] = ts
         self.identity.touched_redirects.add(key)
         self._links.append(IdentityLink("account", key, target, ts))
 
-    def _merge(self, loser: Shadow, winner: Shadow, ts: int) -> None:
-        """`loser` turns out to be `winner`'s journey: its partition sends its state on."""
+    def _merge(self, loser: Shadow, winner: Shadow, ts: int, joined: int, entry: str) -> None:
+        """`loser` turns out to be `winner`'s journey at `ts`: its partition sends its state on.
+
+        A losing account is linked to the winner from `joined` on (later than `ts` when it
+        was found through an alias linked to it only later); a losing visitor's aliases
+        name `entry`."""
         if loser.latest > winner.latest:
             winner.latest = loser.latest
         winner.contacts += loser.contacts
@@ -247,10 +269,10 @@ class IdentityRouter:
         if partition_of(loser.key, self.partitions) != partition_of(winner.key, self.partitions):
             self._send(winner.key, Expect(self._seq, loser.key, winner.key, ts))
         if loser.rank >= ACCOUNT_RANK:
-            self._redirect(loser.key, winner.key, ts)
+            self._redirect(loser.key, winner.key, joined)
         for alias in loser.aliases or ():
             if self.identity.aliases.get(alias) == loser.key:
-                self._link(alias, winner, ts, new=False)
+                self._link(alias, winner, ts, new=False, entry=entry)
 
     # ------------------------------------------------------------------ visitors
 
@@ -305,7 +327,8 @@ class IdentityRouter:
             value = None if target is None else link_value(alias, target, at).encode()
             out[_ALIAS + alias.encode()] = value
         for key in identity.touched_redirects:
-            out[_REDIRECT + key.encode()] = identity.redirects[key].encode()
+            target, at = identity.redirects[key], identity.redirected_at.get(key)
+            out[_REDIRECT + key.encode()] = redirect_value(target, at).encode()
         meta = {"clock": self.clock, "until": self._until, "seq": self._seq}
         meta["advanced"] = self._advanced
         out[META] = orjson.dumps(meta)
@@ -331,7 +354,10 @@ class IdentityRouter:
                 if at is not None:
                     identity.linked[key] = at
             elif prefix == _REDIRECT:
-                identity.redirects[key] = value.decode()
+                target, at = redirect_of(value.decode())
+                identity.redirects[key] = target
+                if at is not None:
+                    identity.redirected_at[key] = at
             elif name == META:
                 meta = orjson.loads(value)
         router.clock = int(meta.get("clock", 0))

@@ -114,8 +114,9 @@ def arrive(
 def view(tables: FinalTables) -> dict[str, dict[Any, Any]]:
     """What readers see in every table (the `_current` views), without versions.
 
-    Links are compared by the account each alias ends at, following merges; when the
-    link was learnt is left out (it is the moment the engine learnt it).
+    Links are compared by the account each alias ends at, following merges (which of
+    two merged accounts a row names depends on the order links were learnt), and by
+    when the alias was first linked to an account: the earliest moment in event time.
     """
     current = tables.current()
     journeys = {k: replace(j, version=0) for k, j in current["journeys_current"].items()}
@@ -130,7 +131,7 @@ def view(tables: FinalTables) -> dict[str, dict[Any, Any]]:
         while ("account", account) in tables.links and account not in seen:
             seen.add(account)
             account = tables.links[("account", account)].account_id
-        links[(kind, alias)] = account
+        links[(kind, alias)] = (account, link.linked_at)
     return {
         "journeys": journeys,
         "transitions": transitions,

@@ -5,14 +5,18 @@ replay of the same events sorted."""
 from __future__ import annotations
 
 import random
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from journeys.producers.simulator import simulate
+from journeys.schemas.errors import InvalidEvent
+from journeys.schemas.event import parse_event
 from journeys.schemas.record import EventRecord
-from tests.unit.engine.journey import DAY, HOUR, arrive, ev, run, view
+from tests.unit.engine.journey import DAY, HOUR, arrive, ev, realistic_arrival, run, view
 
 WEB = ["page_view", "content_view", "search", "product_view", "pricing_view", "add_to_cart"]
 ACCOUNT = [
@@ -117,3 +121,21 @@ def test_with_a_window_over_the_whole_history_any_permutation_gives_the_sorted_t
 ) -> None:
     """Months of history, the contract's thresholds, any permutation at all."""
     check(events, rnd, 0, window=3000 * HOUR)
+
+
+def test_realistic_deliveries_held_back_any_amount_give_the_sorted_link_times() -> None:
+    """Simulated B2B history (visitors who sign up, ERP accounts, late exports), delivered
+    as real sources do and then held back again by up to three days, as a stream stalled
+    by a rebalance or an outage would be: identity links and their times are replay's."""
+    records = []
+    for line in simulate(accounts=150, days=60, seed=23):
+        with suppress(InvalidEvent):  # the simulator sends some malformed lines too
+            records.append(parse_event(line))
+    deliveries = realistic_arrival(records, seed=5)
+    expected = view(run(deliveries)[0])
+    assert sum(1 for kind, _ in expected["links"] if kind == "account") >= 10
+    rnd = random.Random(7)
+    for delay in (DAY, 3 * DAY):
+        keyed = [(e.ts + rnd.randint(0, delay), i, e) for i, e in enumerate(deliveries)]
+        held = [e for _, _, e in sorted(keyed)]
+        assert view(arrive(held, partitions=3)[0]) == expected, delay

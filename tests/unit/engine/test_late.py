@@ -3,6 +3,7 @@ raise or withdraw alerts; a redelivery is one event; ties between accounts go by
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import permutations
 
 from journeys.schemas.rows import Output
@@ -158,7 +159,7 @@ def test_an_alias_seen_with_two_accounts_belongs_to_the_earliest_link_whatever_t
         ev("invoice_paid", 20, account_id="erp-new"),
     ]
     expected = view(run(events)[0])
-    assert expected["links"][("contact_id", "c-17")] == "erp-old"
+    assert expected["links"][("contact_id", "c-17")] == ("erp-old", ms(2))
     for order in permutations(events):
         tables, _ = arrive(list(order))
         assert view(tables) == expected
@@ -176,6 +177,38 @@ def test_a_company_domain_seen_first_joins_the_erp_account_learnt_later() -> Non
     assert list(expected["journeys"]) == ["erp-1"]
     for order in permutations(events):
         assert view(arrive(list(order))[0]) == expected
+
+
+def test_a_sign_up_that_arrives_after_the_order_keeps_its_link_times() -> None:
+    """A visitor signs up (company email) and orders through the ERP days later; the
+    sign-up reaches the pipeline after the order. Its aliases still belong to the account
+    from the sign-up on, and the company domain joins the ERP account at the order."""
+    events = [
+        ev("page_view", 0, anonymous_id="v1"),
+        ev("signup", 1, anonymous_id="v1", contact_id="c1", email="anna@kas.nl"),
+        ev("add_to_cart", 70, anonymous_id="v1", contact_id="c1"),
+        ev("order_placed", 72, account_id="erp-9", contact_id="c1"),
+        ev("page_view", 0.5, email="piet@kas.nl"),
+    ]
+    expected = view(run(events)[0])
+    assert expected["links"][("email", "anna@kas.nl")] == ("erp-9", ms(1))
+    assert expected["links"][("anonymous_id", "v1")] == ("erp-9", ms(1))
+    assert expected["links"][("account", "kas.nl")] == ("erp-9", ms(72))
+    for order in permutations(events):
+        assert view(arrive(list(order))[0]) == expected, order
+
+
+def test_an_earlier_copy_of_a_merge_moves_the_merge_back() -> None:
+    """The event that joined a company domain to its ERP account is delivered again
+    with an earlier time (a retried call): the domain belongs to the account from then."""
+    signup = ev("signup", 0, contact_id="c1", email="jan@acme.nl", anonymous_id="v1")
+    order = ev("order_placed", 0.25, account_id="erp-a", contact_id="c1")
+    visit = ev("page_view", 0, email="boss@acme.nl")
+    earlier = [replace(e, ts=e.ts - 3000) for e in (signup, order, visit)]
+    expected = view(run([signup, order, visit, *earlier])[0])
+    assert expected["links"][("account", "acme.nl")] == ("erp-a", ms(0.25) - 3000)
+    assert view(arrive([signup, visit, order, *earlier])[0]) == expected
+    assert view(arrive([order, visit, signup, *reversed(earlier)])[0]) == expected
 
 
 def test_events_older_than_the_window_still_move_phases() -> None:
