@@ -14,6 +14,8 @@ Which row of a key wins:
   identity links (`attributed_account`).
 - identity links (key kind, alias): the earliest linked_at, the contract's
   rule for an alias seen with two accounts; for equal times the last written.
+  `identity_links_current` names the account each alias ends at, following
+  the `account` links of merged accounts (`FinalTables.links_followed`).
 - transitions, journeys, alerts: the highest version (the engine's), ties to
   the last written; dead letters: the last written.
 """
@@ -50,6 +52,14 @@ class FinalTables:
     links: dict[tuple[str, str], IdentityLink]
     dead_letters: dict[str, DeadLetterRow]
 
+    def links_followed(self) -> dict[tuple[str, str], IdentityLink]:
+        """Links naming the account each alias ends at (`identity_links_current`)."""
+        links = self.links
+        return {
+            k: replace(link, account_id=_follow(links, link.account_id))
+            for k, link in links.items()
+        }
+
     def current(self) -> dict[str, dict[Any, Any]]:
         """The rows of each `<table>_current` view (and `open_alerts`), by key."""
         alerts = {k: a for k, a in self.alerts.items() if not a.withdrawn}
@@ -59,9 +69,20 @@ class FinalTables:
             "journeys_current": self.journeys,
             "alerts_current": alerts,
             "open_alerts": {k: a for k, a in alerts.items() if a.resolved_at is None},
-            "identity_links_current": self.links,
+            "identity_links_current": self.links_followed(),
             "dead_letters_current": self.dead_letters,
         }
+
+
+def _follow(links: dict[Any, IdentityLink], account: str) -> str:
+    """The account `account` ends at, through the `account` links (merges)."""
+    seen = {account}
+    while ("account", account) in links:
+        account = links[("account", account)].account_id
+        if account in seen:
+            break
+        seen.add(account)
+    return account
 
 
 def newest(

@@ -66,6 +66,11 @@ def rows() -> list[Output]:
         Output(links=[IdentityLink("anonymous_id", "v1", "b", ms(4))]),
         Output(links=[IdentityLink("contact_id", "c1", "a", ms(6))]),
         Output(links=[IdentityLink("contact_id", "c1", "z", ms(9))]),
+        # A free-mail contact merged into a company domain, the domain into an ERP account.
+        Output(links=[IdentityLink("contact_id", "c2", "kees@gmail.com", ms(1))]),
+        Output(links=[IdentityLink("email", "jan@acme.nl", "acme.nl", ms(3))]),
+        Output(links=[IdentityLink("account", "kees@gmail.com", "acme.nl", ms(4))]),
+        Output(links=[IdentityLink("account", "acme.nl", "erp-1", ms(8))]),
         Output(
             transitions=[TransitionRow("a", None, "awareness", ms(0), "e1", "page_view", "web", 1)]
         ),
@@ -205,7 +210,7 @@ def test_plain_counts_are_right_after_writing_twice_and_superseding(
         "journeys_current": 1,  # "gone" was merged away
         "alerts_current": 2,  # al2 was withdrawn
         "open_alerts": 1,  # al1 resolved, al2 withdrawn
-        "identity_links_current": 2,
+        "identity_links_current": 6,
         "dead_letters_current": 1,
     }
     views = read_views(sink.client, ch_database)
@@ -215,6 +220,10 @@ def test_plain_counts_are_right_after_writing_twice_and_superseding(
         "e3": (ms(6), "a"),  # the earliest delivery, though written second
     }
     assert views["identity_links_current"][("contact_id", "c1")] == ("a", ms(6))
+    # Each alias names the account it ends at, through merges of one or two steps.
+    assert views["identity_links_current"][("contact_id", "c2")] == ("erp-1", ms(1))
+    assert views["identity_links_current"][("email", "jan@acme.nl")] == ("erp-1", ms(3))
+    assert views["identity_links_current"][("account", "kees@gmail.com")] == ("erp-1", ms(4))
     assert views["alerts_current"]["al1"][3] == "resolved"
     assert views == expected_views(final_tables(_joined(everything)))
 
