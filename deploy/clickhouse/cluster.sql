@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0004), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0005), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -39,8 +39,9 @@
 --   distributed_foreground_insert = 1  -- an insert returns once the shards
 --       have it: the sink re-attributes events with INSERT ... SELECT right
 --       after inserting them, and commits Kafka offsets only after a write.
---   distributed_product_mode = 'global'  -- the re-attribution and the
---       median-time query join two Distributed tables.
+--   distributed_product_mode = 'global'  -- the re-attribution, the
+--       median-time query and identity_links_current join two Distributed
+--       tables.
 -- e.g.  ALTER USER journeys ON CLUSTER '{cluster}'
 --           SETTINGS distributed_foreground_insert = 1, distributed_product_mode = 'global';
 --
@@ -213,9 +214,21 @@ SELECT alert_id, kind, account_id, raised_at, details
 FROM journeys.alerts FINAL
 WHERE resolved_at IS NULL AND withdrawn = 0;
 
+-- Each alias names the account it ends at, through the `account` rows (two steps: a
+-- free-mail contact into a company domain into an ERP account); migration 0005.
 CREATE OR REPLACE VIEW journeys.identity_links_current ON CLUSTER '{cluster}' AS
-SELECT kind, alias, account_id, linked_at
-FROM journeys.identity_links FINAL;
+WITH merged AS (
+    SELECT alias, account_id FROM journeys.identity_links FINAL WHERE kind = 'account'
+)
+SELECT l.kind AS kind,
+       l.alias AS alias,
+       multiIf(second.account_id != '', second.account_id,
+               first.account_id != '', first.account_id,
+               l.account_id) AS account_id,
+       l.linked_at AS linked_at
+FROM journeys.identity_links AS l FINAL
+LEFT JOIN merged AS first ON first.alias = l.account_id
+LEFT JOIN merged AS second ON second.alias = first.account_id;
 
 CREATE OR REPLACE VIEW journeys.dead_letters_current ON CLUSTER '{cluster}' AS
 SELECT dead_letter_id, received_at, reason, payload, source
@@ -532,4 +545,4 @@ ORDER BY name;
 
 INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
-       ('0004_analytics_views');
+       ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at');
