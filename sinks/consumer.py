@@ -32,7 +32,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from journeys.producers.kafka import kafka_errors, new_consumer
-from journeys.producers.topics import Topics
+from journeys.producers.topics import Topics, ensure_pipeline_topics
 from journeys.schemas.codec import decode_dead_letter, decode_rows
 from journeys.schemas.errors import BrokerError, SinkUnavailable
 from journeys.schemas.rows import (
@@ -138,6 +138,9 @@ class OutputConsumer:
         self.progress.report(None)
 
     def _connect(self) -> KafkaConsumer:
+        # Topics first: subscribed to a topic that does not exist yet, the consumer would
+        # stay without partitions until its next metadata refresh, minutes later.
+        ensure_pipeline_topics(self._settings)
         return new_consumer(
             self._settings,
             self._topics.rows,
