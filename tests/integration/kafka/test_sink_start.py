@@ -22,7 +22,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.integration]
 
 
 def test_a_sink_started_before_the_topics_exist_reads_them_at_once(
-    kafka_bootstrap: str, topic_prefix: Callable[[], str], tmp_path: Path
+    kafka_bootstrap: str,
+    topic_prefix: Callable[[], str],
+    chdb_dir: Path,
+    database_name: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     """Subscribed to topics still being created (the broker creates a missing topic when
     asked for it, with its default partition count), a consumer can join its group with no
@@ -30,7 +34,8 @@ def test_a_sink_started_before_the_topics_exist_reads_them_at_once(
     creates the pipeline's topics, laid out as the workers expect, before it subscribes."""
     settings = Settings(
         data_dir=tmp_path,
-        clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}",
+        clickhouse_url=f"chdb://{chdb_dir}",  # the session's: one path per process
+        clickhouse_database=database_name("sink_start"),
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix(),
         journey_partitions=3,  # the broker's default is 4
