@@ -142,8 +142,4 @@ def attributed_account(row: StoredEvent, links: dict[tuple[str, str], IdentityLi
             if link is not None:
                 account = link.account_id
                 break
-    seen = set()
-    while account is not None and ("account", account) in links and account not in seen:
-        seen.add(account)
-        account = links[("account", account)].account_id
-    return account
+    return None if account is None else _follow(links, account)
