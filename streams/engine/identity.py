@@ -388,7 +388,7 @@ class Identity:
                 elif holders[root].rank == top:
                     if (alias_at, winner) < (linked.get(alias, _NEVER), root):
                         decision.relink.append((alias, root))
-            if self.redirected_at or self.redirects:
+            if self.redirects:
                 decision.redirect_earlier = self._redirects_earlier(
                     event, own_first, winner, decision.losers
                 )
