@@ -70,33 +70,41 @@ class Batches:
         """Send (key, value) records to one partition, in order; the batches' deliveries
         (each retried while Kafka answers with a retriable error, up to `SEND_PATIENCE`)."""
         producer = await self._started()
-        chunks: list[list[tuple[bytes | None, bytes | None]]] = [[]]
+        chunks: list[tuple[Any, list[tuple[bytes | None, bytes | None]]]] = []
         batch = producer.create_batch()
+        kept: list[tuple[bytes | None, bytes | None]] = []
         for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                batch = producer.create_batch()
-                chunks.append([])
+                chunks.append((batch, kept))
+                batch, kept = producer.create_batch(), []
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"record too large for Kafka: {(key or b'')[:60]!r}")
-            chunks[-1].append((key, value))
+            kept.append((key, value))
+        if kept:
+            chunks.append((batch, kept))
         return [
-            asyncio.ensure_future(self._deliver(topic, partition, chunk))
-            for chunk in chunks
-            if chunk
+            asyncio.ensure_future(self._deliver(topic, partition, batch, kept))
+            for batch, kept in chunks
         ]
 
     async def _deliver(
-        self, topic: str, partition: int, records: list[tuple[bytes | None, bytes | None]]
+        self,
+        topic: str,
+        partition: int,
+        batch: Any,
+        records: list[tuple[bytes | None, bytes | None]],
     ) -> None:
-        """One record batch, sent again after a retriable error (a broker restarting, a
-        leader moving) until Kafka has it; other errors, or patience run out, raise."""
+        """One record batch, built again from `records` and sent again after a retriable
+        error (a broker restarting, a leader moving) until Kafka has it; other errors, or
+        patience run out, raise."""
         producer = await self._started()
         deadline = time.monotonic() + SEND_PATIENCE
         delay = 0.2
         while True:
-            batch = producer.create_batch()
-            for key, value in records:
-                batch.append(key=key, value=value, timestamp=None)
+            if batch is None:  # a batch is sent once: a retry needs a new one
+                batch = producer.create_batch()
+                for key, value in records:
+                    batch.append(key=key, value=value, timestamp=None)
             try:
                 await (await producer.send_batch(batch, topic, partition=partition))
                 return
@@ -104,6 +112,7 @@ class Batches:
                 if not exc.retriable or time.monotonic() > deadline:
                     raise
                 log.info("sending to %s[%d] again after %r", topic, partition, exc)
+                batch = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
