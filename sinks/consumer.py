@@ -54,6 +54,8 @@ POLL_RECORDS = 50_000
 BROKER_PATIENCE = 10.0
 #: Seconds one commit attempt may take before it counts as failed (and is retried).
 COMMIT_TIMEOUT = 5.0
+#: Seconds between checks, while idle with no partitions, that the metadata knows the topics.
+METADATA_CHECK = 5.0
 
 T = TypeVar("T")
 
@@ -134,7 +136,8 @@ class OutputConsumer:
         Raises `Stopped` if `stop()` is called meanwhile.
         """
         self._retry("setting up the sink", self._sink.setup)
-        self._consumer = self._retry("connecting to Kafka", self._connect)
+        self._consumer = consumer = self._retry("connecting to Kafka", self._connect)
+        self._retry("reading the topics' partitions", lambda: self._know_partitions(consumer))
         self.progress.report(None)
 
     def _connect(self) -> KafkaConsumer:
@@ -158,11 +161,15 @@ class OutputConsumer:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("call setup() first")
+        checked = time.monotonic()
         try:
             while not self._stop.is_set():
                 polled = self._retry("reading from Kafka", lambda: self._poll(consumer))
                 if not polled:
                     self._check_broker(consumer)
+                    if not consumer.assignment() and time.monotonic() - checked > METADATA_CHECK:
+                        self._know_partitions(consumer)
+                        checked = time.monotonic()
                     continue
                 rows, offsets = self._decode(polled)
                 self._sink.add(rows_output(rows))
@@ -216,6 +223,21 @@ class OutputConsumer:
                 raise
 
         self._retry("committing offsets", commit)
+
+    def _know_partitions(self, consumer: KafkaConsumer) -> None:
+        """Make sure the consumer's metadata cache holds the partitions of both topics.
+
+        kafka-python joins the group with whatever metadata it has; a metadata answer
+        that was already on its way when the consumer subscribed leaves the topics out
+        and is not refreshed for `metadata.max.age.ms` (5 minutes). A group joined then
+        gets no partitions: the sink would idle for minutes. `partitions_for_topic`
+        fetches the metadata when the cache lacks a topic, and new metadata makes the
+        consumer rejoin on its next poll. With the topics cached, this asks nothing.
+        """
+        with kafka_errors(self._settings.kafka_bootstrap, "reading the topics' partitions"):
+            for topic in (self._topics.rows, self._topics.dead_letters):
+                if not consumer.partitions_for_topic(topic):
+                    log.warning("Kafka has no partitions of %s yet; asked again", topic)
 
     def _check_broker(self, consumer: KafkaConsumer) -> None:
         """Report unhealthy while the group coordinator has not answered a heartbeat lately."""
