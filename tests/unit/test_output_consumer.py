@@ -9,12 +9,14 @@ from collections import namedtuple
 from typing import Any
 
 import kafka.errors
+import pytest
 from kafka import TopicPartition
 
 from journeys.schemas.codec import dead_letter_json, encode_row, pack
 from journeys.schemas.errors import SinkUnavailable
 from journeys.schemas.rows import DeadLetterRow, StoredEvent
 from journeys.schemas.settings import Settings
+from journeys.sinks import consumer as consumer_module
 from journeys.sinks.consumer import Backoff, OutputConsumer
 from journeys.sinks.memory import MemorySink
 from tests.unit.engine.journey import ev
@@ -49,6 +51,16 @@ class FakeConsumer:
         self.commit_failures = commit_failures
         self.commits: list[dict[Any, Any]] = []
         self.stop: threading.Event | None = None
+        #: Topics whose partitions were asked for, in order.
+        self.asked: list[str] = []
+        self.assigned: set[Any] = {ROWS}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.asked.append(topic)
+        return {0}
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Message]]:
         if self.polls:
@@ -117,6 +129,21 @@ def test_stopping_during_an_outage_commits_nothing_and_flushes_nothing() -> None
     timer.join()
     assert consumer.commits == [] and sink.written.events == []
     assert out.progress.problem is not None and "unavailable" in out.progress.problem
+
+
+def test_the_topics_partitions_are_known_before_the_first_poll_and_asked_for_while_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kafka-python joins its group with the metadata it has: without the topics' partitions
+    the sink gets none, until a refresh minutes later. It asks for them before polling, and
+    again while it idles with no partitions (not while it has some)."""
+    monkeypatch.setattr(consumer_module, "METADATA_CHECK", 0.0)
+    topics = [ROWS.topic, DEAD.topic]
+    for assigned, asked in (({ROWS}, topics), (set(), topics * 3)):
+        consumer = FakeConsumer([{}])  # an empty poll, then one that stops the loop
+        consumer.assigned = assigned
+        loop(FlakySink(failures=0), consumer).run()
+        assert consumer.asked == asked
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
