@@ -60,7 +60,7 @@ from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, partition_of, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
 from journeys.streams.metrics import report
-from journeys.streams.stage import IdentityStage, JourneyStage
+from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
     rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
     dead_letters = app.topic(names.dead_letters, value_type=bytes, internal=True)
     batches = Batches(settings)
-    identity_log = Changelog(batches, names.identity_state)
-    journeys_log = Changelog(batches, names.journeys_state)
+    identity_log = Changelog(batches, names.identity_state, STAGE_META)
+    journeys_log = Changelog(batches, names.journeys_state, STAGE_META)
 
     async def deliver(sends: list[Awaitable[Any]]) -> None:
         """Wait until Kafka acknowledged every send; raise the first failure."""

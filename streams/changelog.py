@@ -11,11 +11,21 @@ A stage's state is key-value pairs (`IdentityRouter.changes`,
 `PartitionEngine.changes`, plus the stage's own meta key with the input
 offset it reflects). `save` appends what changed since the last save to the
 stage's changelog partition, in as few record batches as fit a request (a
-record batch is appended whole or not at all), meta last, and waits for
-Kafka's acknowledgement; `load` reads the partition from its beginning to its
-end, so any worker can take a stage partition over with no disk of its own.
+record batch is appended whole or not at all), and waits for Kafka's
+acknowledgement; `load` reads the partition from its beginning to its end, so
+any worker can take a stage partition over with no disk of its own.
 Compaction keeps the last value of every key and drops deleted keys
 (tombstones).
+
+A save is all or nothing. Its last record is the stage's meta key (the
+*commit key*, with the input offset the state reflects); when a save takes
+several record batches, that record goes alone, after Kafka has acknowledged
+the others. `load` applies records only up to the last commit record: the
+records of a save cut short (a worker killed between two of its batches) are
+left out, and `load` writes their keys' saved values back before the stage
+goes on, so no later save can make them count. Without this, a journey saved
+with an absorbed merge but without the offset it reflects would absorb it
+again when its input is read again.
 
 A crash between the stage's output and its save re-reads input the saved
 state does not reflect: it is applied again, and the engine's dedupe (which
@@ -65,10 +75,45 @@ class Batches:
         return self._producer
 
     async def send(
-        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
+        self,
+        topic: str,
+        partition: int,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        last_alone: bool = False,
     ) -> list[Awaitable[Any]]:
         """Send (key, value) records to one partition, in order; the batches' deliveries
-        (each retried while Kafka answers with a retriable error, up to `SEND_PATIENCE`)."""
+        (each retried while Kafka answers with a retriable error, up to `SEND_PATIENCE`).
+
+        With `last_alone`, records that take more than one batch keep their last record
+        back until Kafka has all the others: no retry can put it before them.
+        """
+        if last_alone:
+            items = list(records)
+            chunks = await self._chunks(items)
+            if len(chunks) == 1:
+                return [asyncio.ensure_future(self._deliver(topic, partition, *chunks[0]))]
+            body = await self.send(topic, partition, items[:-1])
+            return [asyncio.ensure_future(self._after(body, topic, partition, items[-1:]))]
+        return [
+            asyncio.ensure_future(self._deliver(topic, partition, batch, kept))
+            for batch, kept in await self._chunks(records)
+        ]
+
+    async def _after(
+        self,
+        sent: list[Awaitable[Any]],
+        topic: str,
+        partition: int,
+        records: list[tuple[bytes | None, bytes | None]],
+    ) -> None:
+        for future in sent:
+            await future
+        await self._deliver(topic, partition, None, records)
+
+    async def _chunks(
+        self, records: Iterable[tuple[bytes | None, bytes | None]]
+    ) -> list[tuple[Any, list[tuple[bytes | None, bytes | None]]]]:
+        """Records split into record batches that fit a request, with the records of each."""
         producer = await self._started()
         chunks: list[tuple[Any, list[tuple[bytes | None, bytes | None]]]] = []
         batch = producer.create_batch()
@@ -82,10 +127,7 @@ class Batches:
             kept.append((key, value))
         if kept:
             chunks.append((batch, kept))
-        return [
-            asyncio.ensure_future(self._deliver(topic, partition, batch, kept))
-            for batch, kept in chunks
-        ]
+        return chunks
 
     async def _deliver(
         self,
@@ -142,21 +184,48 @@ class Batches:
             self._producer = None
 
 
+def committed(
+    records: Iterable[tuple[bytes, bytes | None]], commit_key: bytes
+) -> tuple[dict[bytes, bytes], set[bytes]]:
+    """The state a changelog's records make, applied a save at a time: records count once a
+    `commit_key` record follows them. Also the keys of records after the last one (a save
+    cut short), which the state leaves as they were."""
+    state: dict[bytes, bytes] = {}
+    pending: dict[bytes, bytes | None] = {}
+    for key, value in records:
+        pending[key] = value
+        if key == commit_key:
+            for k, v in pending.items():
+                if v is None:
+                    state.pop(k, None)
+                else:
+                    state[k] = v
+            pending = {}
+    return state, set(pending)
+
+
 class Changelog:
     """The changelog topic of one stage (see the module docstring)."""
 
-    def __init__(self, batches: Batches, topic: str) -> None:
+    def __init__(self, batches: Batches, topic: str, commit_key: bytes) -> None:
         self.settings = batches.settings
         self.batches = batches
         self.topic = topic
+        self.commit_key = commit_key
 
     async def save(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
-        """Append `changes` (None deletes a key), meta last, and wait until Kafka has them."""
-        for future in await self.batches.send(self.topic, partition, changes.items()):
+        """Append `changes` (None deletes a key), the commit key last, and wait until Kafka
+        has them all."""
+        if next(reversed(changes), None) != self.commit_key:
+            raise ValueError(f"a save to {self.topic} must end with {self.commit_key!r}")
+        sent = await self.batches.send(self.topic, partition, changes.items(), last_alone=True)
+        for future in sent:
             await future
 
     async def load(self, partition: int) -> dict[bytes, bytes]:
-        """The partition's state: the last value of every key not deleted."""
+        """The partition's state: the last saved value of every key not deleted. The
+        records of a save cut short are left out, and their keys' saved values written
+        again (see the module docstring)."""
         started = time.monotonic()
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(
@@ -166,8 +235,7 @@ class Changelog:
             fetch_max_bytes=PARTITION_FETCH_BYTES,
         )
         await consumer.start()
-        state: dict[bytes, bytes] = {}
-        records = 0
+        read: list[tuple[bytes, bytes | None]] = []
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
@@ -175,17 +243,21 @@ class Changelog:
             position = await consumer.position(tp)
             while position < end:
                 polled: dict[Any, list[Any]] = await consumer.getmany(tp, timeout_ms=1000)
-                for message in polled.get(tp, ()):
-                    records += 1
-                    if message.value is None:
-                        state.pop(message.key, None)
-                    else:
-                        state[message.key] = message.value
+                read += ((message.key, message.value) for message in polled.get(tp, ()))
                 position = await consumer.position(tp)
         finally:
             await consumer.stop()
+        state, torn = committed(read, self.commit_key)
+        if torn:
+            log.warning(
+                "%s[%d] ends with a save cut short (%d keys): its records are left out and "
+                "the keys' saved values written again", self.topic, partition, len(torn),
+            )  # fmt: skip
+            repair = {key: state.get(key) for key in sorted(torn - {self.commit_key})}
+            repair[self.commit_key] = state.get(self.commit_key)
+            await self.save(partition, repair)
         log.info(
             "restored %s[%d]: %d keys from %d records in %.1fs",
-            self.topic, partition, len(state), records, time.monotonic() - started,
+            self.topic, partition, len(state), len(read), time.monotonic() - started,
         )  # fmt: skip
         return state

@@ -61,7 +61,8 @@ from journeys.streams.engine import EngineConfig, IdentityRouter, PartitionEngin
 from journeys.streams.engine.commands import Command, from_wire
 
 _NEVER = -(2**62)
-_STAGE_META = b"m:stage"
+#: The stage's own meta key, saved last: the changelog's commit key.
+STAGE_META = b"m:stage"
 #: The reorder buffer is saved in pieces of about this size (`_BUFFER` + number).
 _BUFFER_PIECE = 256 * 1024
 _BUFFER = b"m:buffer:"
@@ -107,7 +108,7 @@ class IdentityStage:
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Continue from saved state (or start empty)."""
         self.router = IdentityRouter.restore(self._config, state, self.router.partitions)
-        meta = orjson.loads(state.get(_STAGE_META, b"{}"))
+        meta = orjson.loads(state.get(STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
         self.partitions = int(meta.get("partitions", 0))
         self.progress = {int(p): int(ts) for p, ts in meta.get("progress", {}).items()}
@@ -244,7 +245,7 @@ class IdentityStage:
             "released": list(self.sequencer.released),
             "pieces": self._pieces,
         }
-        changes[_STAGE_META] = orjson.dumps(meta)
+        changes[STAGE_META] = orjson.dumps(meta)
         return changes
 
 
@@ -264,7 +265,7 @@ class JourneyStage:
         self.engine = PartitionEngine.restore(
             self._config, state, engine.partition, engine.partitions
         )
-        self.offset = int(orjson.loads(state.get(_STAGE_META, b"{}")).get("offset", -1))
+        self.offset = int(orjson.loads(state.get(STAGE_META, b"{}")).get("offset", -1))
 
     def handle(
         self, messages: Iterable[tuple[int, bytes]]
@@ -283,5 +284,5 @@ class JourneyStage:
     def state_changes(self) -> dict[bytes, bytes | None]:
         """The engine's changes and the input offset they reflect."""
         changes = self.engine.changes()
-        changes[_STAGE_META] = orjson.dumps({"offset": self.offset})
+        changes[STAGE_META] = orjson.dumps({"offset": self.offset})
         return changes

@@ -66,7 +66,7 @@ from journeys.streams.app import INGEST_BATCH, STAGE_BATCH, _publish
 from journeys.streams.changelog import Batches, Changelog
 from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, to_wire
-from journeys.streams.stage import IdentityStage, JourneyStage
+from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests.*
 from tests.bench.bench_engine import bench_engine, records  # noqa: E402
@@ -222,7 +222,7 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
         producer = AIOKafkaProducer(**aio_producer_options(settings))
         await producer.start()
     batches = Batches(settings) if job.send or job.save else _Unsent(settings)
-    changelog = Changelog(batches, settings.topic(BENCH_STATE)) if job.save else None
+    changelog = Changelog(batches, settings.topic(BENCH_STATE), STAGE_META) if job.save else None
     rows, journeys = _Sender(producer, names.rows), _Sender(producer, names.journeys)
     await consumer.start()
     result = Drained(job.partitions, cores=sorted(os.sched_getaffinity(0)))
