@@ -589,6 +589,21 @@ class PartitionEngine:
     def _absorb(self, command: Absorb) -> None:
         """Fold a released journey into its winner (once per released state)."""
         key = command.winner
+        loser = command.holder
+        seen = None
+        if loser is not None:
+            # A redelivery carries the same state (a partition that crashed after sending it
+            # releases the same journey again); a journey released anew with other events is
+            # not one: it is folded in too. Checked before following the winner: a state
+            # absorbed here left with the winner, and must not reach it a second time.
+            digest = hashlib.blake2b(loser.to_bytes(), digest_size=8).hexdigest()
+            seen = f"{command.loser}{_SEPARATOR}{digest}"
+            if seen in self.absorbed:
+                self._expected(command.loser)
+                winner = self.holders.get(key)
+                if winner is not None:
+                    self._reassert(winner)
+                return
         forward = self.forwards.get(key)
         if forward is not None and key not in self.holders:
             # The winner merged on meanwhile: the state follows it.
@@ -598,19 +613,9 @@ class PartitionEngine:
         self._expected(command.loser)
         for k, at in command.expects:
             self._expect(k, key, at)
-        loser = command.holder
-        if loser is None:
+        if loser is None or seen is None:
             return
-        # A redelivery carries the same state (a partition that crashed after sending it
-        # releases the same journey again); a journey released anew with other events is not
-        # one: it is folded in too.
-        digest = hashlib.blake2b(loser.to_bytes(), digest_size=8).hexdigest()
-        seen = f"{command.loser}{_SEPARATOR}{digest}"
         winner = self.holders.get(key)
-        if seen in self.absorbed:
-            if winner is not None:
-                self._reassert(winner)
-            return
         if winner is None:
             winner = self.holders[key] = Holder(key, command.rank, loser.first_seen)
         elif command.rank > winner.rank:

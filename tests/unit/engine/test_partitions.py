@@ -14,7 +14,7 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
-from journeys.streams.engine.commands import Command, from_wire, partition_of, to_wire
+from journeys.streams.engine.commands import Absorb, Command, from_wire, partition_of, to_wire
 from tests.unit.engine.journey import ev, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 
@@ -98,3 +98,58 @@ def test_absorbs_arriving_late_give_the_sorted_tables(
     eng.flush()
     out.extend(eng.take())
     assert view(final_tables(out)) == expected
+
+
+class Recording(JourneyEngine):
+    """Absorbs go at once, as in `JourneyEngine`, and are kept, to be delivered again."""
+
+    def __init__(self, config: EngineConfig, partitions: int) -> None:
+        super().__init__(config, partitions)
+        self.absorbs: list[tuple[int, Absorb]] = []
+
+    def _deliver(self) -> None:
+        commands, links = self.router.take()
+        self._links += links
+        queue: deque[tuple[int, Command]] = deque(commands)
+        while queue:
+            partition, command = queue.popleft()
+            if isinstance(command, Absorb):
+                self.absorbs.append((partition, command))
+            part = self.parts[partition]
+            part.apply(command)
+            queue.extend(part.take_outbox())
+
+    def deliver_again(self, partition: int, absorb: Absorb) -> None:
+        queue: deque[tuple[int, Command]] = deque([(partition, absorb)])
+        while queue:
+            target, command = queue.popleft()
+            part = self.parts[target]
+            part.apply(command)
+            queue.extend(part.take_outbox())
+
+
+def test_an_absorb_sent_again_after_its_winner_merged_on_is_not_folded_in_twice() -> None:
+    """A visitor's state reaches its company domain, which later merges into an ERP account.
+    The visitor's partition crashes and sends the same absorb again: the domain's partition
+    absorbed it already, and does not pass it on to the ERP account (which has it, inside
+    the domain's state)."""
+    assert [partition_of(k, 3) for k in ("?a:v", "acme.nl", "erp-2")] == [2, 0, 1]
+    events = [
+        ev("page_view", 0, anonymous_id="v"),
+        ev("pricing_view", 1, anonymous_id="v"),
+        ev("signup", 2, anonymous_id="v", email="jan@acme.nl"),
+        ev("page_view", 3, email="piet@acme.nl"),
+        ev("order_placed", 100, account_id="erp-2", email="jan@acme.nl"),
+        ev("page_view", 200, account_id="erp-2"),  # the visitor's events left the window
+    ]
+    engine = Recording(EngineConfig(rules=load_rules()), 3)
+    for event in events:
+        engine.process(event)
+    visitor = [(p, c) for p, c in engine.absorbs if c.loser == "?a:v" and c.holder is not None]
+    assert [(p, c.winner) for p, c in visitor] == [(0, "acme.nl")]
+    assert "acme.nl" in engine.parts[0].forwards  # the domain merged on
+    engine.deliver_again(*visitor[0])
+    engine.advance_to(events[-1].ts)
+    tables = final_tables(engine.take())
+    assert tables.journeys["erp-2"].events == len(events)
+    assert view(tables) == view(run(events)[0])
