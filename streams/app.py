@@ -60,7 +60,7 @@ from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, partition_of, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
 from journeys.streams.metrics import report
-from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage
+from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage, Sealed
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,15 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         finally:
             del state.sending[token]
 
+    async def send_sealed(outbox: list[Sealed]) -> list[Any]:
+        """Send the identity stage's outbox (see `journeys.streams.stage`)."""
+        return [
+            await (journeys if sealed.journeys else rows).send(
+                value=sealed.value, partition=sealed.partition
+            )
+            for sealed in outbox
+        ]
+
     async def send_commands(commands: list[tuple[int, Command]]) -> list[Any]:
         by_partition: dict[int, list[bytes]] = {}
         for partition, command in commands:
@@ -147,8 +156,13 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             if stage is None:
                 stage = IdentityStage(config, settings.allowed_lateness, partitions)
                 stage.restore(await identity_log.load(0))
+                # Saved, maybe not sent: sent again (a journey partition applies it once).
+                await deliver(await send_sealed(stage.outbox))
                 state.identity = stage
-                log.info("identity stage opened at input offset %s", stage.offset)
+                log.info(
+                    "identity stage opened at input offset %s (%d messages sent again)",
+                    stage.offset, len(stage.outbox),
+                )  # fmt: skip
             return stage
 
     def owned(topic: str, partition: int) -> bool:
@@ -182,18 +196,17 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     @app.agent(ordered)
     async def identity(stream: Any) -> None:
-        """Route events to journey partitions; ack input once its commands are sent and the
-        stage's state is saved."""
+        """Route events to journey partitions; save the stage's state with what it is to
+        send, send it, and ack input once Kafka has it all."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
             try:
                 stage = state.identity or await open_identity()
                 commands, links = stage.handle((e.message.offset, e.value) for e in batch)
-                sends = await send_commands(commands)
-                sends += await _publish(Output(links=links), rows, batches, names, partitions)
-                await deliver(sends)
+                outbox = stage.seal(commands, links)
                 if state.identity is not stage:
                     continue  # revoked meanwhile: the new owner reads this batch again
                 await identity_log.save(0, stage.state_changes())
+                await deliver(await send_sealed(outbox))
             except Exception as exc:
                 _stop("identity stage", exc, state.settings)
             for event in batch:

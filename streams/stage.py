@@ -38,6 +38,18 @@ applies them to a `PartitionEngine` and hands over rows and absorbs.
 Both keep their state as key-value pairs for a changelog (`state_changes`,
 `restore`), with the input offset it reflects: a message at or below it is
 skipped when read again.
+
+**What the identity stage sends is saved before it is sent.** `seal` packs a
+batch's commands (per journeys partition) and identity links (per rows
+partition) into numbered messages: the *outbox*, saved with the state; the
+worker sends the outbox only once the save is acknowledged, and a stage
+restored with an outbox sends it again first. A journey stage applies a
+numbered message once (it keeps the last number applied, in its state), so a
+crash between the save and the sends changes nothing. Without this, a batch
+read again after a crash would be routed again, from older state and in other
+batches: its events, routed twice, would count twice wherever the dedupe
+window no longer holds them (a late event beyond the window, the events of a
+journey released meanwhile).
 """
 
 from __future__ import annotations
@@ -48,9 +60,12 @@ from dataclasses import dataclass
 import orjson
 
 from journeys.schemas.codec import (
+    PACK_BYTES,
     Control,
     Forwarded,
     decode_ordered,
+    encode_row,
+    pack,
     record_from_values,
     record_values,
     unpack,
@@ -58,7 +73,14 @@ from journeys.schemas.codec import (
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
 from journeys.streams.engine import EngineConfig, IdentityRouter, PartitionEngine, Sequencer
-from journeys.streams.engine.commands import Command, from_wire
+from journeys.streams.engine.commands import (
+    MARK,
+    Command,
+    from_wire,
+    mark,
+    partition_of,
+    to_wire,
+)
 
 _NEVER = -(2**62)
 #: The stage's own meta key, saved last: the changelog's commit key.
@@ -66,6 +88,20 @@ STAGE_META = b"m:stage"
 #: The reorder buffer is saved in pieces of about this size (`_BUFFER` + number).
 _BUFFER_PIECE = 256 * 1024
 _BUFFER = b"m:buffer:"
+#: The outbox, a message per key (`_OUTBOX` + number): topic letter, partition, message.
+_OUTBOX = b"m:outbox:"
+#: Packs of the outbox leave room for their number.
+_SEALED_BYTES = PACK_BYTES - 64
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A message of the identity stage's outbox: for partition `partition` of the
+    journeys topic (`journeys`) or of the rows topic."""
+
+    journeys: bool
+    partition: int
+    value: bytes
 
 
 @dataclass
@@ -99,6 +135,11 @@ class IdentityStage:
         #: A drain was asked for and has not come back through the topic yet.
         self.drain_requested = False
         self._pieces = 0
+        #: Messages to journey partitions numbered so far (see `seal`).
+        self.sealed = 0
+        #: The last batch's messages, saved before they are sent.
+        self.outbox: list[Sealed] = []
+        self._outboxed = 0
 
     @property
     def clock(self) -> int:
@@ -122,6 +163,13 @@ class IdentityStage:
         for i in range(self._pieces):
             for values in orjson.loads(state[_BUFFER + str(i).encode()]):
                 self.sequencer.push(record_from_values(values))
+        self.sealed = int(meta.get("sealed", 0))
+        self._outboxed = int(meta.get("outbox", 0))
+        self.outbox = []
+        for i in range(self._outboxed):
+            head, value = state[_OUTBOX + str(i).encode()].split(b"\n", 1)
+            letter, partition = head.split(b" ")
+            self.outbox.append(Sealed(letter == b"j", int(partition), value))
 
     # ------------------------------------------------------------------ input
 
@@ -210,10 +258,33 @@ class IdentityStage:
             return False
         return bool(len(self.sequencer)) or self.router.clock < self.max_ts
 
+    def seal(self, commands: list[tuple[int, Command]], links: list[IdentityLink]) -> list[Sealed]:
+        """A batch's output as the messages to send, kept as the outbox until the next
+        batch: commands packed per journeys partition, each message numbered (`MARK`),
+        and links packed per rows partition (by account, like the journey stage's rows)."""
+        outbox: list[Sealed] = []
+        journeys = self.router.partitions
+        by_partition: dict[int, list[bytes]] = {}
+        for partition, command in commands:
+            by_partition.setdefault(partition, []).append(to_wire(command))
+        for partition, items in sorted(by_partition.items()):
+            for message in pack(items, _SEALED_BYTES):
+                self.sealed += 1
+                numbered = b"[" + mark(self.sealed) + b"," + message[1:]
+                outbox.append(Sealed(True, partition, numbered))
+        rows: dict[int, list[bytes]] = {}
+        for link in links:
+            rows.setdefault(partition_of(link.account_id, journeys), []).append(encode_row(link))
+        for partition, items in sorted(rows.items()):
+            outbox += [Sealed(False, partition, message) for message in pack(items)]
+        self.outbox = outbox
+        return outbox
+
     # ------------------------------------------------------------------ state
 
     def state_changes(self) -> dict[bytes, bytes | None]:
-        """The router's changes and the stage's position (with its reorder buffer)."""
+        """The router's changes and the stage's position (with its reorder buffer and
+        outbox)."""
         changes = self.router.changes()
         buffered = sorted(
             (item[3] for item in self.sequencer._heap),  # noqa: SLF001 (the stage owns it)
@@ -235,6 +306,12 @@ class IdentityStage:
         for i in range(len(pieces), self._pieces):
             changes[_BUFFER + str(i).encode()] = None
         self._pieces = len(pieces)
+        for i, sealed in enumerate(self.outbox):
+            head = b"%s %d\n" % (b"j" if sealed.journeys else b"r", sealed.partition)
+            changes[_OUTBOX + str(i).encode()] = head + sealed.value
+        for i in range(len(self.outbox), self._outboxed):
+            changes[_OUTBOX + str(i).encode()] = None
+        self._outboxed = len(self.outbox)
         meta = {
             "offset": self.offset,
             "partitions": self.partitions,
@@ -244,6 +321,8 @@ class IdentityStage:
             "max_ts": self.max_ts,
             "released": list(self.sequencer.released),
             "pieces": self._pieces,
+            "sealed": self.sealed,
+            "outbox": self._outboxed,
         }
         changes[STAGE_META] = orjson.dumps(meta)
         return changes
@@ -258,6 +337,10 @@ class JourneyStage:
         self.engine = PartitionEngine(config, partition, partitions)
         self.offset = -1
         self.commands = 0
+        #: The number of the last identity stage message applied (see `IdentityStage.seal`).
+        self.marked = 0
+        #: Identity stage messages read again and skipped.
+        self.resent = 0
 
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Continue from saved state (or start empty)."""
@@ -265,7 +348,9 @@ class JourneyStage:
         self.engine = PartitionEngine.restore(
             self._config, state, engine.partition, engine.partitions
         )
-        self.offset = int(orjson.loads(state.get(STAGE_META, b"{}")).get("offset", -1))
+        meta = orjson.loads(state.get(STAGE_META, b"{}"))
+        self.offset = int(meta.get("offset", -1))
+        self.marked = int(meta.get("marked", 0))
 
     def handle(
         self, messages: Iterable[tuple[int, bytes]]
@@ -276,7 +361,15 @@ class JourneyStage:
             if offset <= self.offset:
                 continue  # already reflected in the saved state
             self.offset = offset
-            for body in unpack(value):
+            bodies = unpack(value)
+            if bodies and bodies[0][0] == MARK:
+                number = bodies[0][1]
+                if number <= self.marked:
+                    self.resent += 1  # sent again by an identity stage restored from its save
+                    continue
+                self.marked = number
+                bodies = bodies[1:]
+            for body in bodies:
                 engine.apply(from_wire(body))
                 self.commands += 1
         return engine.take(), engine.take_outbox()
@@ -284,5 +377,5 @@ class JourneyStage:
     def state_changes(self) -> dict[bytes, bytes | None]:
         """The engine's changes and the input offset they reflect."""
         changes = self.engine.changes()
-        changes[STAGE_META] = orjson.dumps({"offset": self.offset})
+        changes[STAGE_META] = orjson.dumps({"offset": self.offset, "marked": self.marked})
         return changes

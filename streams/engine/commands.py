@@ -13,6 +13,9 @@ fields (`schemas.codec.record_values`).
     Forget   ["f", seq, key]                                router -> key's partition
     Contacts ["c", seq, key, contacts]                      router -> key's partition
     Advance  ["t", seq, ts]                                 router -> every partition
+
+A message of the identity stage starts with its number, `["n", number]` (`mark`), so
+a journey partition applies a message sent again once (see `journeys.streams.stage`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ import orjson
 from journeys.schemas.codec import record_from_values, record_values
 from journeys.schemas.record import EventRecord
 from journeys.streams.engine.state import Holder
+
+#: The first item of a numbered message.
+MARK = "n"
+
+
+def mark(number: int) -> bytes:
+    """The item that numbers a message of the identity stage."""
+    return b'["n",%d]' % number
 
 
 def partition_of(key: str, partitions: int) -> int:

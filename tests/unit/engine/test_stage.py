@@ -19,13 +19,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json, pack
+from journeys.schemas.codec import (
+    DRAIN_JSON,
+    decode_rows,
+    forwarded_json,
+    idle_json,
+    pack,
+    unpack,
+)
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import EngineConfig, load_rules
-from journeys.streams.engine.commands import Absorb, Advance, Command, Route, partition_of, to_wire
-from journeys.streams.stage import IdentityStage, JourneyStage
+from journeys.streams.engine.commands import (
+    Absorb,
+    Advance,
+    Command,
+    Route,
+    from_wire,
+    partition_of,
+    to_wire,
+)
+from journeys.streams.stage import IdentityStage, JourneyStage, Sealed
 from tests.unit.engine.journey import ev, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 from tests.unit.engine.test_properties import snapshot
@@ -46,11 +61,16 @@ def save(log: Log, changes: dict[bytes, bytes | None]) -> None:
 
 @dataclass(frozen=True)
 class Crash:
-    """A stage stops after reading a batch, with its outputs `sent` or not, before saving;
-    it is read again from `rewind` messages before its saved offset (an older commit)."""
+    """A stage stops after reading a batch, with its outputs `sent` or not; it is read
+    again from `rewind` messages before its saved offset (an older commit).
+
+    A journey stage sends, then saves: it stops before saving. The identity stage saves
+    its outbox, then sends: with `sent` it stops after the save and the first `sending`
+    messages of its outbox (all if None), else before the save."""
 
     sent: bool = True
     rewind: int = 0
+    sending: int | None = None
 
 
 class Pipeline:
@@ -81,6 +101,7 @@ class Pipeline:
     def _identity(self) -> IdentityStage:
         stage = IdentityStage(self.config, self.lateness, self.partitions)
         stage.restore(dict(self.identity_log))
+        self.send_sealed(stage.outbox)  # saved, maybe not sent: sent again
         return stage
 
     def _part(self, partition: int) -> JourneyStage:
@@ -93,7 +114,7 @@ class Pipeline:
         self.ordered += values
 
     def send(self, commands: list[tuple[int, Command]]) -> None:
-        """Commands packed per journeys partition, as the worker sends them."""
+        """Absorbs packed per journeys partition, as the worker sends them."""
         self.sent += commands
         by_partition: dict[int, list[bytes]] = {}
         for partition, command in commands:
@@ -101,26 +122,33 @@ class Pipeline:
         for partition, items in sorted(by_partition.items()):
             self.journeys[partition] += pack(items)
 
+    def send_sealed(self, outbox: list[Sealed]) -> None:
+        """The identity stage's messages, as the worker sends them."""
+        for sealed in outbox:
+            if sealed.journeys:
+                self.journeys[sealed.partition].append(sealed.value)
+                self.sent += [(sealed.partition, from_wire(b)) for b in unpack(sealed.value)[1:]]
+            else:
+                self.out.links.extend(decode_rows(sealed.value))  # type: ignore[arg-type]
+
     def step_identity(self, batch: int = 1, crash: Crash | None = None) -> bool:
         """Read up to `batch` messages of the ordered topic; False if there were none."""
         start = self.read
         messages = list(enumerate(self.ordered))[start : start + batch]
         if not messages:
             return False
-        commands, links = self.identity.handle(messages)
+        outbox = self.identity.seal(*self.identity.handle(messages))
         self.read += len(messages)
         if crash is None or crash.sent:
-            self.send(commands)
-            self.out.links.extend(links)
+            save(self.identity_log, self.identity.state_changes())
+            self.send_sealed(outbox if crash is None else outbox[: crash.sending])
         if crash is not None:
             self.crashes += 1
             self.identity = self._identity()
             self.read = max(0, self.identity.offset + 1 - crash.rewind)
-        else:
-            save(self.identity_log, self.identity.state_changes())
-            if self.identity.drain_due():  # the idle watcher asks for a drain
-                self.identity.drain_requested = True
-                self.ordered.append(DRAIN_JSON)
+        if self.identity.drain_due():  # the idle watcher asks for a drain
+            self.identity.drain_requested = True
+            self.ordered.append(DRAIN_JSON)
         return True
 
     def step_journeys(self, partition: int, batch: int = 1, crash: Crash | None = None) -> bool:
@@ -168,7 +196,8 @@ class Pipeline:
             who, batch = rnd.choice(ready), rnd.randint(1, 4)
             stop = None
             if rnd.random() < crash:
-                stop = Crash(sent=rnd.random() < sent, rewind=rnd.randint(0, 3))
+                sending = rnd.choice([None, 0, 1, 2])
+                stop = Crash(rnd.random() < sent, rnd.randint(0, 3), sending)
             if who < 0:
                 self.step_identity(batch, stop)
             else:
@@ -344,9 +373,10 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(sent: bool) -> None:
     pipeline = Pipeline(3)
     pipeline.feed([*messages(history(), 3), *idle(3)])
     pipeline.step_identity(batch=4)
-    saved = pipeline.identity.offset
-    pipeline.step_identity(2, Crash(sent, rewind=2))  # 4..5 never saved
-    assert pipeline.identity.offset == saved == 3 and pipeline.read == 2
+    assert pipeline.identity.offset == 3
+    pipeline.step_identity(2, Crash(sent, rewind=2))  # 4..5 saved and sent, or neither
+    saved = 5 if sent else 3
+    assert pipeline.identity.offset == saved and pipeline.read == saved - 1
     for p in range(3):
         pipeline.step_journeys(p, 5, Crash(sent, rewind=1))
     pipeline.settle()
@@ -382,6 +412,28 @@ def test_an_absorb_sent_again_after_a_crash_is_folded_in_once() -> None:
     assert [c.loser for c in absorbs] == [VISITOR, VISITOR]
     pipeline.settle()
     assert view(final_tables(pipeline.out)) == expected(events)
+
+
+@pytest.mark.parametrize("sending", [None, 0], ids=["sent", "not-sent"])
+def test_an_identity_crash_after_its_save_sends_the_batch_again_and_it_counts_once(
+    sending: int | None,
+) -> None:
+    """The identity stage saves a batch with its outbox, sends it or not, and crashes.
+    Restored, it sends the outbox again: a journey partition applies each message once,
+    even an event older than the dedupe window (a nightly export)."""
+    events = [ev("page_view", 24 * day, account_id="acme") for day in range(11)]
+    late = ev("pricing_view", 12, account_id="acme")  # 9 days behind: beyond the window
+    pipeline = Pipeline(2)
+    pipeline.feed([forwarded_json(e, 0, 1, i) for i, e in enumerate(events)])
+    pipeline.settle(batch=50)
+    pipeline.feed([forwarded_json(late, 0, 1, len(events))])
+    pipeline.step_identity(1, Crash(sent=True, sending=sending))
+    pipeline.feed(idle(1))
+    pipeline.settle(batch=50)
+    assert sum(part.resent for part in pipeline.parts) == (1 if sending is None else 0)
+    tables = final_tables(pipeline.out)
+    assert tables.journeys["acme"].events == len(events) + 1
+    assert view(tables) == expected([*events, late])
 
 
 def test_a_release_sent_again_after_an_identity_crash_loses_nothing() -> None:
