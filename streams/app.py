@@ -223,15 +223,15 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                     by_partition.setdefault(event.message.partition, []).append(event)
                 opened = {}
                 sends: list[Any] = []
+                missing = [p for p in sorted(by_partition) if p not in state.journeys]
+                loaded = await asyncio.gather(*(journeys_log.load(p) for p in missing))
+                for partition, saved in zip(missing, loaded, strict=True):
+                    stage = JourneyStage(config, partition, partitions)
+                    stage.restore(saved)
+                    state.journeys[partition] = stage
+                    log.info("journey partition %d opened at offset %s", partition, stage.offset)
                 for partition, items in sorted(by_partition.items()):
-                    stage = state.journeys.get(partition)
-                    if stage is None:
-                        stage = JourneyStage(config, partition, partitions)
-                        stage.restore(await journeys_log.load(partition))
-                        state.journeys[partition] = stage
-                        log.info(
-                            "journey partition %d opened at offset %s", partition, stage.offset
-                        )
+                    stage = state.journeys[partition]
                     opened[partition] = stage
                     out, absorbs = stage.handle((e.message.offset, e.value) for e in items)
                     sends += await _publish(out, rows, batches, names, partitions, partition)
