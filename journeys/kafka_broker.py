@@ -293,12 +293,22 @@ def stop_broker(settings: Settings, timeout: float = 30.0) -> bool:
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid(data) is not None:
+        _reap(pid)
         time.sleep(0.2)
     if _pid(data) is not None:
         os.killpg(pid, signal.SIGKILL)
         time.sleep(0.5)
     (data / "broker.pid").unlink(missing_ok=True)
     return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the broker's exit status if this process started it (`journeys demo`):
+    until then it stays a zombie, which still answers `kill(pid, 0)`."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # started by another process: init reaps it
+        pass
 
 
 def broker_status(settings: Settings) -> tuple[bool, int | None]:
