@@ -61,12 +61,28 @@ def demo(
     started = time.monotonic()
     lines = list(simulate(accounts=accounts, days=days, seed=seed))
     click.echo(f"simulated {len(lines):,} events of {accounts} accounts over {days} days", err=True)
-    if via_kafka:
-        _through_kafka(lines, settings, workers)
-    else:
+    if not via_kafka:
         _through_replay(lines, settings)
-    click.echo(f"done in {time.monotonic() - started:.1f}s\n", err=True)
-    _report(settings)
+        click.echo(f"done in {time.monotonic() - started:.1f}s\n", err=True)
+        _report(settings)
+        return
+    from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
+
+    started_broker = not broker_running(settings)
+    try:
+        ensure_broker(settings)
+    except JourneysError as exc:
+        raise click.ClickException(
+            f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)"
+        ) from exc
+    try:
+        _stream(lines, settings, workers)
+        click.echo(f"done in {time.monotonic() - started:.1f}s\n", err=True)
+        _report(settings)
+    finally:
+        if started_broker:
+            # Its data lives under the demo directory, which the next demo replaces.
+            stop_broker(settings)
 
 
 def _through_replay(lines: list[bytes], settings: Settings) -> None:
@@ -86,24 +102,6 @@ def _expected_events(lines: list[bytes]) -> int:
         except InvalidEvent:
             pass
     return len(ids)
-
-
-def _through_kafka(lines: list[bytes], settings: Settings, workers: int) -> None:
-    from journeys.kafka_broker import broker_running, ensure_broker, stop_broker
-
-    started_broker = not broker_running(settings)
-    try:
-        ensure_broker(settings)
-    except JourneysError as exc:
-        raise click.ClickException(
-            f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)"
-        ) from exc
-    try:
-        _stream(lines, settings, workers)
-    finally:
-        if started_broker:
-            # Its data lives under the demo directory, which the next demo replaces.
-            stop_broker(settings)
 
 
 def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
@@ -162,7 +160,7 @@ def _wait_until_settled(
                 err=True,
                 nl=False,
             )
-        if stored >= expected and time.monotonic() - last_change > 4:
+        if stored >= expected and (time.monotonic() - last_change > 4 or _drained(settings)):
             break
         if time.monotonic() - last_change > 120:
             raise click.ClickException(
@@ -171,6 +169,53 @@ def _wait_until_settled(
         time.sleep(0.5)
     if sys.stderr.isatty():
         click.echo("", err=True)
+
+
+def _drained(settings: Settings) -> bool:
+    """Whether nothing is left on its way to ClickHouse: the identity stage's last input is
+    its drain (every event released, event time at the last one), and every consumer group
+    of the demo's topics (the workers' and the sink's) has committed all it reads."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from journeys.producers.kafka import new_admin
+    from journeys.schemas.codec import DRAIN_JSON
+
+    admin = new_admin(settings)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        ordered = TopicPartition(settings.topic("internal.ordered"), 0)
+        end = consumer.end_offsets([ordered])[ordered]
+        if end == 0:
+            return False
+        consumer.assign([ordered])
+        consumer.seek(ordered, end - 1)
+        polled = consumer.poll(timeout_ms=2000)
+        last = [m.value for messages in polled.values() for m in messages]
+        if not last or last[-1] != DRAIN_JSON:
+            return False
+        groups = [
+            g["group_id"]
+            for g in admin.list_groups()
+            if g["group_id"].startswith(settings.topic_prefix)
+        ]
+        if len(groups) < 2:
+            return False
+        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
+            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+            tps = [
+                TopicPartition(topic, p)
+                for topic in {tp.topic for tp in done}
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            ends = consumer.end_offsets(tps)
+            if any(ends[tp] > done.get(tp, 0) for tp in tps):
+                return False
+        return True
+    except Exception:  # Kafka did not answer: the quiet period decides
+        return False
+    finally:
+        consumer.close()
+        admin.close()
 
 
 def _report(settings: Settings) -> None:
