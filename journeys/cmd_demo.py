@@ -75,11 +75,15 @@ def demo(
         raise click.ClickException(
             f"{exc}\n(or run `journeys demo --no-kafka` to replay without Kafka)"
         ) from exc
+    from journeys.processes import wait_processes
+
+    processes: list[Any] = []
     try:
-        _stream(lines, settings, workers)
+        _stream(lines, settings, workers, processes)
         click.echo(f"done in {time.monotonic() - started:.1f}s\n", err=True)
-        _report(settings)
+        _report(settings)  # while the workers shut down
     finally:
+        wait_processes(processes)
         if started_broker:
             # Its data lives under the demo directory, which the next demo replaces.
             stop_broker(settings)
@@ -104,8 +108,10 @@ def _expected_events(lines: list[bytes]) -> int:
     return len(ids)
 
 
-def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
-    from journeys.processes import settings_env, start_processes, stop_processes
+def _stream(lines: list[bytes], settings: Settings, workers: int, processes: list[Any]) -> None:
+    """Produce, then run the workers (added to `processes`, asked to stop on the way out) and
+    a sink in this process until everything is stored."""
+    from journeys.processes import settings_env, start_processes, terminate_processes
     from journeys.producers.client import EventProducer
     from journeys.producers.topics import ensure_pipeline_topics
     from journeys.sinks.clickhouse.writer import ClickHouseSink
@@ -126,13 +132,13 @@ def _stream(lines: list[bytes], settings: Settings, workers: int) -> None:
     topic_sink.setup()
     thread = threading.Thread(target=topic_sink.run, name="sink", daemon=True)
     thread.start()
-    processes = start_processes(
+    processes += start_processes(
         workers, {**settings_env(settings), "JOURNEYS_IDLE_AFTER": "1"}, with_sink=False
     )
     try:
         _wait_until_settled(writer, settings, expected, processes)
     finally:
-        stop_processes(processes)
+        terminate_processes(processes)
         topic_sink.stop()
         thread.join(timeout=30)
 

@@ -232,9 +232,19 @@ def supervise(
 
 def stop_processes(processes: list[Child], timeout: float = 20.0) -> None:
     """SIGTERM every process, then SIGKILL what is left after `timeout`."""
+    terminate_processes(processes)
+    wait_processes(processes, timeout)
+
+
+def terminate_processes(processes: list[Child]) -> None:
+    """SIGTERM every process still running; `wait_processes` waits for them."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+
+
+def wait_processes(processes: list[Child], timeout: float = 20.0) -> None:
+    """Wait for processes asked to stop; SIGKILL what is left after `timeout`."""
     deadline = time.monotonic() + timeout
     for process in processes:
         try:
