@@ -216,7 +216,10 @@ class Phases:
         if b.cart_start is not None and (f.cart_start is None or b.cart_last > f.cart_last):
             f.cart_start, f.cart_event, f.cart_last = b.cart_start, b.cart_event, b.cart_last
             f.cart_armed, f.cart_alerted = b.cart_armed, b.cart_alerted
-        if b.deal_open is not None and (f.deal_open is None or b.deal_open < f.deal_open):
+        if b.deal_open is not None and (
+            f.deal_open is None
+            or (b.deal_open, b.deal_event or "") < (f.deal_open, f.deal_event or "")
+        ):
             f.deal_open, f.deal_event, f.stalls = b.deal_open, b.deal_event, b.stalls
             f.stall_alerted, f.stall_skip = b.stall_alerted, b.stall_skip
         if b.alerts:

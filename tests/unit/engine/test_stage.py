@@ -11,6 +11,7 @@ restores a fresh stage from that dict and reads its input again from an earlier 
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -535,3 +536,26 @@ def test_any_schedule_of_batches_and_crashes_gives_the_replayed_tables(
     """Within the window, any arrival, batching and crash points (before or after the
     outputs were sent) give the replayed tables."""
     check_schedule(events, seed, partitions, sources, 0.5, **SHORT)
+
+
+def test_deals_opened_at_the_same_moment_stall_under_one_id_in_any_arrival_order() -> None:
+    """Two journeys open a deal at the same millisecond and merge two weeks later: the
+    merged journey keeps the deal of the earlier event (by id), as replay's one fold does,
+    whichever journey wins the merge; its stalled-deal alert has replay's id."""
+    events = [
+        ev("demo", 0, event_id="e1", email="boss@acme.nl"),
+        ev("demo", 0, event_id="e2", contact_id="ca", account_id="erp-a"),
+        ev("page_view", 0, event_id="e3", email="boss@acme.nl", dmu_role="buyer"),
+        ev("page_view", 336.25, event_id="e4", contact_id="ca", email="jan@acme.nl"),
+    ]
+    want = expected(events)
+    assert any(kind == "deal_stalled" for kind, *_ in _alert_kinds(want))
+    for order in itertools.permutations(events):
+        pipeline = Pipeline(3)
+        pipeline.feed([*[forwarded_json(e, 0, 1, i) for i, e in enumerate(order)], *idle(1)])
+        pipeline.settle(batch=1)
+        assert view(final_tables(pipeline.out)) == want, [e.event_id for e in order]
+
+
+def _alert_kinds(tables: dict[str, dict[Any, Any]]) -> list[tuple[str, ...]]:
+    return [(str(getattr(alert, "kind", "")),) for alert in tables["alerts"].values()]
