@@ -802,6 +802,8 @@ class PartitionEngine:
                 engine.expected[key] = (winner, at)
             elif prefix == _ABSORBED:
                 engine.absorbed[key] = orjson.loads(value)
+                # Its absorb arrived: an `expect` read again after a restart waits for nothing.
+                engine._arrived.add(key.split(_SEPARATOR, 1)[0])
             elif name == META:
                 meta = orjson.loads(value)
         engine.clock = int(meta.get("clock", 0))

@@ -13,9 +13,16 @@ from hypothesis import strategies as st
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
-from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
-from journeys.streams.engine.commands import Absorb, Command, from_wire, partition_of, to_wire
-from tests.unit.engine.journey import ev, run, view
+from journeys.streams.engine import EngineConfig, JourneyEngine, PartitionEngine, load_rules
+from journeys.streams.engine.commands import (
+    Absorb,
+    Command,
+    Expect,
+    from_wire,
+    partition_of,
+    to_wire,
+)
+from tests.unit.engine.journey import ev, ms, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
 
 
@@ -153,3 +160,21 @@ def test_an_absorb_sent_again_after_its_winner_merged_on_is_not_folded_in_twice(
     tables = final_tables(engine.take())
     assert tables.journeys["erp-2"].events == len(events)
     assert view(tables) == view(run(events)[0])
+
+
+def test_an_expect_read_again_after_a_restart_does_not_wait_for_an_absorbed_loser() -> None:
+    """A partition absorbed `?a:v` and restarts from its changelog; the `expect` for it,
+    read again from the input its saved state does not reflect, must not hold the
+    partition's window back (its absorb will not come again)."""
+    engine = Recording(EngineConfig(rules=load_rules()), 3)
+    for event in [
+        ev("page_view", 0, anonymous_id="v"),
+        ev("signup", 2, anonymous_id="v", email="jan@acme.nl"),
+    ]:
+        engine.process(event)
+    part = engine.parts[partition_of("acme.nl", 3)]
+    assert not part.expected
+    state = {k: v for k, v in part.changes().items() if v is not None}
+    restored = PartitionEngine.restore(part.config, state, part.partition, 3)
+    restored.apply(Expect(restored.seq + 1, "?a:v", "acme.nl", ms(2)))
+    assert restored.expected == {}
