@@ -82,7 +82,11 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
     app = create_app(settings, ensure_pipeline_topics(settings), idle_after=idle_after)
     state = app.journeys_state  # type: ignore[attr-defined]
     serve(worker_registry(state), state, settings.metrics_port)
-    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # Faust's start-up spinner writes terminal codes (hide and show the cursor) even when
+    # the output is a log file or the terminal `journeys demo` prints its report to.
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 def run_sink(settings: Settings) -> None:

@@ -27,7 +27,8 @@ def demo(kafka_bootstrap: str, data: Path, *flags: str) -> str:
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    stored = re.search(r"stored: [^\n]*", result.stdout)
+    assert "\x1b[" not in result.stdout, "terminal codes in the output"
+    stored = re.search(r"^stored: .*$", result.stdout, re.MULTILINE)
     assert stored is not None, result.stdout[-3000:]
     return stored.group(0)
 
