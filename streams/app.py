@@ -57,7 +57,7 @@ from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
 from journeys.streams.changelog import Batches, Changelog
 from journeys.streams.config import engine_config
-from journeys.streams.engine.commands import Command, partition_of, to_wire
+from journeys.streams.engine.commands import Command, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
 from journeys.streams.metrics import report
 from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage, Sealed
@@ -234,7 +234,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                     stage = state.journeys[partition]
                     opened[partition] = stage
                     out, absorbs = stage.handle((e.message.offset, e.value) for e in items)
-                    sends += await _publish(out, rows, batches, names, partitions, partition)
+                    sends += await _publish(out, rows, batches, names, partition)
                     sends += await send_commands(absorbs)
                 await deliver(sends)
                 kept = [p for p, stage in opened.items() if state.journeys.get(p) is stage]
@@ -314,29 +314,18 @@ async def _publish(
     rows: Any,
     batches: Batches,
     names: Topics,
-    partitions: int,
-    partition: int | None = None,
+    partition: int,
 ) -> list[Any]:
-    """Send rows to the rows topic, packed (to `partition`, else by account), and the public
-    transitions and alerts, one message each, keyed by account. Returns the sends' futures,
-    to be awaited before anything is acknowledged."""
+    """Send a journey partition's rows to its partition of the rows topic, packed, and the
+    public transitions and alerts, one message each, keyed by account. Returns the sends'
+    futures, to be awaited before anything is acknowledged. (The identity stage's links
+    travel in its outbox: `IdentityStage.seal`.)"""
     encoded = [encode_row(row) for row in out.events]
     encoded += [encode_row(row) for row in out.transitions]
     encoded += [encode_row(row) for row in out.journeys]
     encoded += [encode_row(row) for row in out.alerts]
-    sends = []
-    if partition is None:
-        by_partition: dict[int, list[bytes]] = {}
-        for link in out.links:
-            target = partition_of(link.account_id, partitions)
-            by_partition.setdefault(target, []).append(encode_row(link))
-        for target, items in sorted(by_partition.items()):
-            sends += [await rows.send(value=m, partition=target) for m in pack(items)]
-    else:
-        encoded += [encode_row(row) for row in out.links]
-    if encoded:
-        target = partition or 0
-        sends += [await rows.send(value=message, partition=target) for message in pack(encoded)]
+    encoded += [encode_row(row) for row in out.links]
+    sends = [await rows.send(value=message, partition=partition) for message in pack(encoded)]
     if out.transitions:
         public = [(t.account_id.encode(), transition_json(t)) for t in out.transitions]
         sends += await batches.send_keyed(names.transitions, public)

@@ -245,7 +245,7 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
                 result.events += len(out.events)
                 result.rows += len(out)
                 result.absorbs += len(absorbs)
-                sends += await _publish(out, rows, batches, names, total, tp.partition)
+                sends += await _publish(out, rows, batches, names, tp.partition)
                 for partition, message in encode_commands(absorbs):
                     sends.append(await journeys.send(value=message, partition=partition))
                 if messages[-1].offset + 1 >= end[tp.partition]:
