@@ -183,10 +183,9 @@ def _drained(settings: Settings) -> bool:
     of the demo's topics (the workers' and the sink's) has committed all it reads."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from journeys.producers.kafka import new_admin
+    from journeys.producers.kafka import uncommitted
     from journeys.schemas.codec import DRAIN_JSON
 
-    admin = new_admin(settings)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     try:
         ordered = TopicPartition(settings.topic("internal.ordered"), 0)
@@ -199,29 +198,12 @@ def _drained(settings: Settings) -> bool:
         last = [m.value for messages in polled.values() for m in messages]
         if not last or last[-1] != DRAIN_JSON:
             return False
-        groups = [
-            g["group_id"]
-            for g in admin.list_groups()
-            if g["group_id"].startswith(settings.topic_prefix)
-        ]
-        if len(groups) < 2:
-            return False
-        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
-            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-            tps = [
-                TopicPartition(topic, p)
-                for topic in {tp.topic for tp in done}
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            ends = consumer.end_offsets(tps)
-            if any(ends[tp] > done.get(tp, 0) for tp in tps):
-                return False
-        return True
+        groups, behind = uncommitted(settings)
+        return groups >= 2 and behind == 0
     except Exception:  # Kafka did not answer: the quiet period decides
         return False
     finally:
         consumer.close()
-        admin.close()
 
 
 def _report(settings: Settings) -> None:

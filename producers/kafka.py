@@ -178,3 +178,32 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": 1,
         "topic_partitions": settings.topic_partitions,
     }
+
+
+def uncommitted(settings: Settings) -> tuple[int, int]:
+    """(consumer groups of the settings' topic prefix, messages they have not committed yet
+    over every partition of every topic they committed anything on)."""
+    from kafka import TopicPartition
+
+    admin = new_admin(settings)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        groups = [
+            g["group_id"]
+            for g in admin.list_groups()
+            if g["group_id"].startswith(settings.topic_prefix)
+        ]
+        behind = 0
+        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
+            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+            tps = [
+                TopicPartition(topic, p)
+                for topic in {tp.topic for tp in done}
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            ends = consumer.end_offsets(tps)
+            behind += sum(max(0, ends[tp] - done.get(tp, 0)) for tp in tps)
+        return len(groups), behind
+    finally:
+        consumer.close()
+        admin.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 from journeys.processes import settings_env
 from journeys.producers.client import EventProducer
+from journeys.producers.kafka import uncommitted as kafka_uncommitted
 from journeys.schemas.record import EventRecord
 from journeys.schemas.settings import Settings
 from tests.integration.kafka.deployment import ROOT
@@ -201,30 +202,7 @@ def group_members(settings: Settings) -> dict[str, int]:
 def uncommitted(settings: Settings) -> int:
     """Messages the consumer groups of the topic prefix have not committed yet, over every
     partition of every topic they committed anything on."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    try:
-        groups = [
-            g["group_id"]
-            for g in admin.list_groups()
-            if g["group_id"].startswith(settings.topic_prefix)
-        ]
-        behind = 0
-        for offsets in admin.list_group_offsets(dict.fromkeys(groups)).values():
-            done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-            tps = [
-                TopicPartition(topic, p)
-                for topic in {tp.topic for tp in done}
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            ends = consumer.end_offsets(tps)
-            behind += sum(max(0, ends[tp] - done.get(tp, 0)) for tp in tps)
-        return behind
-    finally:
-        consumer.close()
-        admin.close()
+    return kafka_uncommitted(settings)[1]
 
 
 def behind(settings: Settings) -> int | str:
