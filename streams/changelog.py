@@ -89,17 +89,20 @@ class Batches:
         With `last_alone`, records that take more than one batch keep their last record
         back until Kafka has all the others: no retry can put it before them.
         """
-        if last_alone:
-            items = list(records)
-            chunks = await self._chunks(items)
-            if len(chunks) == 1:
-                return [asyncio.ensure_future(self._deliver(topic, partition, *chunks[0]))]
-            body = await self.send(topic, partition, items[:-1])
-            return [asyncio.ensure_future(self._after(body, topic, partition, items[-1:]))]
-        return [
+        chunks = await self._chunks(records)
+        last: list[tuple[bytes | None, bytes | None]] = []
+        if last_alone and len(chunks) > 1:
+            _, kept = chunks.pop()
+            last = kept[-1:]
+            if len(kept) > 1:  # the rest of the last batch, built again without it
+                chunks.append((None, kept[:-1]))
+        sent: list[Awaitable[Any]] = [
             asyncio.ensure_future(self._deliver(topic, partition, batch, kept))
-            for batch, kept in await self._chunks(records)
+            for batch, kept in chunks
         ]
+        if last:
+            return [asyncio.ensure_future(self._after(sent, topic, partition, last))]
+        return sent
 
     async def _after(
         self,
