@@ -204,12 +204,11 @@ def test_compose_processes_wait_for_migrations_and_share_settings() -> None:
     for name, service in services.items():
         env = as_env(service["environment"])
         assert env["JOURNEYS_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["JOURNEYS_CLICKHOUSE_URL"] == (
-            "http://journeys:${CLICKHOUSE_PASSWORD:-journeys}@clickhouse:8123"
-        )
+        password = clickhouse_env["CLICKHOUSE_PASSWORD"]
+        assert password.startswith("${CLICKHOUSE_PASSWORD:?")
+        assert env["JOURNEYS_CLICKHOUSE_URL"] == f"http://journeys:{password}@clickhouse:8123"
         assert clickhouse_env["CLICKHOUSE_USER"] == "journeys"
-        assert clickhouse_env["CLICKHOUSE_PASSWORD"] == "${CLICKHOUSE_PASSWORD:-journeys}"
-        resolved = {k: v.replace("${CLICKHOUSE_PASSWORD:-journeys}", "pw") for k, v in env.items()}
+        resolved = {k: v.replace(password, "pw") for k, v in env.items()}
         resolved = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in resolved.items()}
         settings = settings_from(resolved)
         assert settings.clickhouse_dsn == "http://journeys:pw@clickhouse:8123"
@@ -221,6 +220,29 @@ def test_compose_processes_wait_for_migrations_and_share_settings() -> None:
     assert collect_env["JOURNEYS_COLLECT_HOST"] == "0.0.0.0"
     assert collect_env["JOURNEYS_COLLECT_PORT"] == "8080"
     assert as_env(services["worker"]["environment"])["JOURNEYS_IDLE_AFTER"] == "2"
+
+
+def test_compose_has_no_default_password_and_publishes_only_the_collector() -> None:
+    spec = compose()
+    text = (DEPLOY / "docker-compose.yml").read_text("utf-8")
+    # Every password and the write keys must be set by the operator: `${X:?...}` stops compose.
+    for name in (
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_GRAFANA_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "JOURNEYS_WRITE_KEYS",
+    ):
+        uses = re.findall(r"\$\{" + name + r"(:?[-?])", text)
+        assert uses and set(uses) == {":?"}, name
+        assert f"{name}=" in (DEPLOY / "compose.env.example").read_text("utf-8")
+    published = {name: service.get("ports", []) for name, service in spec["services"].items()}
+    for name, ports in published.items():
+        for port in ports:
+            if name == "collect":
+                continue
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert {name for name, ports in published.items() if ports} >= {"clickhouse", "grafana"}
+    assert "deploy/.env" in (DEPLOY.parent / ".gitignore").read_text("utf-8")
 
 
 def test_compose_workers_scale_without_volumes() -> None:
