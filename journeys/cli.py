@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -52,8 +53,18 @@ def _register() -> None:
 _register()
 
 
+#: What this process may not give others on the files and folders it creates: the data dir
+#: (embedded ClickHouse, the broker's log, the read endpoint's password) holds emails and
+#: secrets, so everything is created 0600/0700 for the user who runs the pipeline.
+PRIVATE_UMASK = 0o077
+
+
 def run() -> None:
-    """Entry point that turns the project's own errors into a clean message and exit code 1."""
+    """Entry point that turns the project's own errors into a clean message and exit code 1.
+
+    Files and folders it creates (and those of its children: the broker, the workers)
+    are readable by its user only."""
+    os.umask(PRIVATE_UMASK)
     try:
         main(standalone_mode=True)
     except JourneysError as exc:
