@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0005), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0006), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -532,6 +532,78 @@ LEFT JOIN
 WHERE j.phase = 'loyalty'
 ORDER BY account_id;
 
+-- The customer pyramid (Jay Curry; contract section 8): accounts by the last 12 months'
+-- order revenue. "Now" is event time: as_of is the latest occurred_at stored, so a replay
+-- of last year's history reads as it did then.
+--
+-- * revenue: the sum of properties.amount of the account's order_placed events with
+--   occurred_at in [as_of - 365 days, as_of].
+-- * Customers (revenue > 0) ranked by revenue descending, then account_id; of N customers,
+--   top for rank <= ceil(N / 100), big <= ceil(N / 20), medium <= ceil(N / 5), else small
+--   (integer ceilings: 0.05 * 300 in floating point is 15.000000000000002).
+-- * The others: inactive (an order_placed before the period), prospect (phase
+--   consideration or later, in the default phases), else suspect.
+
+CREATE OR REPLACE VIEW journeys.analytics_customer_tiers ON CLUSTER '{cluster}' AS
+WITH (SELECT max(occurred_at) FROM journeys.events_current) AS as_of,
+     as_of - INTERVAL 365 DAY AS since
+SELECT account_id,
+       multiIf(revenue > 0 AND customer_rank <= intDiv(customers + 99, 100), 'top',
+               revenue > 0 AND customer_rank <= intDiv(customers + 19, 20), 'big',
+               revenue > 0 AND customer_rank <= intDiv(customers + 4, 5), 'medium',
+               revenue > 0, 'small',
+               earlier_orders > 0, 'inactive',
+               phase_order >= 2, 'prospect',
+               'suspect') AS tier,
+       revenue,
+       if(revenue > 0, customer_rank, NULL) AS revenue_rank,
+       orders_in_period,
+       phase,
+       as_of
+FROM
+(
+    SELECT j.account_id AS account_id, j.phase AS phase,
+           indexOf(['awareness', 'consideration', 'decision', 'purchase', 'delivery', 'loyalty'],
+                   j.phase) AS phase_order,
+           coalesce(o.revenue, 0) AS revenue,
+           coalesce(o.orders_in_period, 0) AS orders_in_period,
+           coalesce(o.earlier_orders, 0) AS earlier_orders,
+           row_number() OVER (ORDER BY revenue > 0 DESC, revenue DESC, account_id) AS customer_rank,
+           countIf(revenue > 0) OVER () AS customers
+    FROM journeys.journeys_current AS j
+    LEFT JOIN
+    (
+        SELECT account_id,
+               sumIf(JSONExtractFloat(properties, 'amount'),
+                     occurred_at >= since AND occurred_at <= as_of) AS revenue,
+               countIf(occurred_at >= since AND occurred_at <= as_of) AS orders_in_period,
+               countIf(occurred_at < since) AS earlier_orders
+        FROM journeys.events_current
+        WHERE channel = 'order' AND type = 'order_placed' AND account_id != ''
+        GROUP BY account_id
+    ) AS o ON o.account_id = j.account_id
+)
+ORDER BY indexOf(['top', 'big', 'medium', 'small', 'inactive', 'prospect', 'suspect'], tier),
+         revenue DESC, account_id;
+
+-- The pyramid itself: every tier, top first, with its accounts, revenue and share of the
+-- revenue (tiers without accounts show 0, so a chart keeps its shape).
+CREATE OR REPLACE VIEW journeys.analytics_customer_pyramid ON CLUSTER '{cluster}' AS
+WITH ['top', 'big', 'medium', 'small', 'inactive', 'prospect', 'suspect'] AS tiers
+SELECT tiers[i] AS tier, i AS tier_order,
+       coalesce(t.accounts, 0) AS accounts,
+       coalesce(t.revenue, 0) AS revenue,
+       if(sum(coalesce(t.revenue, 0)) OVER () = 0, 0,
+          coalesce(t.revenue, 0) / sum(coalesce(t.revenue, 0)) OVER ()) AS revenue_share
+FROM (SELECT arrayJoin(arrayEnumerate(tiers)) AS i) AS n
+LEFT JOIN
+(
+    SELECT tier, count() AS accounts, sum(revenue) AS revenue
+    FROM journeys.analytics_customer_tiers
+    GROUP BY tier
+) AS t ON t.tier = tiers[n.i]
+ORDER BY tier_order;
+
 -- `journeys migrate` and the sink's own migration step read which migrations a database
 -- has: this schema is every migration's, so record them all, once, on a table every node
 -- replicates (one Keeper path for all shards).
@@ -545,4 +617,5 @@ ORDER BY name;
 
 INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
-       ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at');
+       ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at'),
+       ('0006_customer_pyramid');

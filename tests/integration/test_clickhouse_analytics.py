@@ -494,3 +494,112 @@ def test_a_supplier_action_does_not_engage_a_role(
         f"SELECT account_id, days_in_decision FROM {ch_database}.analytics_decision_without_decider"
     ).result_rows
     assert missing == [("acme", pytest.approx(2 / 24))]
+
+
+# ---------------------------------------------------------------- the customer pyramid
+
+TIERS = ["top", "big", "medium", "small", "inactive", "prospect", "suspect"]
+
+
+def expected_tiers(ref: FinalTables) -> dict[str, tuple[str, float]]:
+    """Each account's tier and revenue, worked out from the contract's words."""
+    as_of = max(r.record.ts for r in ref.events.values())
+    since = as_of - 365 * DAY
+    revenue: dict[str, float] = defaultdict(float)
+    earlier: set[str] = set()
+    for row in ref.events.values():
+        if (row.record.channel, row.record.type) != ("order", "order_placed"):
+            continue
+        if not row.account_id:
+            continue
+        if row.record.ts < since:
+            earlier.add(row.account_id)
+        elif row.record.ts <= as_of:
+            amount = orjson.loads(row.record.properties).get("amount", 0)
+            revenue[row.account_id] += float(amount) if isinstance(amount, int | float) else 0.0
+    customers = sorted((a for a in ref.journeys if revenue[a] > 0), key=lambda a: (-revenue[a], a))
+    n = len(customers)
+    tiers: dict[str, tuple[str, float]] = {}
+    for rank, account in enumerate(customers, start=1):
+        if rank <= -(-n // 100):
+            tier = "top"
+        elif rank <= -(-n // 20):
+            tier = "big"
+        elif rank <= -(-n // 5):
+            tier = "medium"
+        else:
+            tier = "small"
+        tiers[account] = (tier, revenue[account])
+    for account, journey in ref.journeys.items():
+        if account in tiers:
+            continue
+        if account in earlier:
+            tier = "inactive"
+        elif order(journey.phase) >= 2:
+            tier = "prospect"
+        else:
+            tier = "suspect"
+        tiers[account] = (tier, revenue[account])
+    return tiers
+
+
+def test_customer_tiers_rank_accounts_by_last_years_revenue(world: World) -> None:
+    expected = expected_tiers(world.ref)
+    got = {
+        account: (tier, revenue)
+        for account, tier, revenue in world.view(
+            "SELECT account_id, tier, revenue FROM {db}.analytics_customer_tiers"
+        )
+    }
+    assert set(got) == set(expected)
+    for account, (tier, revenue) in expected.items():
+        assert got[account][0] == tier, account
+        assert got[account][1] == approx(revenue), account
+    present = Counter(tier for tier, _ in expected.values())
+    assert {"top", "big", "medium", "small", "prospect", "suspect"} <= set(present)
+
+
+def test_customer_pyramid_counts_every_tier_top_first(world: World) -> None:
+    expected = expected_tiers(world.ref)
+    total = sum(revenue for _, revenue in expected.values())
+    rows = world.view(
+        "SELECT tier, tier_order, accounts, revenue, revenue_share "
+        "FROM {db}.analytics_customer_pyramid"
+    )
+    assert [r[0] for r in rows] == TIERS
+    for tier, position, accounts, revenue, share in rows:
+        mine = [r for t, r in expected.values() if t == tier]
+        assert (position, accounts) == (TIERS.index(tier) + 1, len(mine))
+        assert revenue == approx(sum(mine))
+        assert share == approx(sum(mine) / total)
+
+
+def test_customer_tiers_at_the_boundaries(
+    ch_sink: Callable[[str], ClickHouseSink], ch_database: str
+) -> None:
+    """300 customers: ceil(1%) = 3 top, ceil(5%) = 15, ceil(20%) = 60 (not 16 or 61 from
+    floating point); an order 366 days before the latest event makes an account inactive."""
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+    def line(n: int, account: str, channel: str, type_: str, at: float, **props: Any) -> bytes:
+        moment = datetime.fromtimestamp(start + at, tz=UTC).isoformat()
+        event = {"event_id": f"b{n}", "channel": channel, "type": type_, "occurred_at": moment}
+        return orjson.dumps({**event, "account_id": account, "properties": props})
+
+    lines = [
+        line(n, f"c{n:03d}", "order", "order_placed", n, amount=float(1000 - n)) for n in range(300)
+    ]
+    lines.append(line(300, "old", "order", "order_placed", 299 - 366 * 86400, amount=5.0))
+    lines.append(line(301, "looker", "web", "pricing_view", 0))
+    lines.append(line(302, "reader", "web", "page_view", 0))
+    sink = ch_sink(ch_database)
+    replay([(f"b:{n}", raw) for n, raw in enumerate(lines)], sink, EngineConfig.default(), 0)
+    rows = sink.client.query(
+        f"SELECT account_id, tier FROM {ch_database}.analytics_customer_tiers"
+    ).result_rows
+    tiers = dict(rows)
+    counts = Counter(tiers.values())
+    assert (counts["top"], counts["big"], counts["medium"], counts["small"]) == (3, 12, 45, 240)
+    assert [tiers[f"c{n:03d}"] for n in (0, 2, 3, 14)] == ["top", "top", "big", "big"]
+    assert [tiers[f"c{n:03d}"] for n in (15, 59, 60)] == ["medium", "medium", "small"]
+    assert (tiers["old"], tiers["looker"], tiers["reader"]) == ("inactive", "prospect", "suspect")

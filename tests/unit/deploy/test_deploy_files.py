@@ -53,6 +53,8 @@ ANALYTICS_VIEWS = {
     "analytics_decision_without_decider",
     "analytics_open_alerts",
     "analytics_repeat_orders",
+    "analytics_customer_tiers",
+    "analytics_customer_pyramid",
 }
 
 
