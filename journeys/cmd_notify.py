@@ -14,6 +14,7 @@ NOTIFY_SETTINGS = (
     "alert_webhook_secret",
     "alert_retry_max",
     "alert_give_up_after",
+    "alert_allow_private",
 )
 
 
@@ -27,14 +28,23 @@ def notify(settings: Settings) -> None:
     \b
       --alert-webhooks "cart_abandoned=https://crm.example/hook,*=slack+https://hooks.slack.com/..."
 
+    Webhooks to loopback, link-local, private or cloud-metadata addresses are
+    refused (also when a name resolves to one at connect time) unless
+    --alert-allow-private; redirects are never followed.
+
     Withdrawn alerts arrive as corrections. Offsets are committed only after
     delivery; what cannot be delivered goes to the dead letters with the
     reason. docs/alerts.md has the receiver's side.
     """
-    from journeys.sinks.alert_webhooks import parse_routes
+    from journeys.schemas.errors import ConfigError
+    from journeys.sinks.alert_webhooks import check_routes, parse_routes
     from journeys.sinks.notifier import run_notifier
 
-    routes = parse_routes(settings.alert_webhooks)
+    try:
+        routes = parse_routes(settings.alert_webhooks)
+        check_routes(routes, settings.alert_allow_private)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
     if not routes:
         raise click.UsageError(
             "no alert webhooks: set --alert-webhooks / JOURNEYS_ALERT_WEBHOOKS "

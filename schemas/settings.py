@@ -170,3 +170,8 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """A public topic name (`events`, `transitions`, ...) with the configured prefix."""
         return f"{self.topic_prefix}journeys.{name}"
+    alert_allow_private: bool = Field(
+        default=False,
+        description="let webhooks reach loopback, link-local and private addresses "
+        "(metadata addresses stay refused)",
+    )

@@ -15,7 +15,12 @@ receiver gets (docs/alerts.md has the receiver's side):
 `alert` is the message from `journeys.alerts` as it was published. A
 withdrawal (`correction: true`) says an alert sent earlier never happened.
 A `slack+https://...` route gets a Slack incoming-webhook message instead
-(`text` and `blocks`), with the same headers.
+(`text` and `blocks`), with the same headers; every value taken from an
+event is escaped there (`&`, `<`, `>`), so an account id such as
+`<!channel>` is shown as text and never pings or links.
+
+`check_routes` refuses, at start-up, URLs whose host is a loopback,
+link-local, private or metadata address (`sinks.webhook_addresses`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from journeys.schemas.errors import ConfigError
+from journeys.sinks.webhook_addresses import ALLOW_HINT, host_problem
 
 SLACK_PREFIX = "slack+"
 ANY_KIND = "*"
@@ -87,6 +93,23 @@ def parse_routes(text: str) -> Routes:
             raise ConfigError(f"JOURNEYS_ALERT_WEBHOOKS: {url!r} for {kind} is not an http(s) URL")
         by_kind.setdefault(kind, []).append(Target(url, fmt))
     return Routes({kind: tuple(targets) for kind, targets in by_kind.items()})
+
+
+def check_routes(routes: Routes, allow_private: bool) -> None:
+    """`ConfigError` for a route to a metadata host, or a non-public one unless allowed.
+
+    Names are resolved only when connecting, where every address is checked
+    again (`sinks.webhook_delivery.GuardedResolver`)."""
+    for kind, targets in routes.by_kind.items():
+        for target in targets:
+            host = urlsplit(target.url).hostname or ""
+            problem = host_problem(host, allow_private)
+            if problem:
+                hint = "" if "metadata" in problem else f"; {ALLOW_HINT}"
+                raise ConfigError(
+                    f"JOURNEYS_ALERT_WEBHOOKS: {target.safe_url} for {kind} points at "
+                    f"{problem} ({host}): refused{hint}"
+                )
 
 
 @dataclass(frozen=True)
@@ -159,37 +182,61 @@ def describe(alert: Alert) -> str:
     return f"{what} (raised at {b.get('raised_at')})."
 
 
+_MRKDWN = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def mrkdwn_escape(text: str) -> str:
+    """Text that Slack shows as written: its control characters `&`, `<`, `>` escaped."""
+    return text.translate(_MRKDWN)
+
+
+def _escaped(value: Any) -> Any:
+    """`value` with every string in it (keys too) escaped for Slack."""
+    if isinstance(value, str):
+        return mrkdwn_escape(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def message(alert: Alert, target: Target) -> bytes:
     """The request body for one target."""
-    text = describe(alert)
     if target.fmt == "slack":
-        icon = {
-            "raised": ":rotating_light:",
-            "resolved": ":white_check_mark:",
-            "withdrawn": ":leftwards_arrow_with_hook:",
-        }
-        return orjson.dumps(
-            {
-                "text": text,
-                "blocks": [
-                    {
-                        "type": "section",
-                        "text": {"type": "mrkdwn", "text": f"{icon.get(alert.status, '')} {text}"},
-                    },
-                    {
-                        "type": "context",
-                        "elements": [{"type": "mrkdwn", "text": f"{alert.kind} · {alert.key}"}],
-                    },
-                ],
-            }
-        )
+        return _slack_message(Alert(alert.raw, _escaped(alert.body)))
     return orjson.dumps(
         {
             "idempotency_key": alert.key,
             "event": f"alert.{alert.status}",
             "correction": alert.status == "withdrawn",
-            "text": text,
+            "text": describe(alert),
             "alert": orjson.Fragment(alert.raw),
+        }
+    )
+
+
+def _slack_message(alert: Alert) -> bytes:
+    """A Slack message for an alert whose values are already escaped."""
+    text = describe(alert)
+    icon = {
+        "raised": ":rotating_light:",
+        "resolved": ":white_check_mark:",
+        "withdrawn": ":leftwards_arrow_with_hook:",
+    }
+    return orjson.dumps(
+        {
+            "text": text,
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"{icon.get(alert.status, '')} {text}"},
+                },
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"{alert.kind} · {alert.key}"}],
+                },
+            ],
         }
     )
 
@@ -232,6 +279,26 @@ def headers(
 
 #: Answers worth another attempt; any other 4xx means the receiver refuses this message.
 RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+#: The shortest wait a `Retry-After` may ask for: `Retry-After: 0` must not make a hot loop.
+RETRY_AFTER_FLOOR = 1.0
+
+
+def retry_after(value: str | None, cap: float) -> float | None:
+    """The wait a `Retry-After` header asks for, within [RETRY_AFTER_FLOOR, cap] seconds.
+
+    None when there is none or it is an HTTP date (the backoff applies then).
+    The floor wins over a smaller cap."""
+    if not value:
+        return None
+    try:
+        asked = float(value)
+    except ValueError:
+        return None
+    if asked != asked:  # NaN
+        return None
+    return max(RETRY_AFTER_FLOOR, min(cap, asked))
 
 
 def retryable(status: int) -> bool:

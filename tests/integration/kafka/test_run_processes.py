@@ -68,7 +68,11 @@ def test_run_starts_the_notifier_only_when_webhooks_are_configured(
     settings = _settings(tmp_path, kafka_bootstrap, topic_prefix())
     assert start_processes(0, settings_env(settings), with_sink=False) == []
     webhooks = _settings(
-        tmp_path, kafka_bootstrap, settings.topic_prefix, alert_webhooks="*=http://127.0.0.1:9/x"
+        tmp_path,
+        kafka_bootstrap,
+        settings.topic_prefix,
+        alert_webhooks="*=http://127.0.0.1:9/x",
+        alert_allow_private=True,
     )
     ensure_pipeline_topics(webhooks)
     processes = start_processes(0, settings_env(webhooks), with_sink=False)

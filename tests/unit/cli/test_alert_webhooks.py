@@ -14,10 +14,12 @@ from journeys.sinks.alert_webhooks import (
     Alert,
     Target,
     backoff,
+    check_routes,
     describe,
     headers,
     message,
     parse_routes,
+    retry_after,
     retryable,
     sign,
     verify,
@@ -107,3 +109,22 @@ def test_backoff_doubles_up_to_the_cap_and_which_answers_are_retried() -> None:
     assert [retryable(s) for s in (500, 503, 429, 408, 400, 401, 404, 410)] == [True] * 4 + [
         False
     ] * 4
+
+
+def test_retry_after_is_kept_between_one_second_and_the_cap() -> None:
+    assert [retry_after(v, 30.0) for v in ("0", "0.001", "-5", "7", "3600")] == [
+        1.0,
+        1.0,
+        1.0,
+        7.0,
+        30.0,
+    ]
+    assert retry_after(None, 30.0) is None and retry_after("nan", 30.0) is None
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 30.0) is None  # a date: the backoff
+
+
+def test_routes_to_public_hosts_pass_the_address_check() -> None:
+    check_routes(parse_routes("*=https://hooks.slack.com/x,a=http://8.8.8.8/x"), False)
+    with pytest.raises(ConfigError, match="private address"):
+        check_routes(parse_routes("*=https://hooks.slack.com/x,a=http://10.1.2.3/x"), False)
+    check_routes(parse_routes("a=http://10.1.2.3/x"), True)
