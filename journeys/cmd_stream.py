@@ -28,6 +28,7 @@ ALERT_SETTINGS = (
     "alert_webhook_secret",
     "alert_retry_max",
     "alert_give_up_after",
+    "alert_allow_private",
 )
 IDLE_AFTER = click.option(
     "--idle-after",
