@@ -19,7 +19,27 @@ import orjson
 from journeys.options import settings_options
 from journeys.schemas.settings import Settings
 
-READ_SETTINGS = ("data_dir", "clickhouse_url", "clickhouse_database", "read_host", "read_port")
+READ_SETTINGS = (
+    "data_dir",
+    "clickhouse_url",
+    "clickhouse_database",
+    "read_host",
+    "read_port",
+    "read_user",
+)
+ENDPOINT_SETTINGS = (
+    "data_dir",
+    "clickhouse_database",
+    "read_host",
+    "read_port",
+    "read_user",
+    "read_max_memory",
+    "read_max_execution_time",
+    "read_max_result_rows",
+    "read_max_result_bytes",
+    "read_max_queries",
+    "read_max_connections",
+)
 CELL_CHARS = 60
 
 
@@ -260,4 +280,40 @@ def _print_account(t: dict[str, Any]) -> None:
             click.echo(f"  {e['at']}  {e['channel']:<6} {e['type']:<20} {e['contact'] or ''}{role}")
 
 
-COMMANDS: list[click.Command] = [report, query, account]
+@click.command("read-credentials")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@settings_options(*ENDPOINT_SETTINGS)
+def read_credentials(as_json: bool, settings: Settings) -> None:
+    """Print the read endpoint's URL, user and password, and the limits it applies.
+
+    The password is JOURNEYS_READ_PASSWORD when set, else the one generated
+    under the data dir on the sink's first start (generated now if there
+    is none yet). Give these to Grafana, Metabase, Superset or
+    clickhouse-connect (docs/bi.md)."""
+    from journeys.sinks.clickhouse.read_access import read_access, read_limits
+
+    access = read_access(settings)
+    limits = read_limits(settings)
+    shown = {
+        "url": f"http://{settings.read_host}:{settings.read_port}",
+        "user": access.user,
+        "password": access.password.get_secret_value(),
+        "database": settings.clickhouse_database,
+        "max_memory_bytes": limits.max_memory,
+        "max_execution_seconds": limits.max_execution_seconds,
+        "max_result_rows": limits.max_result_rows,
+        "max_result_bytes": limits.max_result_bytes,
+        "max_concurrent_queries": limits.max_queries,
+        "max_connections": limits.max_connections,
+        "idle_timeout_seconds": limits.idle_timeout,
+    }
+    if not settings.read_port:
+        click.echo("the read endpoint is off (JOURNEYS_READ_PORT=0)", err=True)
+    if as_json:
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        return
+    for name, value in shown.items():
+        click.echo(f"{name}: {value}")
+
+
+COMMANDS: list[click.Command] = [report, query, account, read_credentials]

@@ -122,17 +122,25 @@ def _serve_reads(settings: Settings) -> ReadServer | None:
     BI tools, scripts and `journeys query` read a running pipeline through it
     (one process at a time may open an embedded path). A server needs none.
     """
-    from journeys.schemas.errors import SinkUnavailable
+    from journeys.schemas.errors import ConfigError, SinkUnavailable
     from journeys.sinks.clickhouse.http_reader import serve_readonly
+    from journeys.sinks.clickhouse.read_access import read_access, read_limits
 
     if not settings.read_port or not settings.clickhouse_dsn.startswith("chdb://"):
         return None
     try:
-        reader = serve_readonly(settings.clickhouse_dsn, settings.read_host, settings.read_port)
-    except SinkUnavailable as exc:  # a taken port must not put the sink in a crash loop
+        reader = serve_readonly(
+            settings.clickhouse_dsn,
+            settings.read_host,
+            settings.read_port,
+            access=read_access(settings),
+            database=settings.clickhouse_database,
+            limits=read_limits(settings),
+        )
+    except (SinkUnavailable, ConfigError) as exc:  # must not put the sink in a crash loop
         log.warning("no read endpoint: %s", exc)
         return None
-    log.info("read-only ClickHouse HTTP on %s", reader.url)
+    log.info("read-only ClickHouse HTTP on %s (user %s)", reader.url, settings.read_user)
     return reader
 
 

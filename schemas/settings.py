@@ -168,6 +168,32 @@ class Settings(BaseSettings):
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
     def topic(self, name: str) -> str:
+    read_user: str = Field(
+        default="reader", min_length=1, description="user the read endpoint asks for"
+    )
+    read_password: SecretStr | None = Field(
+        default=None,
+        description="password of the read endpoint (unset: generated once, kept in "
+        "<data dir>/read-password; `journeys read-credentials` prints it)",
+    )
+    read_max_memory: int = Field(
+        default=1 << 30, ge=1 << 20, description="memory one read-endpoint query may use (bytes)"
+    )
+    read_max_execution_time: DurationMs = Field(
+        default="30s", validate_default=True, description="a read-endpoint query stops after this"
+    )
+    read_max_result_rows: int = Field(
+        default=10_000_000, ge=1, description="rows one read-endpoint answer may hold"
+    )
+    read_max_result_bytes: int = Field(
+        default=512 << 20, ge=1 << 20, description="bytes one read-endpoint answer may hold"
+    )
+    read_max_queries: int = Field(
+        default=4, ge=1, le=64, description="read-endpoint queries that run at once (then 503)"
+    )
+    read_max_connections: int = Field(
+        default=64, ge=1, le=4096, description="open read-endpoint connections (then refused)"
+    )
         """A public topic name (`events`, `transitions`, ...) with the configured prefix."""
         return f"{self.topic_prefix}journeys.{name}"
     alert_allow_private: bool = Field(

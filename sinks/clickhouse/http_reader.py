@@ -2,25 +2,44 @@
 
 The embedded engine (chdb) lets one process open a data directory. While the
 sink writes it, nobody else can read it, so the sink process serves reads
-itself: `serve_readonly(dsn, host, port)` answers ClickHouse's HTTP interface
-(the subset clickhouse-connect, SQLAlchemy's `clickhousedb` dialect,
-Grafana's ClickHouse data source over HTTP and `curl` use) from its own
-engine handles, in a background thread.
+itself: `serve_readonly(dsn, host, port, access=..., database=...)` answers
+ClickHouse's HTTP interface (the subset clickhouse-connect, SQLAlchemy's
+`clickhousedb` dialect, Grafana's, Metabase's and Superset's ClickHouse
+drivers over HTTP and `curl` use) from its own engine handles, in a
+background thread.
 
-Read-only twice over: only one SELECT/SHOW/DESCRIBE/EXISTS statement per
-request passes `sql_guard.refusal`, and each request runs on a fresh engine
-handle with `readonly=1` set after the client's own settings. Query
-parameters (`param_x`), `database`, `default_format` and a trailing `FORMAT`
-pass through; answers carry the `X-ClickHouse-*` headers clients read, and
-errors the `Code: N. DB::Exception: ...` body and exception-code header.
+It refuses, in this order:
+- requests from web pages (`Origin`, `Sec-Fetch-Site`) and `Host` names that
+  are not this machine (DNS rebinding): 403 (`read_access.browser_refusal`);
+- requests without the endpoint's user and password: 401 (`/ping` and an
+  empty `/` stay open for health checks);
+- settings outside `ALLOWED_SETTINGS` (`readonly=1` is set after the allowed
+  ones, so the query itself can change none), databases other than the
+  project's, formats that read schema files;
+- anything the engine's own parser does not see as one read of the project's
+  tables (`sql_guard.ast_refusal`); the canonical statement the parser gave
+  back is what runs.
+Each query runs on a fresh handle with memory, time and result-size caps
+(`ReadLimits`); at most `max_queries` run at once (then 503, as a
+ClickHouse server answers TOO_MANY_SIMULTANEOUS_QUERIES) and at most
+`max_connections` connections are open (then 503 and close), each idle for
+at most `idle_timeout` seconds. A query whose client left while it waited
+for its turn is not started; the engine cannot interrupt a running query
+from another thread (chdb 4.4's `StreamingResult.cancel()` only acts
+between blocks), so one whose client leaves while it runs ends at the
+time cap.
+Answers carry the `X-ClickHouse-*` headers clients read, and errors the
+`Code: N. DB::Exception: ...` body and exception-code header; never CORS
+headers.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
+import select
+import socket
 import threading
 import time
 import uuid
@@ -33,7 +52,22 @@ from urllib.parse import parse_qsl, urlsplit
 import chdb
 
 from journeys.schemas.errors import ConfigError, SinkUnavailable
-from journeys.sinks.clickhouse.sql_guard import output_format, refusal, without_format
+from journeys.sinks.clickhouse.read_access import (
+    ReadAccess,
+    ReadLimits,
+    browser_refusal,
+    given_credentials,
+)
+from journeys.sinks.clickhouse.sql_guard import (
+    Node,
+    Policy,
+    ast_refusal,
+    format_refusal,
+    output_format,
+    parse_ast,
+    refusal,
+    without_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +110,74 @@ CONTENT_TYPES = {
     "TSV": "text/tab-separated-values; charset=UTF-8",
 }
 #: ClickHouse error codes and the HTTP status its server answers them with.
-HTTP_STATUS = {62: 400, 164: 403, 497: 403, 60: 404, 81: 404, 47: 400, 46: 400, 115: 400}
+HTTP_STATUS = {
+    62: 400,
+    164: 403,
+    497: 403,
+    60: 404,
+    81: 404,
+    47: 400,
+    46: 400,
+    115: 400,
+    159: 504,
+    241: 500,
+    396: 500,
+    516: 401,
+    202: 503,
+}
 READONLY = 164
+UNKNOWN_DATABASE = 81
+AUTHENTICATION_FAILED = 516
+TOO_MANY_SIMULTANEOUS_QUERIES = 202
+#: Settings a request may set (URL parameters), and the most each numeric one may be.
+#: Any other setting is refused: many read or write files (format_schema,
+#: format_template_*, output_format_schema) or flood the log (send_logs_level).
+ALLOWED_SETTINGS = frozenset(
+    {
+        "max_result_rows",
+        "max_result_bytes",
+        "result_overflow_mode",
+        "max_execution_time",
+        "timeout_overflow_mode",
+        "max_memory_usage",
+        "max_rows_to_read",
+        "max_bytes_to_read",
+        "read_overflow_mode",
+        "max_threads",
+        "max_block_size",
+        "extremes",
+        "join_use_nulls",
+        "session_timezone",
+        "date_time_output_format",
+        "date_time_input_format",
+        "output_format_json_quote_64bit_integers",
+        "output_format_json_quote_64bit_floats",
+        "output_format_json_quote_denormals",
+        "output_format_json_quote_decimals",
+        "output_format_json_named_tuples_as_objects",
+        "output_format_json_array_of_rows",
+        "output_format_json_validate_utf8",
+        "output_format_json_escape_forward_slashes",
+        "output_format_write_statistics",
+        "output_format_decimal_trailing_zeros",
+        "output_format_csv_crlf_end_of_line",
+        "output_format_tsv_crlf_end_of_line",
+        "output_format_native_encode_types_in_binary_format",
+        "output_format_native_write_json_as_string",
+        "output_format_arrow_string_as_string",
+        "output_format_parquet_string_as_string",
+        "http_write_exception_in_output_format",
+        "cast_keep_nullable",
+        "transform_null_in",
+        "prefer_column_name_to_alias",
+        "union_default_mode",
+        "aggregate_functions_null_for_empty",
+        "count_distinct_implementation",
+        "any_join_distinct_right_table_keys",
+        "joined_subquery_requires_alias",
+        "log_comment",
+    }
+)
 
 
 class QueryError(Exception):
@@ -109,13 +209,47 @@ def engine_path(dsn: str) -> str:
     return os.path.realpath(path)
 
 
-class ReadOnlyEngine:
-    """Runs read-only queries on fresh handles of the process's embedded engine."""
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
-    def __init__(self, path: str) -> None:
+
+def allowed_settings(requested: dict[str, str], limits: ReadLimits) -> dict[str, str]:
+    """The request's settings, capped; `QueryError` (READONLY) for one outside the allow-list."""
+    caps = limits.caps()
+    out: dict[str, str] = {}
+    for name, value in requested.items():
+        if name not in ALLOWED_SETTINGS:
+            raise QueryError(
+                READONLY,
+                f"DB::Exception: Cannot modify '{name}' setting on this read endpoint "
+                "(allowed: see docs/bi.md). (READONLY)",
+            )
+        out[name] = _capped(value, caps[name]) if name in caps else value
+    return out
+
+
+def _capped(value: str, cap: float) -> str:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise QueryError(27, f"DB::Exception: cannot parse {value!r} as a number") from exc
+    return _number(cap if number <= 0 or number > cap else number)
+
+
+class ReadOnlyEngine:
+    """Runs read-only queries of one database on fresh handles of the process's embedded engine."""
+
+    def __init__(self, path: str, database: str, limits: ReadLimits | None = None) -> None:
         self.path = path
+        self.database = database
+        self.limits = limits or ReadLimits()
         self.timezone = self._scalar("SELECT timezone()") or "UTC"
         self.version = self._scalar("SELECT version()") or ""
+        table_functions = set(
+            self._scalar("SELECT lower(name) FROM system.table_functions").split()
+        )
+        functions = set(self._scalar("SELECT lower(name) FROM system.functions").split())
+        self.policy = Policy(database, frozenset(table_functions - functions))
 
     def _scalar(self, sql: str) -> str:
         handle = chdb.connect(self.path)
@@ -136,24 +270,70 @@ class ReadOnlyEngine:
         reason = refusal(sql)
         if reason:
             raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
-        fmt = output_format(sql) or fmt
+        if database not in (None, "", "default", self.database):
+            raise QueryError(
+                UNKNOWN_DATABASE,
+                f"DB::Exception: Database {database} is not served here, only {self.database}. "
+                "(UNKNOWN_DATABASE)",
+            )
+        chosen = allowed_settings(settings, self.limits)
         try:
             handle = chdb.connect(self.path)
         except Exception as exc:
             raise QueryError(1000, f"DB::Exception: the engine is not available: {exc}") from exc
         try:
-            if database:
-                _query(handle, f"USE {_identifier(database)}", "TabSeparated")
-            for name, value in settings.items():
+            _query(handle, f"USE {_identifier(self.database)}", "TabSeparated")
+            for name, value in self.limits.session().items():
+                _query(handle, f"SET {_identifier(name)} = {_literal(value)}", "TabSeparated")
+            # Parsing only (the query's own SETTINGS would apply to that EXPLAIN alone, and
+            # refuse it), before the request's settings can change what the parser sees.
+            canonical = self._checked(handle, sql, params)
+            for name, value in chosen.items():
                 _query(handle, f"SET {_identifier(name)} = {_literal(value)}", "TabSeparated")
             _query(handle, "SET readonly = 1", "TabSeparated")
-            result = _query(handle, sql, fmt, params)
+            fmt = output_format(canonical) or fmt
+            reason = format_refusal(fmt)
+            if reason:
+                raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
+            result = _query(handle, canonical, fmt, params)
             body = bytes(result.bytes() or b"")
             if not body and fmt == "Native":
-                body = _empty_native(handle, sql, params)
+                body = _empty_native(handle, canonical, params)
             return Answer(body, fmt, _summary(result, len(body)))
         finally:
             handle.close()
+
+    def _checked(self, handle: Any, sql: str, params: dict[str, str]) -> str:
+        """The statement as the engine's parser spells it, once its AST shows only reads."""
+        canonical = _text(
+            _query(
+                handle,
+                "SELECT formatQuerySingleLine({q:String})",
+                "TSVRaw",
+                {"q": _escaped(sql)},
+            )
+        ).rstrip("\n")
+        dump = _text(_query(handle, f"EXPLAIN AST {canonical}", "TabSeparated", params))
+        try:
+            root: Node = parse_ast(dump)
+        except ValueError as exc:
+            raise QueryError(READONLY, f"DB::Exception: {exc}. (READONLY)") from exc
+        reason = ast_refusal(canonical, root, self.policy)
+        if reason:
+            raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
+        return canonical
+
+
+def _escaped(value: str) -> str:
+    """A query parameter's value as the engine reads it (escaped like TabSeparated)."""
+    return value.translate(_PARAM_ESCAPES)
+
+
+_PARAM_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
+
+
+def _text(result: Any) -> str:
+    return bytes(result.bytes() or b"").decode("utf-8", "replace")
 
 
 def _query(handle: Any, sql: str, fmt: str, params: dict[str, str] | None = None) -> Any:
@@ -246,6 +426,18 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def _inflate(raw: bytes, wbits: int) -> bytes:
+    """A compressed body, refused when it inflates beyond the query size limit."""
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(raw, MAX_QUERY_BYTES + 1)
+    except zlib.error as exc:
+        raise QueryError(1001, f"DB::Exception: cannot decompress the body: {exc}") from exc
+    if len(out) > MAX_QUERY_BYTES or inflater.unconsumed_tail:
+        raise QueryError(1001, "DB::Exception: query too large for the read endpoint")
+    return out
+
+
 def _summary(result: Any, size: int) -> dict[str, str]:
     try:
         return {
@@ -263,48 +455,86 @@ def _summary(result: Any, size: int) -> dict[str, str]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """ClickHouse's HTTP interface, reads only."""
+    """ClickHouse's HTTP interface, reads only, for the endpoint's user only."""
 
     protocol_version = "HTTP/1.1"
     server_version = "journeys-read"
-    timeout = 120
-    engine: ReadOnlyEngine  # set on the subclass made per server
+    # set on the subclass made per server
+    engine: ReadOnlyEngine
+    access: ReadAccess
+    read_host: str
+    queries: threading.BoundedSemaphore
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         log.debug("read endpoint: " + format, *args)
 
     def do_GET(self) -> None:  # noqa: N802 (the base class's name)
         """`/ping`, `/` (health) or `/?query=...`."""
-        self._handle(b"")
+        if self._admitted(open_for_health=True):
+            self._handle(b"")
 
     def do_HEAD(self) -> None:  # noqa: N802
         """Health checks that only look at the status."""
-        self._send(200, b"", {"Content-Type": "text/plain; charset=UTF-8"})
+        if self._admitted(open_for_health=True):
+            self._send(200, b"", {"Content-Type": "text/plain; charset=UTF-8"})
 
     def do_POST(self) -> None:  # noqa: N802
         """The query (or its rest) in the body."""
+        if not self._admitted(open_for_health=False):
+            return
         try:
             body = self._body()
         except QueryError as exc:
+            self.close_connection = True
             self._error(exc)
             return
         self._handle(body)
+
+    def _admitted(self, open_for_health: bool) -> bool:
+        """Whether the request may go on: not from a browser, to this host, with credentials."""
+        reason = browser_refusal(self.headers, self.read_host)
+        if reason:
+            self.close_connection = True
+            self._error(QueryError(497, f"DB::Exception: {reason}. (ACCESS_DENIED)"), 403)
+            return False
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if open_for_health and (url.path == "/ping" or (url.path == "/" and "query" not in params)):
+            return True
+        user, password = given_credentials(self.headers, params)
+        if self.access.allows(user, password):
+            return True
+        self.close_connection = True
+        self._error(
+            QueryError(
+                AUTHENTICATION_FAILED,
+                f"DB::Exception: {user or 'default'}: Authentication failed: password is "
+                "incorrect, or there is no user with such name (`journeys read-credentials` "
+                "prints them). (AUTHENTICATION_FAILED)",
+            ),
+            401,
+            extra={"WWW-Authenticate": 'Basic realm="journeys read endpoint", charset="UTF-8"'},
+        )
+        return False
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raw = self._chunked()
         else:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_QUERY_BYTES:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError as exc:
+                raise QueryError(1001, "DB::Exception: bad Content-Length") from exc
+            if length < 0 or length > MAX_QUERY_BYTES:
                 raise QueryError(1001, "DB::Exception: query too large for the read endpoint")
             raw = self.rfile.read(length) if length else b""
         encoding = self.headers.get("Content-Encoding", "").lower()
         if encoding in ("", "identity"):
             return raw
         if encoding == "gzip":
-            return gzip.decompress(raw)
+            return _inflate(raw, zlib.MAX_WBITS | 16)
         if encoding == "deflate":
-            return zlib.decompress(raw)
+            return _inflate(raw, zlib.MAX_WBITS)
         raise QueryError(1001, f"DB::Exception: unsupported Content-Encoding {encoding!r}")
 
     def _chunked(self) -> bytes:
@@ -347,6 +577,20 @@ class _Handler(BaseHTTPRequestHandler):
         }
         binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         started = time.monotonic()
+        if not self.queries.acquire(timeout=self.engine.limits.queue_timeout):
+            self._error(
+                QueryError(
+                    TOO_MANY_SIMULTANEOUS_QUERIES,
+                    "DB::Exception: Too many simultaneous queries on the read endpoint, "
+                    f"maximum: {self.engine.limits.max_queries}. (TOO_MANY_SIMULTANEOUS_QUERIES)",
+                ),
+                query_id=query_id,
+            )
+            return
+        if self._client_gone():  # it left while queued: nobody would read the answer
+            self.queries.release()
+            self.close_connection = True
+            return
         try:
             answer = self.engine.run(
                 text,
@@ -360,6 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
         except QueryError as exc:
             self._error(exc, query_id=query_id)
             return
+        finally:
+            self.queries.release()
         log.debug("read endpoint answered in %.3fs: %s", time.monotonic() - started, text[:200])
         self._send(
             200,
@@ -374,11 +620,27 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _error(self, exc: QueryError, status: int | None = None, query_id: str = "") -> None:
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its connection (a query is not started for it then)."""
+        try:
+            poller = select.poll()  # select() cannot watch descriptors above 1023
+            poller.register(self.connection, select.POLLIN)
+            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _error(
+        self,
+        exc: QueryError,
+        status: int | None = None,
+        query_id: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         body = f"Code: {exc.code}. {exc}\n".encode()
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
             "X-ClickHouse-Exception-Code": str(exc.code),
+            **(extra or {}),
         }
         if query_id:
             headers["X-ClickHouse-Query-Id"] = query_id
@@ -392,6 +654,52 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` of them; beyond that, 503."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], limit: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the connection if a slot is free, else answer 503 and close."""
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve the connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _refuse_busy(request: Any) -> None:
+    body = (
+        b"Code: 202. DB::Exception: Too many connections to the read endpoint. "
+        b"(TOO_MANY_SIMULTANEOUS_QUERIES)\n"
+    )
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+        f"X-ClickHouse-Exception-Code: 202\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    try:
+        request.settimeout(1.0)
+        request.sendall(head.encode() + body)
+    except OSError:
+        pass
 
 
 class ReadServer:
@@ -423,22 +731,41 @@ class ReadServer:
         self._thread.join(timeout=10)
 
 
-def serve_readonly(dsn: str, host: str = "127.0.0.1", port: int = 8124) -> ReadServer:
-    """Serve read-only ClickHouse HTTP for the embedded engine at `dsn`, in a thread.
+def serve_readonly(
+    dsn: str,
+    host: str = "127.0.0.1",
+    port: int = 8124,
+    *,
+    access: ReadAccess,
+    database: str,
+    limits: ReadLimits | None = None,
+) -> ReadServer:
+    """Serve read-only ClickHouse HTTP of `database` in the embedded engine at `dsn`, in a thread.
 
     Call it in the process that holds the engine (the sink), after the
-    engine is open. Port 0 lets the OS choose (see `ReadServer.port`).
-    `SinkUnavailable` if the port is taken."""
-    engine = ReadOnlyEngine(engine_path(dsn))
-    handler = type("ReadHandler", (_Handler,), {"engine": engine})
+    engine is open. Requests must carry `access`'s user and password.
+    Port 0 lets the OS choose (see `ReadServer.port`). `SinkUnavailable`
+    if the port is taken."""
+    limits = limits or ReadLimits()
+    engine = ReadOnlyEngine(engine_path(dsn), database, limits)
+    handler = type(
+        "ReadHandler",
+        (_Handler,),
+        {
+            "engine": engine,
+            "access": access,
+            "read_host": host,
+            "queries": threading.BoundedSemaphore(limits.max_queries),
+            "timeout": limits.idle_timeout,  # idle connections and slow headers end then
+        },
+    )
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = _BoundedServer((host, port), handler, limits.max_connections)
     except OSError as exc:
         raise SinkUnavailable(
             f"cannot serve reads on {host}:{port}: {exc.strerror}; set JOURNEYS_READ_PORT to a "
             "free port (0: off)"
         ) from exc
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="read-endpoint", daemon=True)
     thread.start()
     log.info("read-only ClickHouse HTTP on http://%s:%d", host, server.server_address[1])

@@ -3,9 +3,11 @@
 `open_reader(settings)` connects to the configured ClickHouse. With the
 embedded engine held by a running sink (`journeys run` or `journeys sink`),
 it reads through that sink's read-only endpoint instead
-(`JOURNEYS_READ_HOST`:`JOURNEYS_READ_PORT`), and says what to do when there
-is none. `Tables` names each table's current rows: the `<table>_current`
-views when the database has them, else the table read with FINAL.
+(`JOURNEYS_READ_HOST`:`JOURNEYS_READ_PORT`) with its user and password
+(`JOURNEYS_READ_USER`, `JOURNEYS_READ_PASSWORD` or the one kept under the
+data dir), and says what to do when there is none. `Tables` names each
+table's current rows: the `<table>_current` views when the database has
+them, else the table read with FINAL.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from journeys.schemas.errors import SinkUnavailable
 from journeys.schemas.settings import Settings
 from journeys.sinks.clickhouse.client import connect, select
 from journeys.sinks.clickhouse.errors import held_elsewhere
+from journeys.sinks.clickhouse.read_access import read_access
 
 
 def open_reader(settings: Settings) -> Client:
@@ -45,10 +48,13 @@ def _through_endpoint(settings: Settings, path: str) -> Client:
             "so nothing serves its reads: restart that sink with JOURNEYS_READ_PORT set (default "
             "8124), or stop it"
         )
+    access = read_access(settings)
     try:
         client = clickhouse_connect.get_client(
             host=settings.read_host,
             port=settings.read_port,
+            username=access.user,
+            password=access.password.get_secret_value(),
             compress=False,
             connect_timeout=3,
             send_receive_timeout=300,
