@@ -19,22 +19,34 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
+from pydantic import SecretStr
 
 from journeys.schemas.rows import Output, StoredEvent
 from journeys.sinks.clickhouse.http_reader import ReadServer, serve_readonly
+from journeys.sinks.clickhouse.read_access import ReadAccess
 from journeys.sinks.clickhouse.writer import ClickHouseSink
 from tests.unit.engine.journey import ev
 
 pytestmark = pytest.mark.integration
 
 BATCHES, PER_BATCH = 30, 200
+ACCESS = ReadAccess("reader", SecretStr("test-read-password"))
+USER, PASSWORD = "reader", "test-read-password"
 
 
 @pytest.fixture()
-def endpoint(chdb_dsn: str) -> Iterator[ReadServer]:
-    server = serve_readonly(chdb_dsn, "127.0.0.1", 0)
-    yield server
-    server.close()
+def endpoint(chdb_dsn: str) -> Iterator[Callable[[str], ReadServer]]:
+    """Serve one test database's reads (the endpoint serves one database)."""
+    servers: list[ReadServer] = []
+
+    def serve(database: str) -> ReadServer:
+        server = serve_readonly(chdb_dsn, "127.0.0.1", 0, access=ACCESS, database=database)
+        servers.append(server)
+        return server
+
+    yield serve
+    for server in servers:
+        server.close()
 
 
 def _batch(n: int) -> Output:
@@ -56,10 +68,11 @@ def _batch(n: int) -> Output:
 def test_clients_read_over_http_while_the_sink_writes(
     ch_sink: Callable[[str], ClickHouseSink],
     database_name: Callable[[str], str],
-    endpoint: ReadServer,
+    endpoint: Callable[[str], ReadServer],
 ) -> None:
     db = database_name("read")
     writer = ch_sink(db)
+    server = endpoint(db)
     done = threading.Event()
     failures: list[BaseException] = []
 
@@ -73,7 +86,9 @@ def test_clients_read_over_http_while_the_sink_writes(
         finally:
             done.set()
 
-    client = clickhouse_connect.get_client(host="127.0.0.1", port=endpoint.port, database=db)
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=server.port, database=db, username=USER, password=PASSWORD
+    )
     thread = threading.Thread(target=write)
     thread.start()
     seen = []
@@ -121,15 +136,18 @@ def test_clients_read_over_http_while_the_sink_writes(
 def test_sqlalchemy_reflects_and_reads_through_the_endpoint(
     ch_sink: Callable[[str], ClickHouseSink],
     database_name: Callable[[str], str],
-    endpoint: ReadServer,
+    endpoint: Callable[[str], ReadServer],
 ) -> None:
     import sqlalchemy as sa
 
     db = database_name("sqla")
     writer = ch_sink(db)
+    server = endpoint(db)
     writer.add(_batch(0))
     writer.flush()
-    engine = sa.create_engine(f"clickhousedb://127.0.0.1:{endpoint.port}/{db}")
+    engine = sa.create_engine(
+        f"clickhousedb://reader:test-read-password@127.0.0.1:{server.port}/{db}"
+    )
     with engine.connect() as connection:
         inspector = sa.inspect(connection)
         names = set(inspector.get_table_names()) | set(inspector.get_view_names())
@@ -155,8 +173,11 @@ def _free_port() -> int:
 HOLDER = textwrap.dedent(
     """
     import sys
+    from pathlib import Path
+    from pydantic import SecretStr
     from journeys.schemas.rows import JourneyRow, Output, StoredEvent
     from journeys.sinks.clickhouse.http_reader import serve_readonly
+    from journeys.sinks.clickhouse.read_access import ReadAccess, kept_password
     from journeys.sinks.clickhouse.writer import ClickHouseSink
     from tests.unit.engine.journey import ev
 
@@ -170,7 +191,12 @@ HOLDER = textwrap.dedent(
     )
     writer.add(Output(events=events, journeys=[journey]))
     writer.flush()
-    server = serve_readonly(dsn, "127.0.0.1", port) if port else None
+    access = ReadAccess("reader", SecretStr(kept_password(Path(sys.argv[3]))))
+    server = (
+        serve_readonly(dsn, "127.0.0.1", port, access=access, database="journeys")
+        if port
+        else None
+    )
     print("ready", flush=True)
     sys.stdin.read()
     """
@@ -195,7 +221,14 @@ def test_commands_read_through_the_endpoint_of_the_process_holding_the_data(
     port = _free_port()
     env = {**os.environ, "JOURNEYS_DATA_DIR": str(data), "JOURNEYS_READ_PORT": str(port)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, f"chdb://{data / 'clickhouse'}", str(port if serve else 0)],
+        [
+            sys.executable,
+            "-c",
+            HOLDER,
+            f"chdb://{data / 'clickhouse'}",
+            str(port if serve else 0),
+            str(data),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -209,6 +242,10 @@ def test_commands_read_through_the_endpoint_of_the_process_holding_the_data(
             assert '"n": 5' in result.stdout
             account = _journeys("account", "acme", "--json", env=env)
             assert account.returncode == 0 and '"account_id": "acme"' in account.stdout
+            page = tmp_path / "map.html"
+            report = _journeys("report", "-o", str(page), env=env)
+            assert report.returncode == 0, report.stderr
+            assert page.stat().st_size > 1000
         else:
             assert result.returncode == 1
             assert "another process holds the embedded database" in result.stderr

@@ -15,6 +15,7 @@ import pytest
 from journeys.processes import settings_env, start_processes, stop_processes
 from journeys.producers.topics import ensure_pipeline_topics
 from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.read_access import read_access
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -47,7 +48,13 @@ def test_the_sink_of_a_running_pipeline_serves_reads(
         deadline = time.monotonic() + 60
         while True:
             try:
-                client = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+                access = read_access(settings)
+                client = clickhouse_connect.get_client(
+                    host="127.0.0.1",
+                    port=port,
+                    username=access.user,
+                    password=access.password.get_secret_value(),
+                )
                 break
             except Exception:
                 assert processes[0].poll() is None, "the sink exited"

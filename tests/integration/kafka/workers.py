@@ -156,10 +156,17 @@ class Fleet:
         import clickhouse_connect
 
         from journeys.sinks.clickhouse.queries import table_counts
+        from journeys.sinks.clickhouse.read_access import read_access
 
         try:
+            sink = self.settings.model_copy(update={"data_dir": self.root / "sink"})
+            access = read_access(sink)  # the password the sink kept in its data dir
             client = clickhouse_connect.get_client(
-                host="127.0.0.1", port=self.settings.read_port, connect_timeout=2
+                host="127.0.0.1",
+                port=self.settings.read_port,
+                username=access.user,
+                password=access.password.get_secret_value(),
+                connect_timeout=2,
             )
             return table_counts(client, self.settings.clickhouse_database)
         except Exception:
