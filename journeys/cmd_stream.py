@@ -22,7 +22,18 @@ ENGINE_SETTINGS = (
     "journey_partitions",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
-READ_SETTINGS = ("read_host", "read_port")
+READ_SETTINGS = (
+    "read_host",
+    "read_port",
+    "read_user",
+    "read_password",
+    "read_max_memory",
+    "read_max_execution_time",
+    "read_max_result_rows",
+    "read_max_result_bytes",
+    "read_max_queries",
+    "read_max_connections",
+)
 ALERT_SETTINGS = (
     "alert_webhooks",
     "alert_webhook_secret",
