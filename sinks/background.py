@@ -6,7 +6,7 @@ import queue
 import threading
 
 from journeys.schemas.rows import Output
-from journeys.sinks.base import Sink
+from journeys.sinks.base import Batching, Sink
 
 
 class BackgroundSink:
@@ -14,8 +14,12 @@ class BackgroundSink:
 
     ClickHouse's embedded engine releases the GIL while it inserts, so the
     caller's parsing and journey work go on meanwhile. At most `depth` outputs
-    wait; `flush()` returns once everything given so far is written, and
-    raises the writer's error if there was one.
+    wait; the writer flushes the inner sink when it is `due` (`Batching`), so
+    memory stays bounded; `flush()` returns once everything given so far is
+    written, and raises the writer's error if there was one (at the next
+    `add()` too). Outputs given after an error are still buffered in the inner
+    sink, which keeps a failed batch: a `flush()` that succeeds later writes
+    them all, so an error never loses rows.
     """
 
     def __init__(self, inner: Sink, depth: int = 2) -> None:
@@ -36,8 +40,10 @@ class BackgroundSink:
             try:
                 if output is None:
                     self._inner.flush()
-                elif self._error is None:
+                else:
                     self._inner.add(output)
+                    if isinstance(self._inner, Batching) and self._inner.due:
+                        self._inner.flush()
             except BaseException as exc:  # handed to the caller at the next flush
                 self._error = exc
             finally:

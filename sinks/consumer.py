@@ -11,11 +11,20 @@ nothing is lost.
 Outages are waited out, never skipped: ClickHouse or Kafka unreachable at
 start, a failed write, a failed commit are retried with capped exponential
 backoff (0.5 s doubling to 10 s) for as long as it takes, and `progress`
-reports the process unhealthy meanwhile. The sink keeps a failed batch
-buffered (the port's contract), so a retry writes the same rows again and the
-commit waits for it. A commit refused because the group rebalanced is not
-retried: the partitions' new owner reads from the last commit and writes the
-same rows again.
+reports the process unhealthy meanwhile. `Sink.add` never writes, so every
+write (each poll's flush, and the sink's close on the way out) goes through
+that retry. The sink keeps a failed batch buffered (the port's contract), so
+a retry writes the same rows again and the commit waits for it. A commit
+refused because the group rebalanced is not retried: the partitions' new
+owner reads from the last commit and writes the same rows again.
+
+Rows ClickHouse refuses for what they hold never stop the loop: the writer
+stores them as dead letters and the rest of the batch is written. A refusal
+of the whole request (`SinkRejected`: credentials, grants, a missing table)
+cannot be dead-lettered, since the dead letters would be refused too: it is
+retried like an outage, logged as an error saying someone must act, so the
+rows wait in Kafka until the cause is fixed rather than being acknowledged
+unstored.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from journeys.schemas.rows import (
 )
 from journeys.schemas.settings import Settings
 from journeys.sinks.base import Sink
+from journeys.sinks.clickhouse.errors import SinkRejected
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +192,23 @@ class OutputConsumer:
                     on_batch(self.progress)
         except Stopped:
             log.info("stopped while waiting; the uncommitted batch will be read again")
+        except BaseException:
+            self._stop.set()  # the loop is over: closing the sink gets one attempt
+            raise
         finally:
             consumer.close(autocommit=False)
-            if self._stop.is_set() and self.progress.problem is not None:
-                log.warning("not flushing the sink on the way out: %s", self.progress.problem)
-            else:
-                self._sink.close()
+            self._close_sink()
+
+    def _close_sink(self) -> None:
+        """Close the sink through the retry, unless a problem is unresolved (whatever the
+        sink holds then is uncommitted and will be read again)."""
+        if self.progress.problem is not None:
+            log.warning("not flushing the sink on the way out: %s", self.progress.problem)
+            return
+        try:
+            self._retry("closing the sink", self._sink.close)
+        except Stopped:
+            log.warning("stopped while closing the sink; uncommitted rows will be read again")
 
     def _poll(self, consumer: KafkaConsumer) -> dict[Any, list[Any]]:
         with kafka_errors(self._settings.kafka_bootstrap, "polling the output topics"):
@@ -264,9 +285,18 @@ class OutputConsumer:
                 self.progress.retries += 1
                 delay = self._backoff.delay(failures)
                 self.progress.report(f"{doing}: {exc}")
-                log.warning(
-                    "%s failed (attempt %d), retrying in %.1fs: %s", doing, failures, delay, exc
-                )
+                if isinstance(exc, SinkRejected):
+                    log.error(
+                        "%s refused (attempt %d), someone must act; retrying in %.1fs: %s",
+                        doing,
+                        failures,
+                        delay,
+                        exc,
+                    )
+                else:
+                    log.warning(
+                        "%s failed (attempt %d), retrying in %.1fs: %s", doing, failures, delay, exc
+                    )
                 if self._stop.wait(delay):
                     raise Stopped(doing) from exc
                 continue

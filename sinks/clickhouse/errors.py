@@ -4,8 +4,12 @@
     │                        the same request may succeed later (server down, busy,
     │                        out of memory or disk, merges behind): retry with backoff
     └── SinkRejected         ClickHouse understood the request and refused it: it will be
-                             refused again until someone fixes the cause (credentials,
-                             grants, a schema that needs `journeys migrate`, a bug)
+        │                    refused again until someone fixes the cause (credentials,
+        │                    grants, a schema that needs `journeys migrate`, a bug)
+        └── RowsRejected     ClickHouse refused rows for what they hold (a value that does
+                             not fit its column, a broken table constraint): the same rows
+                             are refused again, other rows pass. The writer isolates them
+                             and stores them as dead letters (`sinks.clickhouse.writer`)
 
 `clickhouse_errors(dsn, doing)` is the one place a driver exception becomes
 one of these, the way httpx's `map_httpcore_exceptions` maps its transport's.
@@ -37,6 +41,14 @@ class SinkRejected(SinkUnavailable):
     """ClickHouse refused the request for a reason that retrying will not remove."""
 
 
+class RowsRejected(SinkRejected):
+    """ClickHouse refused rows of an insert for what they hold; other rows would pass.
+
+    Retrying the same rows never helps; the writer splits the insert to find them
+    and dead-letters them with this error as the reason.
+    """
+
+
 #: code -> (retrying may help, what it means and what to do).
 ADVICE: dict[int, tuple[bool, str]] = {
     # Credentials and grants.
@@ -66,6 +78,10 @@ ADVICE: dict[int, tuple[bool, str]] = {
     27: (False, f"a value does not fit its column; if the schema is old, {MIGRATE}"),
     117: (False, "ClickHouse refused the data as incorrect: a bug in journeys, please report it"),
     349: (False, f"a NULL reached a column that takes none; if the schema is old, {MIGRATE}"),
+    70: (False, f"a value does not fit its column; if the schema is old, {MIGRATE}"),
+    131: (False, "a value is larger than its column allows"),
+    321: (False, "a value is out of its column's range"),
+    469: (False, "a row breaks a constraint set on the table"),
     # Too many parts or partitions (both are code 252).
     252: (
         True,
@@ -88,6 +104,10 @@ ADVICE: dict[int, tuple[bool, str]] = {
     999: (True, "ClickHouse Keeper failed: the write is retried"),
     394: (True, "the query was cancelled: the write is retried"),
 }
+
+
+#: Codes that blame the rows of an insert, not the request: `RowsRejected`.
+ROW_CODES = frozenset({6, 27, 53, 70, 117, 131, 321, 349, 469})
 
 
 def where(dsn: str | None) -> str:
@@ -120,10 +140,14 @@ def translate(dsn: str | None, exc: BaseException, doing: str) -> SinkUnavailabl
         retry, advice = ADVICE.get(code, (True, "see the ClickHouse message"))
         message = f"{place} could not {doing} (code {code} {name}): {advice}. ClickHouse said: "
         message += quote(exc)
-        return SinkUnavailable(message) if retry else SinkRejected(message)
+        if retry:
+            return SinkUnavailable(message)
+        return RowsRejected(message) if code in ROW_CODES else SinkRejected(message)
     if dsn is not None and dsn.startswith("chdb://"):
         path = embedded_path(dsn)
-        if held_elsewhere(path):
+        # Only an engine that failed to open can be held by another process; once open,
+        # this process holds the lock itself.
+        if doing == "open" and held_elsewhere(path):
             return SinkUnavailable(
                 f"another process holds the embedded database at {path} (only one process may "
                 "open it): stop that process, or point JOURNEYS_CLICKHOUSE_URL at a ClickHouse "

@@ -16,22 +16,37 @@ the earlier one is kept, whichever came first.
 
 No table is partitioned, so an insert of any time span is one insert (a
 backfill of many years never meets ClickHouse's partitions-per-insert limit).
+
+`add()` only buffers: the caller decides when to write, and `flush()` is the
+one write path, so that the sink process's retry waits out an outage on
+every write (`sinks.consumer`). A failed flush keeps its batch for the retry.
+Rows ClickHouse refuses for what they hold (`RowsRejected`: a value that does
+not fit, a broken table constraint) would be refused on every retry: the
+insert is halved until the refused rows stand alone (about 2·k·log2(n)
+inserts for k refused rows among n), the other rows are stored, and each
+refused row becomes a dead letter (source `sink:<table>`, the translated
+error as reason, the row's internal JSON as payload, capped as every dead
+letter is by `fit_dead_letter`). Its id is its payload's digest, so a
+re-delivered batch refuses into the same dead letter. A refused dead letter
+cannot be dead-lettered again: it is logged and counted in `dropped`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from journeys.schemas.codec import Row, encode_row, fit_dead_letter
 from journeys.schemas.errors import SinkUnavailable
-from journeys.schemas.rows import Output
+from journeys.schemas.rows import DeadLetterRow, Output
 from journeys.sinks.clickhouse.attribution import candidates, reattribute
 from journeys.sinks.clickhouse.client import connect
-from journeys.sinks.clickhouse.errors import clickhouse_errors
+from journeys.sinks.clickhouse.errors import RowsRejected, clickhouse_errors
 from journeys.sinks.clickhouse.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -155,6 +170,10 @@ _TABLES: tuple[tuple[str, str, Callable[[Output], pa.Table]], ...] = (
 )
 
 
+#: A row of one table that ClickHouse refused, with its refusal.
+Refused = tuple[Row, RowsRejected]
+
+
 class ClickHouseSink:
     """Buffers engine output and writes it to ClickHouse (embedded or server)."""
 
@@ -164,6 +183,10 @@ class ClickHouseSink:
         self._batch_rows = batch_rows
         self._pending = Output()
         self._client: Client | None = None
+        #: Rows ClickHouse refused (dead-lettered unless counted in `dropped`).
+        self.refused = 0
+        #: Refused dead letters (which cannot be dead-lettered again), since setup.
+        self.dropped = 0
 
     @property
     def client(self) -> Client:
@@ -171,6 +194,12 @@ class ClickHouseSink:
         if self._client is None:
             raise SinkUnavailable("the ClickHouse sink is not set up; call setup() first")
         return self._client
+
+    @property
+    def due(self) -> bool:
+        """Whether the buffer holds `batch_rows` rows: a caller that buffers many steps
+        flushes now, to keep memory bounded."""
+        return len(self._pending) >= self._batch_rows
 
     def setup(self) -> None:
         """Connect and apply pending migrations."""
@@ -180,22 +209,19 @@ class ClickHouseSink:
             log.info("applied migrations %s to %s", applied, self._database)
 
     def add(self, output: Output) -> None:
-        """Buffer rows; flush when the buffer holds `batch_rows`."""
+        """Buffer rows; never writes (the caller flushes, inside its retry; see `due`)."""
         self._pending.extend(output)
-        if len(self._pending) >= self._batch_rows:
-            self.flush()
 
     def flush(self) -> None:
-        """Write everything buffered: one insert per table, then re-attribution."""
+        """Write everything buffered: one insert per table (refused rows dead-lettered),
+        then re-attribution. On any error the batch stays buffered for a retry."""
         out, self._pending = self._pending, Output()
         if not len(out):
             return
         client = self.client
         try:
+            self._write(client, out)
             with clickhouse_errors(self._dsn, "write"):
-                for attribute, table, build in _TABLES:
-                    if getattr(out, attribute):
-                        client.insert_arrow(f"{self._database}.{table}", build(out))
                 reattribute(client, self._database, candidates(out))
         except BaseException:
             self._pending = _merged(out, self._pending)  # keep the batch for a retry
@@ -205,6 +231,61 @@ class ClickHouseSink:
         """Flush what is left (the shared client stays open for this process)."""
         if self._client is not None:
             self.flush()
+
+    def _write(self, client: Client, out: Output) -> None:
+        """Insert every table of `out`; refused rows become dead letters, written last."""
+        refused: list[tuple[str, Refused]] = []
+        for attribute, table, build in _TABLES:
+            rows = getattr(out, attribute)
+            if rows:
+                refused += [(table, r) for r in self._insert(client, attribute, table, build, rows)]
+        if not refused:
+            return
+        received_at = int(time.time() * 1000)
+        letters = [refused_letter(table, row, exc, received_at) for table, (row, exc) in refused]
+        log.warning(
+            "ClickHouse refused %d rows (%s); stored them as dead letters",
+            len(refused),
+            ", ".join(sorted({table for table, _ in refused})),
+        )
+        self.refused += len(letters)
+        if fails := self._insert(client, "dead_letters", "dead_letters", _dead_letters, letters):
+            self._drop([letter for letter, _ in fails], fails[0][1])
+
+    def _insert(
+        self,
+        client: Client,
+        attribute: str,
+        table: str,
+        build: Callable[[Output], pa.Table],
+        rows: Sequence[Row],
+    ) -> list[Refused]:
+        """Insert rows into a table; the rows ClickHouse refuses, isolated by halving."""
+        part = Output()
+        setattr(part, attribute, list(rows))
+        try:
+            with clickhouse_errors(self._dsn, "write"):
+                client.insert_arrow(f"{self._database}.{table}", build(part))
+            return []
+        except RowsRejected as exc:
+            if len(rows) == 1:
+                return [(rows[0], exc)]
+        half = len(rows) // 2
+        return self._insert(client, attribute, table, build, rows[:half]) + self._insert(
+            client, attribute, table, build, rows[half:]
+        )
+
+    def _drop(self, letters: list[Row], exc: RowsRejected) -> None:
+        """Give up refused dead letters: they cannot be dead-lettered again."""
+        self.dropped += len(letters)
+        ids = [getattr(letter, "dead_letter_id", "?") for letter in letters]
+        log.error("ClickHouse refused %d dead letters %s, dropped: %s", len(ids), ids[:10], exc)
+
+
+def refused_letter(table: str, row: Row, exc: RowsRejected, received_at: int) -> DeadLetterRow:
+    """The dead letter of a row ClickHouse refused: its internal JSON, and why."""
+    reason = f"ClickHouse refused this row of {table}: {exc}"
+    return fit_dead_letter(DeadLetterRow.of(encode_row(row), reason, f"sink:{table}", received_at))
 
 
 def _merged(first: Output, second: Output) -> Output:
