@@ -1,7 +1,9 @@
-"""The summary a user wants to see first: where accounts are, the funnel, speed, alerts.
+"""The summary a user wants to see first: where accounts are, the funnel, speed, alerts,
+and what moves accounts (attribution per channel, engagement tiers, the customer pyramid).
 
 Counts are current rows (the `_current` views, or FINAL), in the phases of
-the rules the data was made with.
+the rules the data was made with. The parts that need a view the database does not
+have yet are left out.
 """
 
 from __future__ import annotations
@@ -72,3 +74,34 @@ def print_report(client: Any, database: str, phases: Sequence[str] | None = None
         click.echo("  none")
     for kind, n in open_alerts:
         click.echo(f"  {kind:<16} {n:>6}")
+    print_moves(client, tables, phases)
+
+
+def print_moves(client: Any, tables: Tables, phases: Sequence[str]) -> None:
+    """Conversions credited per channel (linear model), engagement tiers, the customer pyramid."""
+    db = tables.database
+    if "analytics_attribution_by_channel" in tables.names:
+        click.echo("\nwhat moves accounts (conversions credited per channel, linear model)")
+        rows = select(
+            client,
+            f"SELECT to_phase, channel, conversions FROM {db}.analytics_attribution_by_channel "
+            "WHERE model = 'linear' AND conversions > 0",
+        )
+        per_phase: dict[str, list[str]] = {}
+        for phase, channel, conversions in rows:
+            per_phase.setdefault(str(phase), []).append(f"{channel} {float(conversions):.1f}")
+        for phase in [*phases, *(p for p in per_phase if p not in phases)]:
+            if phase in per_phase:
+                click.echo(f"  {phase:<14} " + " · ".join(per_phase[phase]))
+    if "analytics_engagement" in tables.names:
+        heat = dict(
+            select(client, f"SELECT tier, count() FROM {db}.analytics_engagement GROUP BY tier")
+        )
+        click.echo("\nengagement (as of the latest event)")
+        click.echo("  " + " · ".join(f"{t} {heat.get(t, 0)}" for t in ("hot", "warm", "cold")))
+    if "analytics_customer_pyramid" in tables.names:
+        click.echo("\ncustomer pyramid (last 12 months' order revenue)")
+        for tier, accounts, revenue in select(
+            client, f"SELECT tier, accounts, revenue FROM {db}.analytics_customer_pyramid"
+        ):
+            click.echo(f"  {tier:<10} {int(accounts):>6}  {float(revenue):>12,.0f}")

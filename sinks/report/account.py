@@ -2,8 +2,10 @@
 
 `account_timeline` reads the account's journey row, transitions, events
 (counted per channel and type, the latest ones in full), the contacts seen
-with their DMU roles, and its alerts. An id that is an alias (an email
-domain merged into an ERP account, a contact, an anonymous visitor) is
+with their DMU roles, and its alerts; and what moves it: its engagement score and heat, its
+customer tier and 12 months' revenue, and per transition the touches credited with each
+attribution model's credit (each from its view, when the database has it). An id that is an
+alias (an email domain merged into an ERP account, a contact, an anonymous visitor) is
 followed to the account it belongs to.
 """
 
@@ -15,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from journeys.schemas.record import format_ms
 from journeys.sinks.clickhouse.client import select
+from journeys.sinks.report.moves import MODELS
 from journeys.sinks.report.source import Tables
 
 
@@ -68,7 +71,7 @@ def account_timeline(
         return None
     params = {"a": account_id}
     journey = _journey(client, tables, params)
-    transitions = [
+    transitions: list[dict[str, Any]] = [
         {
             "from_phase": str(f) or None,
             "to_phase": str(t),
@@ -135,10 +138,15 @@ def account_timeline(
             {**params, "n": recent},
         )
     ]
+    touches = _credited(client, tables, params)
+    for transition in transitions:
+        transition["credited"] = touches.get((transition["to_phase"], transition["event_id"]), [])
     return {
         "account_id": account_id,
         "resolved": via,
         "journey": journey,
+        "engagement": _engagement(client, tables, params),
+        "customer": _customer(client, tables, params),
         "transitions": transitions,
         "channels": channels,
         "contacts": contacts,
@@ -193,3 +201,110 @@ def _alerts(client: Client, tables: Tables, params: dict[str, Any]) -> list[dict
         }
         for i, k, r, s, w, d in rows
     ]
+
+
+def _engagement(client: Client, tables: Tables, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Score and heat as of the latest event stored (None without `analytics_engagement`)."""
+    if "analytics_engagement" not in tables.names:
+        return None
+    rows = select(
+        client,
+        "SELECT score, tier, toUnixTimestamp64Milli(toDateTime64(as_of, 3, 'UTC')) "
+        f"FROM {tables.database}.analytics_engagement WHERE account_id = {{a:String}}",
+        params,
+    )
+    if not rows:
+        return None
+    score, tier, as_of = rows[0]
+    return {"score": round(float(score), 3), "tier": str(tier), "as_of": _ms(as_of)}
+
+
+def _customer(client: Client, tables: Tables, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Customer tier, 12 months' revenue and rank (None without `analytics_customer_tiers`)."""
+    if "analytics_customer_tiers" not in tables.names:
+        return None
+    rows = select(
+        client,
+        "SELECT tier, revenue, revenue_rank, orders_in_period "
+        f"FROM {tables.database}.analytics_customer_tiers WHERE account_id = {{a:String}}",
+        params,
+    )
+    if not rows:
+        return None
+    tier, revenue, rank, orders = rows[0]
+    return {
+        "tier": str(tier),
+        "revenue": round(float(revenue), 2),
+        "revenue_rank": None if rank is None else int(rank),
+        "orders_in_period": int(orders),
+    }
+
+
+def _credited(
+    client: Client, tables: Tables, params: dict[str, Any]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Per (to_phase, converting event id): its touches, oldest first, with every model's credit
+    and revenue (empty without the attribution view)."""
+    if "attribution_current" not in tables.names:
+        return {}
+    rows = select(
+        client,
+        "SELECT to_phase, conversion_event_id, touch_event_id, toUnixTimestamp64Milli(touch_at), "
+        "channel, type, campaign, content, model, credit, revenue "
+        f"FROM {tables.current('attribution')} WHERE account_id = {{a:String}} "
+        "ORDER BY transitioned_at, to_phase, touch_at, touch_event_id",
+        params,
+    )
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for phase, conversion, touch, at, channel, type_, campaign, content, model, credit, rev in rows:
+        key = (str(phase), str(conversion))
+        entry = seen.get((*key, str(touch)))
+        if entry is None:
+            entry = {
+                "event_id": str(touch),
+                "at": _ms(at),
+                "channel": str(channel),
+                "type": str(type_),
+                "campaign": str(campaign) or None,
+                "content": str(content) or None,
+                "credit": dict.fromkeys(MODELS, 0.0),
+                "revenue": dict.fromkeys(MODELS, 0.0),
+            }
+            seen[(*key, str(touch))] = entry
+            out.setdefault(key, []).append(entry)
+        entry["credit"][str(model)] = float(credit)
+        entry["revenue"][str(model)] = round(float(rev), 2)
+    return out
+
+
+def value_line(timeline: dict[str, Any]) -> str:
+    """One line for `journeys account`: engagement score and tier, customer tier and revenue."""
+    e, c = timeline.get("engagement"), timeline.get("customer")
+    heat = f"engagement {e['score']:.1f} ({e['tier']})" if e else "engagement: no data"
+    if not c:
+        return f"  {heat}; customer tier: no data"
+    rank = f", rank {c['revenue_rank']}" if c["revenue_rank"] else ""
+    return (
+        f"  {heat}; customer tier {c['tier']}, {c['revenue']:,.0f} revenue in 12 months "
+        f"({c['orders_in_period']} order{'' if c['orders_in_period'] == 1 else 's'}{rank})"
+    )
+
+
+def credited_lines(transition: dict[str, Any]) -> list[str]:
+    """Lines for `journeys account` under a transition: each touch credited, every model's credit.
+
+    Columns: first touch, last touch, linear, position based, time decay."""
+    touches = transition.get("credited") or []
+    if not touches:
+        return ["      no touchpoint in the lookback window"]
+    lines = ["      touches credited          first   last  linear  posit.  decay"]
+    for t in touches:
+        what = f"{t['channel']}/{t['type']}" + (f" [{t['campaign']}]" if t["campaign"] else "")
+        credits = "".join(f"{t['credit'][m]:>7.2f}" for m in MODELS)
+        lines.append(f"      {t['at'][:16]} {what:<26.26}{credits}")
+    revenue = touches[0]["revenue"]
+    if any(v for v in revenue.values()):
+        total = sum(t["revenue"]["linear"] for t in touches)
+        lines.append(f"      revenue credited: {total:,.2f}")
+    return lines

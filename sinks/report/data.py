@@ -5,7 +5,8 @@ at the grain those filters need: one entry per account (segment, phase,
 first seen, DMU roles), per transition and per phase stay, touchpoints
 counted per (segment, day, phase at the time, channel), and the open alerts.
 Times are milliseconds since the epoch (UTC), days are days since the epoch.
-Phase and other names are indexes into the lists beside them.
+Phase and other names are indexes into the lists beside them. What moves accounts
+(attribution, engagement, the customer pyramid, each account's page) comes from `moves`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from journeys.schemas.record import DMU_ROLES, format_ms, to_ms
 from journeys.sinks.clickhouse.client import select
+from journeys.sinks.report import moves
 from journeys.sinks.report.source import Tables
 
 #: The label of touchpoints before an account's first activity (supplier actions such as mailings).
@@ -37,10 +39,7 @@ class Stay:
     left: int | None
 
 
-def _index(names: list[str], name: str) -> int:
-    if name not in names:
-        names.append(name)
-    return names.index(name)
+_index = moves.index
 
 
 def gather(client: Client, database: str, phases: Sequence[str], rules: str) -> dict[str, Any]:
@@ -55,6 +54,8 @@ def gather(client: Client, database: str, phases: Sequence[str], rules: str) -> 
     now = _now(client, tables)
     stays = phase_stays(transitions)
     touchpoints = _touchpoints(client, tables, phase_names, segments, channels)
+    credited = moves.credited(client, tables, ids, phase_names, channels)
+    events = moves.account_events(client, tables, ids, channels)
     return {
         "generated_at": format_ms(now) if now else None,
         "now": now,
@@ -75,6 +76,11 @@ def gather(client: Client, database: str, phases: Sequence[str], rules: str) -> 
         },
         "touchpoints": touchpoints,
         "alerts": _alerts(client, tables, ids, now),
+        "credited": credited,
+        "engagement": moves.engagement(client, tables, ids),
+        "tiers": moves.customer_tiers(client, tables, ids),
+        "events": events,
+        "account_alerts": moves.account_alerts(client, tables, ids),
     }
 
 
@@ -84,19 +90,23 @@ def _accounts(
     rows = select(
         client,
         "SELECT account_id, segment, phase, toUnixTimestamp64Milli(first_seen), "
-        f"toUnixTimestamp64Milli(phase_since), dmu_roles FROM {tables.current('journeys')} "
-        "ORDER BY account_id",
+        "toUnixTimestamp64Milli(phase_since), dmu_roles, "
+        "if(last_activity IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(last_activity))), "
+        f"events FROM {tables.current('journeys')} ORDER BY account_id",
     )
     out: dict[str, list[Any]] = {
-        k: [] for k in ("id", "segment", "phase", "first_seen", "since", "roles")
+        k: []
+        for k in ("id", "segment", "phase", "first_seen", "since", "roles", "active", "events")
     }
-    for account_id, segment, phase, first_seen, since, roles in rows:
+    for account_id, segment, phase, first_seen, since, roles, active, events in rows:
         out["id"].append(str(account_id))
         out["segment"].append(_index(segments, str(segment or "(none)")))
         out["phase"].append(_index(phases, str(phase)))
         out["first_seen"].append(int(first_seen))
         out["since"].append(int(since))
         out["roles"].append(roles_mask(roles))
+        out["active"].append(None if active is None else int(active))
+        out["events"].append(int(events))
     return out
 
 
