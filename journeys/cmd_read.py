@@ -18,6 +18,7 @@ import orjson
 
 from journeys.options import settings_options
 from journeys.schemas.settings import Settings
+from journeys.sinks.report.account import credited_lines, value_line
 
 READ_SETTINGS = (
     "data_dir",
@@ -239,12 +240,15 @@ def _print_account(t: dict[str, Any]) -> None:
         f"  {j['events']} events, {j['contacts']} contacts, "
         f"DMU roles: {', '.join(j['dmu_roles']) or 'none'}"
     )
+    click.echo(value_line(t))
     click.echo("\ntransitions")
     for tr in t["transitions"]:
         click.echo(
             f"  {tr['at']}  {tr['from_phase'] or '(start)':>13} → {tr['to_phase']:<14} "
             f"by {tr['channel']}/{tr['event_type']}"
         )
+        for line in credited_lines(tr):
+            click.echo(line)
     click.echo("\nevents by channel")
     print_table(
         ["channel", "type", "events", "first", "last"],

@@ -443,3 +443,18 @@ def test_the_page_script_parses() -> None:
         ["node", "--check", str(script)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_journeys_account_prints_engagement_tier_and_the_touches_credited(demo_data: Path) -> None:
+    found = _journeys(
+        "query",
+        "--json",
+        "SELECT account_id FROM attribution_current WHERE to_phase = 'purchase' "
+        "ORDER BY account_id LIMIT 1",
+        data=demo_data,
+    )
+    [row] = orjson.loads(found.stdout)
+    shown = _journeys("account", row["account_id"], data=demo_data).stdout
+    assert re.search(r"engagement \d+\.\d \((hot|warm|cold)\); customer tier \w+", shown), shown
+    assert "touches credited          first   last  linear  posit.  decay" in shown
+    assert "revenue credited:" in shown
