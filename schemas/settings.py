@@ -138,36 +138,6 @@ class Settings(BaseSettings):
         description="the sink serves read-only ClickHouse HTTP here for BI tools (0: off)",
     )
     read_host: str = Field(default="127.0.0.1", description="address of the read-only endpoint")
-    alert_webhooks: str = Field(
-        default="",
-        description="where alerts go, per kind: kind=URL,...; *=URL for the rest; "
-        "slack+https://... sends Slack messages",
-    )
-    alert_webhook_secret: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key that signs every webhook delivery"
-    )
-    alert_retry_max: DurationMs = Field(
-        default="5m", validate_default=True, description="longest wait between delivery attempts"
-    )
-    alert_give_up_after: DurationMs = Field(
-        default="1h",
-        validate_default=True,
-        description="after this long failing, a delivery goes to the dead letters",
-    )
-
-    @property
-    def write_key_set(self) -> frozenset[str]:
-        """The accepted write keys."""
-        return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
-
-    @property
-    def clickhouse_dsn(self) -> str:
-        """The ClickHouse URL, defaulting to the embedded engine under the data dir."""
-        if self.clickhouse_url:
-            return self.clickhouse_url
-        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
-
-    def topic(self, name: str) -> str:
     read_user: str = Field(
         default="reader", min_length=1, description="user the read endpoint asks for"
     )
@@ -194,10 +164,40 @@ class Settings(BaseSettings):
     read_max_connections: int = Field(
         default=64, ge=1, le=4096, description="open read-endpoint connections (then refused)"
     )
-        """A public topic name (`events`, `transitions`, ...) with the configured prefix."""
-        return f"{self.topic_prefix}journeys.{name}"
+    alert_webhooks: str = Field(
+        default="",
+        description="where alerts go, per kind: kind=URL,...; *=URL for the rest; "
+        "slack+https://... sends Slack messages",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key that signs every webhook delivery"
+    )
+    alert_retry_max: DurationMs = Field(
+        default="5m", validate_default=True, description="longest wait between delivery attempts"
+    )
+    alert_give_up_after: DurationMs = Field(
+        default="1h",
+        validate_default=True,
+        description="after this long failing, a delivery goes to the dead letters",
+    )
     alert_allow_private: bool = Field(
         default=False,
         description="let webhooks reach loopback, link-local and private addresses "
         "(metadata addresses stay refused)",
     )
+
+    @property
+    def write_key_set(self) -> frozenset[str]:
+        """The accepted write keys."""
+        return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The ClickHouse URL, defaulting to the embedded engine under the data dir."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def topic(self, name: str) -> str:
+        """A public topic name (`events`, `transitions`, ...) with the configured prefix."""
+        return f"{self.topic_prefix}journeys.{name}"
