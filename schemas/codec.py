@@ -76,7 +76,12 @@ def record_from_values(values: Sequence[Any]) -> EventRecord:
 def check_event_size(raw: bytes) -> None:
     """Raise `InvalidEvent` for an event larger than `EVENT_BYTES`."""
     if len(raw) > EVENT_BYTES:
-        raise InvalidEvent(f"event too large: {len(raw):,} bytes, the limit is {EVENT_BYTES:,}")
+        raise InvalidEvent(too_large_reason(len(raw)))
+
+
+def too_large_reason(size: int) -> str:
+    """Why an event of `size` bytes is refused (one wording for every reader of input)."""
+    return f"event too large: {size:,} bytes, the limit is {EVENT_BYTES:,}"
 
 
 # ------------------------------------------------------------------------ packing
@@ -215,15 +220,20 @@ def fit_dead_letter(row: DeadLetterRow) -> DeadLetterRow:
     reason = row.reason if len(row.reason) <= REASON_CHARS else row.reason[:REASON_CHARS] + "…"
     payload = row.payload
     if len(payload) > DEAD_LETTER_PAYLOAD_BYTES:
-        digest = hashlib.sha256(payload).hexdigest()
-        reason = (
-            f"{reason} [payload truncated: first {DEAD_LETTER_PAYLOAD_BYTES:,} of "
-            f"{len(payload):,} bytes kept, sha256 {digest}]"
-        )
+        reason = truncated_reason(reason, len(payload), hashlib.sha256(payload).hexdigest())
         payload = payload[:DEAD_LETTER_PAYLOAD_BYTES]
     if reason is row.reason and payload is row.payload:
         return row
     return replace(row, reason=reason, payload=payload)
+
+
+def truncated_reason(reason: str, size: int, sha256: str) -> str:
+    """A dead letter's reason once its payload of `size` bytes (SHA-256 `sha256`, hex) is
+    cut to its first `DEAD_LETTER_PAYLOAD_BYTES`: the whole input can still be recognised."""
+    return (
+        f"{reason} [payload truncated: first {DEAD_LETTER_PAYLOAD_BYTES:,} of "
+        f"{size:,} bytes kept, sha256 {sha256}]"
+    )
 
 
 def dead_letter_json(row: DeadLetterRow) -> bytes:

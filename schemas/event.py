@@ -250,7 +250,12 @@ def derive_event_id(event: Event) -> str:
 
 
 def parse_event(raw: bytes | str) -> EventRecord:
-    """Validate one event from its JSON bytes; raise `InvalidEvent` with the reason."""
+    """Validate one event from its JSON bytes; raise `InvalidEvent` with the reason.
+
+    A leading UTF-8 byte order mark (what some editors and exports put first in a
+    file) is not part of the JSON and is ignored, as RFC 8259 allows.
+    """
+    raw = _without_bom(raw)
     data = None
     if not _LONG_DIGITS.search(raw.encode() if isinstance(raw, str) else raw):
         try:
@@ -265,6 +270,12 @@ def parse_event(raw: bytes | str) -> EventRecord:
         return _record(Event.model_validate_json(raw))
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from exc
+
+
+def _without_bom(raw: bytes | str) -> bytes | str:
+    if isinstance(raw, bytes):
+        return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    return raw[1:] if raw.startswith("\ufeff") else raw
 
 
 def validate_event(data: Any) -> EventRecord:

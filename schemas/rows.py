@@ -9,6 +9,7 @@ row per key when ClickHouse tables are read with FINAL.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass, field
 
 from journeys.schemas.record import EventRecord
@@ -100,7 +101,13 @@ class IdentityLink:
 
 @dataclass(slots=True, frozen=True)
 class DeadLetterRow:
-    """Rejected input with its reason and the original bytes."""
+    """Rejected input with its reason and the original bytes.
+
+    Its id is where the input was read and what it held: one row per rejected input
+    (the same bytes at two positions are two rows, so counts are true), and the same
+    input read again from the same position (a redelivered message, a file replayed
+    again) is the same row.
+    """
 
     dead_letter_id: str
     received_at: int
@@ -109,10 +116,29 @@ class DeadLetterRow:
     source: str
 
     @classmethod
-    def of(cls, payload: bytes, reason: str, source: str, received_at: int) -> DeadLetterRow:
-        """A dead letter whose id is its bytes: the same rejected input sent again is one row."""
-        digest = hashlib.blake2b(payload, digest_size=12).hexdigest()
-        return cls("dl_" + digest, received_at, reason, payload, source)
+    def of(
+        cls,
+        payload: bytes,
+        reason: str,
+        source: str,
+        received_at: int,
+        position: str | None = None,
+        sha256: str | None = None,
+    ) -> DeadLetterRow:
+        """A dead letter keyed by `position` (where the input was read: `source` unless
+        given, e.g. `topic:partition:offset` or `file:line`) and its bytes' SHA-256
+        (`sha256`, hex, of the whole input when `payload` holds only its beginning)."""
+        digest = sha256 or hashlib.sha256(payload).hexdigest()
+        where = source if position is None else position
+        text = f"{where}\n{digest}".encode(errors="surrogatepass")
+        key = hashlib.blake2b(text, digest_size=12).hexdigest()
+        return cls("dl_" + key, received_at, reason, payload, source)
+
+    @staticmethod
+    def fresh_position() -> str:
+        """A position for input that cannot be read again from where it came (an item of
+        an HTTP request): random, so each rejected item is a row of its own."""
+        return "request:" + secrets.token_hex(12)
 
 
 @dataclass(slots=True)

@@ -33,7 +33,9 @@ from journeys.schemas.codec import (
     pack,
     record_from_values,
     record_values,
+    too_large_reason,
     transition_json,
+    truncated_reason,
     unpack,
 )
 from journeys.schemas.errors import InvalidEvent
@@ -190,3 +192,27 @@ def test_small_dead_letters_travel_whole() -> None:
 def test_a_reason_quoting_a_huge_input_is_cut() -> None:
     row = DeadLetterRow.of(b"{}", "bad: " + "q" * 100_000, "s", 0)
     assert len(decode_dead_letter(dead_letter_json(row)).reason) < 2_100
+
+
+def test_a_dead_letter_is_keyed_by_its_position_and_its_bytes() -> None:
+    one = DeadLetterRow.of(b"{oops", "invalid JSON", "events:0:1", 5)
+    assert DeadLetterRow.of(b"{oops", "invalid JSON", "events:0:1", 9) == DeadLetterRow(
+        one.dead_letter_id, 9, "invalid JSON", b"{oops", "events:0:1"
+    )  # read again from the same place: the same row
+    assert DeadLetterRow.of(b"{oops", "invalid JSON", "events:0:2", 5).dead_letter_id != (
+        one.dead_letter_id
+    )  # the same bytes elsewhere: another row
+    assert DeadLetterRow.of(b"{oops", "r", "collect:/v1/batch", 5, position="events:0:1") == (
+        DeadLetterRow(one.dead_letter_id, 5, "r", b"{oops", "collect:/v1/batch")
+    )
+    whole = b"x" * 100
+    head = DeadLetterRow.of(whole[:10], "r", "f:1", 0, sha256=hashlib.sha256(whole).hexdigest())
+    assert head.dead_letter_id == DeadLetterRow.of(whole, "r", "f:1", 0).dead_letter_id
+    assert DeadLetterRow.fresh_position() != DeadLetterRow.fresh_position()
+
+
+def test_the_too_large_reason_names_size_limit_and_what_was_kept() -> None:
+    assert too_large_reason(600_000) == "event too large: 600,000 bytes, the limit is 524,288"
+    assert truncated_reason("r", 70_000, "ab") == (
+        "r [payload truncated: first 65,536 of 70,000 bytes kept, sha256 ab]"
+    )

@@ -130,3 +130,14 @@ def test_json_schema_describes_the_contract() -> None:
     schema = event_json_schema()
     assert set(schema["required"]) == {"channel", "type", "occurred_at"}
     assert schema["properties"]["channel"]["enum"] == ["web", "email", "order", "sales"]
+
+
+def test_a_byte_order_mark_before_the_json_is_ignored() -> None:
+    raw = orjson.dumps(
+        {"event_id": "b1", "channel": "web", "type": "page_view", "anonymous_id": "v1"}
+        | {"occurred_at": "2026-01-01T00:00:00Z"}
+    )
+    assert parse_event(b"\xef\xbb\xbf" + raw) == parse_event(raw)
+    assert parse_event("\ufeff" + raw.decode()) == parse_event(raw)
+    with pytest.raises(InvalidEvent):
+        parse_event(b"\xef\xbb\xbf\xef\xbb\xbf" + raw)  # only one, only first
