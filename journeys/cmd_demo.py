@@ -37,6 +37,8 @@ from journeys.schemas.settings import Settings
     "cart_abandon_after",
     "deal_stall_after",
     "rules_file",
+    "attribution_lookback",
+    "attribution_half_life",
 )
 def demo(
     accounts: int, days: int, seed: int, via_kafka: bool, workers: int, settings: Settings
@@ -114,6 +116,7 @@ def _stream(lines: list[bytes], settings: Settings, workers: int, processes: lis
     from journeys.processes import settings_env, start_processes, terminate_processes
     from journeys.producers.client import EventProducer
     from journeys.producers.topics import ensure_pipeline_topics
+    from journeys.sinks.clickhouse.derived import derived_values, write_derived_settings
     from journeys.sinks.clickhouse.writer import ClickHouseSink
     from journeys.sinks.consumer import OutputConsumer
 
@@ -130,6 +133,7 @@ def _stream(lines: list[bytes], settings: Settings, workers: int, processes: lis
     writer = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database)
     topic_sink = OutputConsumer(settings, writer)
     topic_sink.setup()
+    write_derived_settings(writer.client, settings.clickhouse_database, derived_values(settings))
     thread = threading.Thread(target=topic_sink.run, name="sink", daemon=True)
     thread.start()
     processes += start_processes(

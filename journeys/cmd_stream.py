@@ -22,6 +22,8 @@ ENGINE_SETTINGS = (
     "journey_partitions",
 )
 CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
+#: What the derived views in ClickHouse read (written by each process that writes the database).
+DERIVED_SETTINGS = ("attribution_lookback", "attribution_half_life")
 READ_SETTINGS = (
     "read_host",
     "read_port",
@@ -64,7 +66,14 @@ def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
 
 
 @click.command()
-@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *CLICKHOUSE_SETTINGS, *READ_SETTINGS)
+@settings_options(
+    "data_dir",
+    "metrics_port",
+    *KAFKA_SETTINGS,
+    *CLICKHOUSE_SETTINGS,
+    *DERIVED_SETTINGS,
+    *READ_SETTINGS,
+)
 def sink(settings: Settings) -> None:
     """Write the pipeline's output topics to ClickHouse (one per embedded database)."""
     from journeys.processes import run_sink
@@ -87,6 +96,7 @@ def sink(settings: Settings) -> None:
     "metrics_port",
     *KAFKA_SETTINGS,
     *CLICKHOUSE_SETTINGS,
+    *DERIVED_SETTINGS,
     *ENGINE_SETTINGS,
     *READ_SETTINGS,
     *ALERT_SETTINGS,

@@ -108,6 +108,9 @@ def run_sink(settings: Settings) -> None:
         consumer.setup()
     except Stopped:
         return
+    from journeys.sinks.clickhouse.derived import derived_values, write_derived_settings
+
+    write_derived_settings(writer.client, settings.clickhouse_database, derived_values(settings))
     reader = _serve_reads(settings)
     try:
         consumer.run()

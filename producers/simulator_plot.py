@@ -377,13 +377,14 @@ def _newsletters(s: Story) -> None:
                 url = f"{SITE}{camp.paths[group]}?utm_source=newsletter&utm_campaign="
                 url += camp.campaign_id
                 t += s.between(10_000, 10 * MINUTE)
-                add(t, "email", "click", mail, {**props, "url": url}, role_ctx)
+                tagged = {"url": url, "utm_campaign": camp.campaign_id}
+                add(t, "email", "click", mail, {**props, **tagged}, role_ctx)
                 if who.contact_id in s.known:
                     add(
                         t + s.between(1000, 20_000),
                         "web",
                         "content_view",
                         who.ids["web"],
-                        {"url": url, "referrer": "newsletter"},
+                        {**tagged, "referrer": "newsletter"},
                         role_ctx,
                     )

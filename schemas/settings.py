@@ -44,6 +44,18 @@ class Settings(BaseSettings):
         validate_default=True,
         description="forget anonymous visitors not seen for this long (event time)",
     )
+    attribution_lookback: DurationMs = Field(
+        default="90d",
+        validate_default=True,
+        description="an account's activity this long before a phase transition is its "
+        "touchpoints (multi-touch attribution)",
+    )
+    attribution_half_life: DurationMs = Field(
+        default="7d",
+        validate_default=True,
+        description="time_decay attribution: a touchpoint this long before the transition "
+        "counts half as much as one at it",
+    )
     reorder_factor: float = Field(
         default=1.5,
         gt=0,

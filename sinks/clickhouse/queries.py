@@ -88,6 +88,7 @@ _ORDER = {
     "alerts": "alert_id",
     "dead_letters": "dead_letter_id",
     "identity_links": "kind, alias",
+    "attribution": "account_id, to_phase, model, touch_event_id",
 }
 
 

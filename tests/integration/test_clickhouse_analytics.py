@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -603,3 +604,190 @@ def test_customer_tiers_at_the_boundaries(
     assert [tiers[f"c{n:03d}"] for n in (0, 2, 3, 14)] == ["top", "top", "big", "big"]
     assert [tiers[f"c{n:03d}"] for n in (15, 59, 60)] == ["medium", "medium", "small"]
     assert (tiers["old"], tiers["looker"], tiers["reader"]) == ("inactive", "prospect", "suspect")
+
+
+# ---------------------------------------------------------------- attribution
+
+MODELS = ["first_touch", "last_touch", "linear", "position_based", "time_decay"]
+
+
+def credits(model: str, times: list[int], at: int, half_life: int) -> list[float]:
+    """The contract's credit of each touchpoint (sorted) of a conversion at `at`."""
+    n = len(times)
+    if model == "first_touch":
+        return [1.0 if i == 0 else 0.0 for i in range(n)]
+    if model == "last_touch":
+        return [1.0 if i == n - 1 else 0.0 for i in range(n)]
+    if model == "linear":
+        return [1 / n] * n
+    if model == "position_based":
+        if n <= 2:
+            return [1 / n] * n
+        return [0.4 if i in (0, n - 1) else 0.2 / (n - 2) for i in range(n)]
+    weights = [2 ** (-(at - t) / half_life) for t in times]
+    return [w / sum(weights) for w in weights]
+
+
+def expected_attribution(
+    ref: FinalTables, lookback: int = 90 * DAY, half_life: int = 7 * DAY
+) -> dict[tuple[str, str, str, str], tuple[float, float]]:
+    """(account, to_phase, touch event, model) -> (credit, revenue), from the contract."""
+    by_account = account_events(ref)
+    by_id = {row.record.event_id: row.record for row in ref.events.values()}
+    out = {}
+    for (account, to_phase), t in entered(ref).items():
+        at = t.transitioned_at
+        touches = sorted(
+            (r.record.ts, r.record.event_id)
+            for r in by_account.get(account, [])
+            if (r.record.channel, r.record.type) not in SUPPLIER
+            and at - lookback <= r.record.ts <= at
+        )
+        amount = 0.0
+        if to_phase == "purchase":
+            value = orjson.loads(by_id[t.event_id].properties).get("amount", 0)
+            amount = float(value) if isinstance(value, int | float) else 0.0
+        for model in MODELS:
+            shares = credits(model, [ts for ts, _ in touches], at, half_life)
+            for (_, event_id), credit in zip(touches, shares, strict=True):
+                out[(account, to_phase, event_id, model)] = (credit, credit * amount)
+    return out
+
+
+def test_attribution_credits_every_touch_of_every_conversion(world: World) -> None:
+    expected = expected_attribution(world.ref)
+    rows = world.view(
+        "SELECT account_id, to_phase, touch_event_id, model, credit, revenue "
+        "FROM {db}.attribution_current"
+    )
+    got = {(a, p, e, m): (c, r) for a, p, e, m, c, r in rows}
+    assert len(got) == len(rows)
+    assert set(got) == set(expected)
+    for key, (credit, revenue) in expected.items():
+        assert got[key][0] == approx(credit), key
+        assert got[key][1] == approx(revenue), key
+    sums: dict[tuple[str, str, str], float] = defaultdict(float)
+    for (account, phase, _, model), (credit, _) in got.items():
+        sums[(account, phase, model)] += credit
+    assert all(total == pytest.approx(1.0) for total in sums.values())
+    assert any(
+        phase == "purchase" and revenue > 0 for (_, phase, _, _), (_, revenue) in got.items()
+    )
+
+
+def test_attribution_by_channel_and_campaign_sum_the_credits(world: World) -> None:
+    expected = expected_attribution(world.ref)
+    channels: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    by_id = {row.record.event_id: row.record for row in world.ref.events.values()}
+    campaigns: dict[tuple[str, str, str], float] = defaultdict(float)
+    for (_, phase, event_id, model), (credit, revenue) in expected.items():
+        record = by_id[event_id]
+        channels[(phase, model, record.channel)][0] += credit
+        channels[(phase, model, record.channel)][1] += revenue
+        campaign = orjson.loads(record.properties).get("utm_campaign") or ""
+        campaigns[(phase, model, campaign)] += credit
+    got = world.view("SELECT * FROM {db}.analytics_attribution_by_channel")
+    assert {(p, m, c) for p, m, c, _, _ in got} == set(channels)
+    for phase, model, channel, conversions, revenue in got:
+        assert conversions == approx(channels[(phase, model, channel)][0])
+        assert revenue == approx(channels[(phase, model, channel)][1])
+    by_campaign = world.view(
+        "SELECT to_phase, model, campaign, conversions FROM {db}.analytics_attribution_by_campaign"
+    )
+    assert {(p, m, c): v for p, m, c, v in by_campaign} == {
+        k: approx(v) for k, v in campaigns.items()
+    }
+    assert any(c != "" for _, _, c, _ in by_campaign)
+
+
+def test_attribution_follows_the_stored_lookback_and_half_life(
+    ch_sink: Callable[[str], ClickHouseSink], ch_database: str
+) -> None:
+    from journeys.sinks.clickhouse.derived import write_derived_settings
+
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+
+    def line(n: int, type_: str, days: float, **props: Any) -> bytes:
+        moment = datetime.fromtimestamp(start + days * 86400, tz=UTC).isoformat()
+        channel = "order" if type_ == "order_placed" else "web"
+        event = {"event_id": f"a{n}", "channel": channel, "type": type_, "occurred_at": moment}
+        return orjson.dumps({**event, "account_id": "acme", "properties": props})
+
+    lines = [
+        line(0, "page_view", 0, utm_campaign="spring"),
+        line(1, "page_view", 20, url="https://shop.example/blog"),
+        line(2, "pricing_view", 28),
+        line(3, "order_placed", 30, amount=1000.0),
+    ]
+    sink = ch_sink(ch_database)
+    replay([(f"a:{n}", raw) for n, raw in enumerate(lines)], sink, EngineConfig.default(), 0)
+
+    def purchase(model: str) -> list[tuple[Any, ...]]:
+        return [
+            tuple(r)
+            for r in sink.client.query(
+                "SELECT touch_event_id, credit, revenue, campaign, content "
+                f"FROM {ch_database}.attribution_current "
+                "WHERE to_phase = 'purchase' AND model = {m:String} ORDER BY touch_at",
+                parameters={"m": model},
+            ).result_rows
+        ]
+
+    linear = purchase("linear")
+    assert [r[0] for r in linear] == ["a0", "a1", "a2", "a3"]
+    assert [r[2] for r in linear] == [approx(250.0)] * 4
+    assert (linear[0][3], linear[1][4]) == ("spring", "https://shop.example/blog")
+    position = [r[1] for r in purchase("position_based")]
+    assert position == [approx(0.4), approx(0.1), approx(0.1), approx(0.4)]
+    decay = [r[1] for r in purchase("time_decay")]
+    weights = [2 ** (-30 / 7), 2 ** (-10 / 7), 2 ** (-2 / 7), 1.0]
+    assert decay == [approx(w / sum(weights)) for w in weights]
+
+    write_derived_settings(
+        sink.client,
+        ch_database,
+        {"attribution_lookback_ms": 5.0 * DAY, "attribution_half_life_ms": 1.0 * DAY},
+    )
+    assert [r[0] for r in purchase("first_touch")] == ["a2", "a3"]
+    decay = [r[1] for r in purchase("time_decay")]
+    assert decay == [approx(0.25 / 1.25), approx(1 / 1.25)]
+
+
+def test_replay_stores_the_attribution_settings_it_runs_with(
+    chdb_dsn: str, database_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    from journeys.cmd_core import replay_files
+    from journeys.schemas.settings import Settings
+    from journeys.sinks.clickhouse.client import connect
+
+    events = tmp_path / "events.jsonl"
+    days = [0, 10, 19, 20]
+    types = ["page_view", "pricing_view", "page_view", "order_placed"]
+    rows = []
+    for n, (day, type_) in enumerate(zip(days, types, strict=True)):
+        moment = datetime(2026, 5, 1 + day, tzinfo=UTC).isoformat()
+        channel = "order" if type_ == "order_placed" else "web"
+        rows.append(
+            {"event_id": f"s{n}", "channel": channel, "type": type_, "occurred_at": moment}
+            | {"account_id": "acme", "properties": {"amount": 10.0}}
+        )
+    events.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    db = database_name("derived")
+    settings = Settings(
+        clickhouse_url=chdb_dsn,
+        clickhouse_database=db,
+        data_dir=tmp_path,
+        attribution_lookback="2d",
+        attribution_half_life="1d",
+    )
+    replay_files((str(events),), settings, quiet=True)
+    got = (
+        connect(chdb_dsn)
+        .query(
+            f"SELECT touch_event_id, credit FROM {db}.attribution_current "
+            "WHERE to_phase = 'purchase' AND model = 'time_decay' ORDER BY touch_at"
+        )
+        .result_rows
+    )
+    assert [r[0] for r in got] == ["s2", "s3"]
+    assert [r[1] for r in got] == [approx(0.5 / 1.5), approx(1 / 1.5)]

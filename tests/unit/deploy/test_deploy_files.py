@@ -55,6 +55,9 @@ ANALYTICS_VIEWS = {
     "analytics_repeat_orders",
     "analytics_customer_tiers",
     "analytics_customer_pyramid",
+    "analytics_attribution_by_channel",
+    "analytics_attribution_by_campaign",
+    "analytics_attribution_by_content",
 }
 
 
@@ -848,7 +851,7 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
         statement = statement.replace("ReplacingMergeTree()", "ReplacingMergeTree")
         client.command(re.sub(r"\bjourneys\.", f"{local}.", statement))
         created += 1
-    assert created == 6
+    assert created == 7
 
     def describe(db: str, suffix: str) -> dict[str, Any]:
         tables = client.query(
@@ -882,5 +885,6 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
         "alerts",
         "dead_letters",
         "identity_links",
+        "derived_settings",
     }
     assert describe(local, "_local") == described
