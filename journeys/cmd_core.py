@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import orjson
@@ -44,19 +44,17 @@ def rules() -> None:
     click.echo(default_rules_text(), nl=False)
 
 
-def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[str, bytes]]:
-    for number, line in enumerate(handle, start=1):
-        yield f"{name}:{number}", line
-
-
 def _open_sink(settings: Settings) -> Any:
     from journeys.sinks.background import BackgroundSink
+    from journeys.sinks.clickhouse.derived import derived_values, write_derived_settings
     from journeys.sinks.clickhouse.writer import ClickHouseSink
 
-    sink = BackgroundSink(
-        ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=100_000)
+    writer = ClickHouseSink(
+        settings.clickhouse_dsn, settings.clickhouse_database, batch_rows=20_000
     )
+    sink = BackgroundSink(writer)
     sink.setup()
+    write_derived_settings(writer.client, settings.clickhouse_database, derived_values(settings))
     return sink
 
 
@@ -67,35 +65,86 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
             raise click.BadParameter(f"no such file: {name}", param_hint="FILE")
     started = time.monotonic()
     size = sum(Path(name).stat().st_size for name in files if name != "-")
-    show = not quiet and sys.stderr.isatty()
+    progress = Progress(show=not quiet and _on_terminal())
     sink = _open_sink(settings)
     try:
-        with click.progressbar(
-            length=max(size, 1), label="replaying", file=sys.stderr, hidden=not show
-        ) as bar:
-            summary = replaying.replay(
-                _all_lines(files),
-                sink,
-                engine_config(settings),
-                received_at=int(time.time() * 1000),
-                on_line=bar.update,
-                partitions=settings.journey_partitions,
-            )
+        progress.stage("replaying", size)
+        summary = replaying.replay(
+            _all_lines(files),
+            sink,
+            engine_config(settings),
+            received_at=int(time.time() * 1000),
+            on_line=progress.update,
+            on_events=progress.update,
+            on_stage=progress.stage,
+            partitions=settings.journey_partitions,
+            spill_dir=_spill_dir(settings),
+        )
     finally:
-        sink.close()
+        try:
+            sink.close()
+        finally:
+            progress.close()
     if not quiet:
         _print_summary(summary, time.monotonic() - started, _current(settings))
     return summary
 
 
-def _all_lines(files: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
-    """(source, line) pairs of every file in turn, `-` being stdin."""
+def _on_terminal() -> bool:
+    """Whether stderr is a terminal (progress is drawn only there)."""
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """The replay's progress on stderr, one bar per stage: the bytes read, then the events
+    through the journey engine (their rows handed to the writer as they go), then a line
+    while the last writes are waited for. Hidden when `show` is false."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self._bar: Any = None
+
+    def stage(self, label: str, total: int) -> None:
+        """Start the bar of a new stage (`total` units to go; 0 for an open-ended one)."""
+        self.close()
+        if self.show and total <= 0:
+            click.echo(f"{label}…", err=True)
+            return
+        self._bar = click.progressbar(
+            length=max(total, 1), label=label, file=sys.stderr, hidden=not self.show
+        )
+        self._bar.__enter__()
+
+    def update(self, done: int) -> None:
+        """`done` more units of the current stage."""
+        if self._bar is not None:
+            self._bar.update(done)
+
+    def close(self) -> None:
+        """Finish the current bar, if any."""
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.__exit__(None, None, None)
+
+
+def _spill_dir(settings: Settings) -> Path:
+    """Where a large replay sorts its events: inside the data dir (private), not /tmp,
+    which may be memory."""
+    path = Path(settings.data_dir)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _all_lines(files: tuple[str, ...]) -> Iterator[replaying.Line]:
+    """The lines of every file in turn, `-` being stdin, each with its position
+    (`stdin:N`, or the file's absolute path and line number), read in bounded memory."""
     for name in files:
         if name == "-":
-            yield from _lines(sys.stdin.buffer, "stdin")
+            yield from replaying.read_lines(sys.stdin.buffer, "stdin")
         else:
-            with Path(name).open("rb") as handle:
-                yield from _lines(handle, Path(name).name)
+            path = Path(name)
+            with path.open("rb") as handle:
+                yield from replaying.read_lines(handle, str(path.resolve()))
 
 
 def _current(settings: Settings) -> dict[str, int]:
@@ -138,7 +187,9 @@ def _print_summary(summary: ReplaySummary, seconds: float, current: dict[str, in
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-@settings_options(*CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS)
+@settings_options(
+    *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS, "attribution_lookback", "attribution_half_life"
+)
 def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
     """Run the journey logic over JSONL FILES (- for stdin) and write everything to ClickHouse.
 
