@@ -44,7 +44,14 @@ class TransitionRow:
 @dataclass(slots=True, frozen=True)
 class JourneyRow:
     """The latest state of one account's journey; the highest version is current.
-    `deleted` marks an account that was merged into another (its identity learnt later)."""
+    `deleted` marks an account that was merged into another (its identity learnt later).
+
+    `engagement` is the account's engagement score just after its last activity event
+    (`engagement_at`, ms; None without one), rounded to 6 decimals; the rules it was
+    computed with travel along (half-life in ms, `warm` and `hot` thresholds; 0 when
+    the score is off), so a reader can decay it to any later moment and tier it
+    (`analytics_engagement`). New fields go last: rows are lists of their fields on
+    the wire, and older messages still read."""
 
     account_id: str
     phase: str
@@ -58,6 +65,11 @@ class JourneyRow:
     segment: str | None
     version: int
     deleted: bool = False
+    engagement: float = 0.0
+    engagement_at: int | None = None
+    engagement_half_life_ms: int = 0
+    engagement_warm: float = 0.0
+    engagement_hot: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)

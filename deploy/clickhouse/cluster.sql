@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0007), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0008), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -732,6 +732,53 @@ WHERE content != ''
 GROUP BY to_phase, model, channel, content
 ORDER BY to_phase, model, conversions DESC, channel, content;
 
+-- Account engagement (migration 0008; contract section 8): journeys carries the score
+-- just after the account's last activity, that activity's time, and the rules the score
+-- was computed with (half-life, warm and hot), so the view can decay and tier it with no
+-- settings table (see the migration). The Distributed table gets the columns too.
+ALTER TABLE journeys.journeys_local ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS engagement Float64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_at Nullable(DateTime64(3, 'UTC')),
+    ADD COLUMN IF NOT EXISTS engagement_half_life_ms UInt64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_warm Float64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_hot Float64 DEFAULT 0;
+
+ALTER TABLE journeys.journeys ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS engagement Float64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_at Nullable(DateTime64(3, 'UTC')),
+    ADD COLUMN IF NOT EXISTS engagement_half_life_ms UInt64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_warm Float64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS engagement_hot Float64 DEFAULT 0;
+
+CREATE OR REPLACE VIEW journeys.journeys_current ON CLUSTER '{cluster}' AS
+SELECT account_id, phase, phase_since, first_seen, last_seen, last_activity, events, contacts,
+       dmu_roles, segment, engagement, engagement_at, engagement_half_life_ms, engagement_warm,
+       engagement_hot
+FROM journeys.journeys FINAL
+WHERE is_deleted = 0;
+
+CREATE OR REPLACE VIEW journeys.analytics_engagement ON CLUSTER '{cluster}' AS
+WITH (SELECT max(occurred_at) FROM journeys.events_current) AS as_of
+SELECT account_id,
+       score,
+       multiIf(engagement_at IS NULL, 'cold',
+               score >= engagement_hot, 'hot',
+               score >= engagement_warm, 'warm',
+               'cold') AS tier,
+       as_of,
+       engagement AS score_at_last_activity,
+       engagement_at
+FROM
+(
+    SELECT account_id, engagement, engagement_at, engagement_warm, engagement_hot,
+           if(engagement_at IS NULL OR engagement_half_life_ms = 0, 0,
+              engagement * pow(2, -greatest(toUnixTimestamp64Milli(as_of)
+                                            - toUnixTimestamp64Milli(assumeNotNull(engagement_at)), 0)
+                                  / engagement_half_life_ms)) AS score
+    FROM journeys.journeys_current
+)
+ORDER BY score DESC, account_id;
+
 -- `journeys migrate` and the sink's own migration step read which migrations a database
 -- has: this schema is every migration's, so record them all, once, on a table every node
 -- replicates (one Keeper path for all shards).
@@ -746,4 +793,5 @@ ORDER BY name;
 INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
        ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at'),
-       ('0006_customer_pyramid'), ('0007_attribution');
+       ('0006_customer_pyramid'), ('0007_attribution'),
+       ('0008_engagement');

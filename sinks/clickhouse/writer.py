@@ -115,6 +115,13 @@ def _journeys(out: Output) -> pa.Table:
             "segment": _strings([r.segment for r in rows]),
             "version": pa.array([r.version for r in rows], pa.uint64()),
             "is_deleted": pa.array([1 if r.deleted else 0 for r in rows], pa.uint8()),
+            "engagement": pa.array([r.engagement for r in rows], pa.float64()),
+            "engagement_at": pa.array([r.engagement_at for r in rows], _TS),
+            "engagement_half_life_ms": pa.array(
+                [r.engagement_half_life_ms for r in rows], pa.uint64()
+            ),
+            "engagement_warm": pa.array([r.engagement_warm for r in rows], pa.float64()),
+            "engagement_hot": pa.array([r.engagement_hot for r in rows], pa.float64()),
         }
     )
 

@@ -18,6 +18,13 @@ Both alerts are functions of the account's events in (ts, event_id) order:
   `MAX_INTERVALS`) times `reorder_factor` has passed; if no order came by
   then, and the account is in a reorder phase (loyalty), it is alerted. The
   next order resolves it.
+- `account_hot`: raised at the activity event that brings the engagement score
+  (decayed to that event, plus its weight; see `Phases.step`) to `hot` or above,
+  once per episode. The episode ends at a later activity event before which the
+  decayed score was below `warm`; that event may start the next one. It is
+  raised as the event is applied; its alert is resolved at the moment the
+  decaying score fell below `warm` (a deadline), so a quiet account does not
+  stay hot.
 
 A deadline fires once event time is past it: before an event later than the
 deadline is applied, and when the engine's clock passes it.
@@ -25,7 +32,8 @@ deadline is applied, and when the engine's clock passes it.
 An alert's id names its episode, not its moment, so a consumer can match the
 versions of one alert when a late event moves it: the event that opened the
 episode (the cart's first add to cart; the deal's opening event and the
-stall's number within the deal; the order after which the next was due). It
+stall's number within the deal; the order after which the next was due; the event
+that heated the account). It
 does not name the account, so it stays when the account merges into another.
 When a late event moves the deadline, the alert keeps its id and gets a new
 version with the new `raised_at`; when it shows the alert never happened (or
@@ -36,6 +44,7 @@ again with the same id and a higher version if it becomes due.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import orjson
 
@@ -52,6 +61,7 @@ from journeys.streams.engine.rules import (
     Rules,
 )
 from journeys.streams.engine.state import (
+    ACCOUNT_HOT,
     CART_ABANDONED,
     DEAL_STALLED,
     MAX_INTERVALS,
@@ -84,6 +94,7 @@ class Alerts:
         self._stall_phases = rules.stall_phases
         self._reorder_phases = rules.reorder_phases
         self._phases = rules.phases
+        self._engagement = rules.engagement
 
     # ------------------------------------------------------------ episodes
 
@@ -146,6 +157,32 @@ class Alerts:
                     changed.append(aid)
                 return
 
+    # ------------------------------------------------------------ engagement
+
+    def heat(
+        self, f: Fold, ts: int, event_id: str, score: float, changed: list[str] | None
+    ) -> None:
+        """The event at `ts` brought the score to `score`, `hot` or above: a hot episode."""
+        f.hot = event_id
+        aid = alert_id(ACCOUNT_HOT, event_id)
+        self._add(f, aid, (ACCOUNT_HOT, ts, None, ts, round(score * 1_000_000), f.phase))
+        if changed is not None:
+            changed.append(aid)
+
+    @staticmethod
+    def cool(f: Fold, ts: int, changed: list[str] | None) -> None:
+        """The score was below `warm` before the activity event at `ts`: the episode ends
+        (every open hot alert is resolved: two journeys merged while both were hot have two)."""
+        f.hot = None
+        alerts = f.alerts
+        if not alerts:
+            return
+        for aid, alert in alerts.items():
+            if alert[0] == ACCOUNT_HOT and alert[2] is None:
+                alerts[aid] = (alert[0], alert[1], ts, alert[3], alert[4], alert[5])
+                if changed is not None:
+                    changed.append(aid)
+
     # ------------------------------------------------------------ deadlines
 
     def cart_deadline(self, f: Fold) -> int | None:
@@ -181,17 +218,51 @@ class Alerts:
             return None
         return f.orders[-1] + int(usual * self.reorder_factor)
 
+    def cool_deadline(self, f: Fold) -> int | None:
+        """When the open hot episode's score, decaying from the last activity, is below
+        `warm`: its alert is resolved then, so a quiet account does not stay hot forever.
+
+        The first millisecond at which `score * 2^(-(t - act) / half_life) < warm`. The
+        episode itself ends at the next activity event (`Phases.step`), as the contract
+        words it; only the alert's `resolved_at` comes from here."""
+        engagement = self._engagement
+        if f.hot is None or f.act is None or not engagement.half_life or not f.alerts:
+            return None
+        if not any(a[0] == ACCOUNT_HOT and a[2] is None for a in f.alerts.values()):
+            return None
+        if f.score < engagement.warm:
+            return f.act
+        if engagement.warm <= 0:
+            return None
+        return f.act + math.floor(engagement.half_life * math.log2(f.score / engagement.warm)) + 1
+
     def next_deadline(self, f: Fold) -> int | None:
         """The earliest running deadline."""
         deadlines = [
             d
-            for d in (self.cart_deadline(f), self.stall_deadline(f), self.reorder_deadline(f))
+            for d in (
+                self.cart_deadline(f),
+                self.stall_deadline(f),
+                self.reorder_deadline(f),
+                self.cool_deadline(f),
+            )
             if d is not None
         ]
         return min(deadlines) if deadlines else None
 
     def fire(self, f: Fold, before: int, changed: list[str] | None) -> None:
-        """Raise every alert whose deadline is before `before` (event time has passed it)."""
+        """Raise every alert whose deadline is before `before` (event time has passed it),
+        and resolve a hot account's alert once its score has cooled below `warm`."""
+        cool = self.cool_deadline(f)
+        alerts = f.alerts
+        if cool is not None and cool < before and alerts:
+            for aid, alert in alerts.items():
+                if alert[0] == ACCOUNT_HOT and alert[2] is None:
+                    alerts[aid] = (alert[0], alert[1], cool, alert[3], alert[4], alert[5])
+                    if changed is not None:
+                        changed.append(aid)
+            if f.fired is None or cool > f.fired:
+                f.fired = cool
         while True:
             cart = self.cart_deadline(f)
             stall = self.stall_deadline(f)
@@ -260,6 +331,15 @@ class Alerts:
                 "cart_started_at": format_ms(since),
                 "last_cart_activity_at": format_ms(last or since),
                 "threshold_ms": self.cart_after,
+            }
+        elif kind == ACCOUNT_HOT:
+            engagement = self._engagement
+            details = {
+                "phase": self._phases[phase] if phase >= 0 else None,
+                "score": (last or 0) / 1_000_000,
+                "hot": engagement.hot,
+                "warm": engagement.warm,
+                "half_life_ms": engagement.half_life,
             }
         elif kind == REORDER_DUE:
             usual = last or 0

@@ -725,6 +725,7 @@ class PartitionEngine:
 
     def _journey_row(self, h: Holder) -> JourneyRow:
         cur = h.cur
+        rules = self.config.rules.engagement
         last = cur.traj[-1]
         return JourneyRow(
             account_id=h.key,
@@ -738,6 +739,11 @@ class PartitionEngine:
             dmu_roles=tuple(r for r, bit in _DMU_BITS.items() if h.dmu & bit),
             segment=cur.segment,
             version=self._version(_AT_SETTLE),
+            engagement=self._logic.engagement(cur),
+            engagement_at=cur.act if rules.enabled else None,
+            engagement_half_life_ms=rules.half_life,
+            engagement_warm=rules.warm,
+            engagement_hot=rules.hot,
         )
 
     # ------------------------------------------------------------ checkpoints

@@ -14,15 +14,25 @@ trajectory takes the step the event's own time calls for, and the few events
 kept whose conditional rule was not met then (`Fold.cands`, at most
 `MAX_CANDIDATES`) are promoted when an old event meets the condition for them.
 Cart and deal episodes ignore such events.
+
+The engagement score (contract section 8) is kept at the fold's last activity
+(`Fold.score` at `Fold.act`): each activity event decays it to the event's
+time, the episode rule of `account_hot` looks at that value, and the event's
+weight is added. Sorted replay and a journey folded again after a late event
+add in the same (ts, event_id) order and agree bit for bit; `merge` (decay both
+scores to the later time and add) and `insert_old` (the old event's weight,
+decayed) give the same sum in exact arithmetic, and floating point may differ
+in the last bits there, so rows round it (`ENGAGEMENT_DIGITS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from journeys.streams.engine.alerts import Alerts
+from journeys.streams.engine.alerts import Alerts, alert_id
 from journeys.streams.engine.rules import NEUTRAL, ORDER, SUPPLIER, EventClass, Rules
 from journeys.streams.engine.state import (
+    ACCOUNT_HOT,
     MAX_CANDIDATES,
     MAX_INTERVALS,
     Code,
@@ -35,13 +45,20 @@ from journeys.streams.engine.state import (
     type_name,
 )
 
+#: Decimals of the engagement score in rows and alerts (see the module docstring).
+ENGAGEMENT_DIGITS = 6
+
 
 class Kind:
-    """What the engine knows of one (channel, type): its class, code and names."""
+    """What the engine knows of one (channel, type): its class, code, names and weight."""
 
-    __slots__ = ("cls", "flags", "episodes", "active", "conditional", "code", "type", "channel")
+    __slots__ = (
+        "cls", "flags", "episodes", "active", "conditional", "code", "type", "channel", "weight",
+    )  # fmt: skip
 
-    def __init__(self, cls: EventClass, code: Code, channel: str, type_: str) -> None:
+    def __init__(
+        self, cls: EventClass, code: Code, channel: str, type_: str, weight: float = 0.0
+    ) -> None:
         self.cls = cls
         self.flags = cls.flags
         #: The cart and deal flags alone: whether the event touches an alert's episode.
@@ -51,6 +68,8 @@ class Kind:
         self.code = code
         self.type = type_
         self.channel = channel
+        #: What an event of this kind adds to the engagement score (0 for supplier actions).
+        self.weight = weight if self.active else 0.0
 
 
 class Phases:
@@ -60,6 +79,12 @@ class Phases:
         self._rules = rules
         self._first = rules.first_activity_phase
         self._alerts = alerts
+        engagement = rules.engagement
+        self._engagement = engagement
+        #: Engagement is kept (0: off), and its thresholds.
+        self._half_life = float(engagement.half_life)
+        self._warm = engagement.warm
+        self._hot = engagement.hot
         self._by_code: dict[Code, Kind] = {}
         self.by_name: dict[str, dict[str, Kind]] = {}
 
@@ -72,8 +97,9 @@ class Phases:
         if kind is None:
             classes = self._rules.classes.get(channel, {})
             code = type_code(channel, type_)
+            weight = self._engagement.weight(channel, type_)
             kind = kinds[type_] = self._by_code[code] = Kind(
-                classes.get(type_, NEUTRAL), code, channel, type_
+                classes.get(type_, NEUTRAL), code, channel, type_, weight
             )
         return kind
 
@@ -102,7 +128,8 @@ class Phases:
             f.segment, f.segment_ts = segment, ts
         if f.seen is None or ts > f.seen:
             f.seen = ts
-        if active and (f.act is None or ts > f.act):
+        act = f.act
+        if active and (act is None or ts > act):
             f.act = ts
         traj = f.traj
         current = traj[-1][0] if traj else -1
@@ -121,9 +148,63 @@ class Phases:
             traj.append(made)
         if unmet and kind.conditional:
             self._remember(f, (ts, event_id, kind.code, None))
+        if active and self._half_life:
+            self._engage(f, act, ts, event_id, kind.weight, changed)
         if kind.episodes or (active and f.stall_alerted):
             self._alerts.on_event(f, kind.flags, active, ts, event_id, changed)
         return made
+
+    def _engage(
+        self,
+        f: Fold,
+        act: int | None,
+        ts: int,
+        event_id: str,
+        weight: float,
+        changed: list[str] | None,
+    ) -> None:
+        """Add an activity event to the score kept at `act` (the last activity before it),
+        with the `account_hot` episode rule."""
+        if act is None:
+            before = 0.0
+        elif ts > act:
+            before = f.score * 2.0 ** ((act - ts) / self._half_life)
+        elif ts == act:
+            before = f.score
+        else:  # not after the last activity (never in order): its decayed weight only
+            f.score += weight * 2.0 ** ((ts - act) / self._half_life)
+            return
+        score = f.score = before + weight
+        hot = f.hot
+        if hot is not None and before < self._warm:
+            self._alerts.cool(f, ts, changed)
+            hot = None
+        if hot is None and score >= self._hot:
+            self._alerts.heat(f, ts, event_id, score, changed)
+
+    def _add_old(self, f: Fold, ts: int, weight: float) -> None:
+        """Add the weight of an activity event older than the fold's others (no episode)."""
+        act = f.act
+        if act is None:
+            f.score = weight
+        elif ts <= act:
+            f.score += weight * 2.0 ** ((ts - act) / self._half_life)
+        else:
+            f.score = f.score * 2.0 ** ((act - ts) / self._half_life) + weight
+
+    def _merged_score(self, a: Fold, b: Fold) -> float:
+        """The score of two folds' activity together, at the later of their last ones."""
+        if a.act is None or b.act is None or not self._half_life:
+            return b.score if a.act is None else a.score
+        at = max(a.act, b.act)
+        half_life = self._half_life
+        return a.score * 2.0 ** ((a.act - at) / half_life) + b.score * 2.0 ** (
+            (b.act - at) / half_life
+        )
+
+    def engagement(self, f: Fold) -> float:
+        """The score a row shows: just after the fold's last activity, rounded."""
+        return round(f.score, ENGAGEMENT_DIGITS) + 0.0 if f.act is not None else 0.0
 
     def fold(self, f: Fold, tail: Iterable[Entry], account: str | None, until: int) -> Fold:
         """`f` after the sorted `tail` and every deadline before `until` (alerts if an account)."""
@@ -146,8 +227,11 @@ class Phases:
             f.segment, f.segment_ts = segment, ts
         if f.seen is None or ts > f.seen:
             f.seen = ts
-        if kind.active and (f.act is None or ts > f.act):
-            f.act = ts
+        if kind.active:
+            if self._half_life:
+                self._add_old(f, ts, kind.weight)
+            if f.act is None or ts > f.act:
+                f.act = ts
         if kind.flags & ORDER:
             if not f.orders or ts >= f.orders[-1]:
                 f.order_event = event_id
@@ -211,6 +295,8 @@ class Phases:
         f.traj = merge_trajectories(a.traj, b.traj)
         if b.seen is not None and (f.seen is None or b.seen > f.seen):
             f.seen = b.seen
+        if b.act is not None:
+            f.score = self._merged_score(a, b)
         if b.act is not None and (f.act is None or b.act > f.act):
             f.act = b.act
         if b.cart_start is not None and (f.cart_start is None or b.cart_last > f.cart_last):
@@ -224,6 +310,8 @@ class Phases:
             f.stall_alerted, f.stall_skip = b.stall_alerted, b.stall_skip
         if b.alerts:
             f.alerts = {**b.alerts, **(f.alerts or {})}
+        if b.hot is not None and (f.hot is None or _raised(f, b.hot) < _raised(f, f.hot)):
+            f.hot = b.hot  # the earlier of two hot episodes goes on
         if b.fired is not None and (f.fired is None or b.fired > f.fired):
             f.fired = b.fired
         if b.segment_ts is not None and (f.segment_ts is None or b.segment_ts > f.segment_ts):
@@ -236,6 +324,12 @@ class Phases:
             self._remember(f, entry)
         self._promote(f)
         return f
+
+
+def _raised(f: Fold, event_id: str) -> tuple[int, str]:
+    """When the hot episode that `event_id` started was raised, for choosing one of two."""
+    alert = (f.alerts or {}).get(alert_id(ACCOUNT_HOT, event_id))
+    return (alert[1] if alert is not None else 0, event_id)
 
 
 def _last_orders(orders: list[int] | None, more: list[int]) -> list[int]:

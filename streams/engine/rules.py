@@ -5,16 +5,25 @@ supplier actions and the alert triggers come from a TOML file
 (`default_rules.toml` holds the contract's defaults). `load_rules` compiles
 the file into a lookup the engine uses once per event: `(channel, type)` →
 `EventClass`.
+
+The `[engagement]` table sets the account engagement score (contract section 8):
+the weight of each activity type (plain or channel-qualified, like the phase
+rules; `default` for the others), its half-life, and the `warm` and `hot`
+thresholds. A rules file without it gets the built-in defaults;
+`enabled = false` turns the score and `account_hot` off.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from journeys.schemas.durations import parse_duration_ms
 from journeys.schemas.errors import ConfigError
 from journeys.schemas.record import CHANNELS, KNOWN_TYPES
 
@@ -45,6 +54,33 @@ NEUTRAL = EventClass()
 
 
 @dataclass(frozen=True)
+class Engagement:
+    """The engagement score's rules: each activity event adds its type's weight, and the
+    sum halves every `half_life` ms of event time; `warm` and `hot` are the tiers'
+    thresholds. `half_life` 0 means the score is off (always 0, no `account_hot`)."""
+
+    half_life: int = 0
+    warm: float = 0.0
+    hot: float = 0.0
+    default: float = 0.0
+    #: (channel, type) -> weight, for the types that do not weigh `default`.
+    weights: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the score is kept at all."""
+        return self.half_life > 0
+
+    def weight(self, channel: str, type_: str) -> float:
+        """What one activity event of (channel, type) adds to the score."""
+        return self.weights.get((channel, type_), self.default)
+
+
+#: No engagement score (what `enabled = false` in the rules file gives).
+ENGAGEMENT_OFF = Engagement()
+
+
+@dataclass(frozen=True)
 class Rules:
     """Compiled phase rules."""
 
@@ -54,6 +90,8 @@ class Rules:
     classes: dict[str, dict[str, EventClass]] = field(repr=False)
     #: Phases in which an account's next order can be due (`reorder_due`); empty: never.
     reorder_phases: frozenset[int] = frozenset()
+    #: The account engagement score and its `account_hot` alert.
+    engagement: Engagement = ENGAGEMENT_OFF
 
     def classify(self, channel: str, type_: str) -> EventClass:
         """The class of an event; unknown types are neutral (kept, move nothing)."""
@@ -153,10 +191,75 @@ def compile_rules(data: dict[str, Any], source: str = "rules") -> Rules:
     for key in set(moves) | set(flags):
         ordered = tuple(sorted(set(moves.get(key, [])), reverse=True))
         classes[key[0]][key[1]] = EventClass(moves=ordered, flags=flags.get(key, 0))
+    engagement = data.get("engagement")
+    if engagement is None:  # a rules file from before engagement: the built-in score
+        engagement = _default_engagement()
     return Rules(
         phases=phases,
         first_activity_phase=first,
         stall_phases=stall_phases,
         classes=classes,
         reorder_phases=reorder_phases,
+        engagement=compile_engagement(engagement, flags, f"{source} [engagement]"),
     )
+
+
+_ENGAGEMENT_KEYS = {"enabled", "half_life", "warm", "hot", "weights"}
+
+
+@cache
+def _default_engagement() -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads(default_rules_text())["engagement"]
+    return table
+
+
+def _number(value: Any, what: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{source}: {what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def compile_engagement(
+    table: Any, flags: dict[tuple[str, str], int], source: str = "[engagement]"
+) -> Engagement:
+    """The `[engagement]` table compiled; `flags` (per (channel, type)) tell supplier
+    actions, which never count: weighting one is an error."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source} must be a table")
+    unknown = sorted(set(table) - _ENGAGEMENT_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {unknown}; known: {sorted(_ENGAGEMENT_KEYS)}")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{source}: `enabled` must be true or false")
+    if not enabled:
+        return ENGAGEMENT_OFF
+    for name in ("half_life", "warm", "hot"):
+        if name not in table:
+            raise ConfigError(f'{source}: `{name}` is missing (e.g. half_life = "14d")')
+    try:
+        half_life = parse_duration_ms(str(table["half_life"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: half_life: {exc}") from exc
+    if half_life <= 0:
+        raise ConfigError(f"{source}: half_life must be longer than 0")
+    warm = _number(table["warm"], "warm", source)
+    hot = _number(table["hot"], "hot", source)
+    if not 0 <= warm <= hot or hot <= 0:
+        raise ConfigError(f"{source}: thresholds need 0 <= warm <= hot and hot > 0")
+    weights = table.get("weights", {})
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{source}: `weights` must be a table of type = number")
+    default = _number(weights.get("default", 1.0), "weights.default", source)
+    by_key: dict[tuple[str, str], float] = {}
+    # Plain names first, so a channel-qualified weight overrides its plain type's.
+    for name in sorted((n for n in weights if n != "default"), key=lambda n: "." in n):
+        weight = _number(weights[name], f"weights.{name}", source)
+        for key in _keys(name, source):
+            if flags.get(key, 0) & SUPPLIER:
+                raise ConfigError(
+                    f"{source}: weights.{name}: {key[0]}.{key[1]} is a supplier action, "
+                    "which never counts as account activity"
+                )
+            by_key[key] = weight
+    return Engagement(half_life=half_life, warm=warm, hot=hot, default=default, weights=by_key)

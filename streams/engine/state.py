@@ -9,7 +9,8 @@ A journey is the account's set of events. Its state has three parts:
   dedupe window (an event_id in it is a redelivery) and what a late event is
   folded back in with.
 - Two `Fold`s: `base`, the order-dependent state (trajectory, cart and deal
-  episodes, alerts, the latest segment) after every event up to `bound`, and `cur`, the same
+  episodes, alerts, the latest segment, the engagement score and its hot episode) after
+  every event up to `bound`, and `cur`, the same
   after the whole tail. `cur` is always `base` folded over the tail in
   (ts, event_id) order; an event in order extends `cur`, an event out of
   order makes the engine fold `cur` again from `base` and publish the
@@ -36,7 +37,8 @@ Entry = tuple[int, str, Code, str | None]
 #: One alert of a journey: (kind, raised_at, resolved_at, since, last, phase).
 #: Cart: `since` is the episode's first add, `last` its last cart activity.
 #: Stall: `since` is when the deal opened, `last` the last account activity, `phase` the
-#: phase it stalled in. Everything an alert row shows is derived from it.
+#: phase it stalled in. Hot: `since` is the event that heated the account, `last` the
+#: score then in millionths. Everything an alert row shows is derived from it.
 Alert = tuple[str, int, int | None, int, int | None, int]
 
 # Ranks of journey holders: which identity wins when two are found to be one.
@@ -56,8 +58,10 @@ MAX_CANDIDATES = 4
 CART_ABANDONED = "cart_abandoned"
 DEAL_STALLED = "deal_stalled"
 REORDER_DUE = "reorder_due"
-_KIND_CODES = {CART_ABANDONED: 0, DEAL_STALLED: 1, REORDER_DUE: 2}
-_KINDS = (CART_ABANDONED, DEAL_STALLED, REORDER_DUE)
+ACCOUNT_HOT = "account_hot"
+#: Codes of alert kinds. Checkpoints store them: append only.
+_KIND_CODES = {CART_ABANDONED: 0, DEAL_STALLED: 1, REORDER_DUE: 2, ACCOUNT_HOT: 3}
+_KINDS = (CART_ABANDONED, DEAL_STALLED, REORDER_DUE, ACCOUNT_HOT)
 #: A loyal account's usual interval between orders is the median of this many last ones.
 MAX_INTERVALS = 5
 
@@ -77,7 +81,7 @@ _CODE_OF = {name: i for i, name in enumerate(TYPE_CODES)}
 #: Defaults of a stored fold's fields, in `Fold.to_list` order (trailing ones are left out).
 _FOLD_DEFAULTS: tuple[Any, ...] = (
     [], None, None, None, None, None, None, None, None, None, None, 0, 0, 0, None, None, 0, 0,
-    None, 0, None, None,
+    None, 0, None, None, 0.0, None,
 )  # fmt: skip
 _NO_BOUND = -(2**62)
 
@@ -169,7 +173,7 @@ class Fold:
         "traj", "seen", "act", "cart_start", "cart_last", "cart_armed", "cart_alerted",
         "deal_open", "stalls", "stall_alerted", "stall_skip", "alerts", "fired", "cands",
         "segment", "segment_ts", "orders", "reorder_alerted", "reorder_skip", "cart_event",
-        "deal_event", "order_event",
+        "deal_event", "order_event", "score", "hot",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -211,6 +215,10 @@ class Fold:
         self.cart_event: str | None = None
         self.deal_event: str | None = None
         self.order_event: str | None = None
+        #: The engagement score just after the latest activity event (at `act`; see
+        #: `Phases.step`), and the event that heated the account if a hot episode is open.
+        self.score = 0.0
+        self.hot: str | None = None
 
     @property
     def phase(self) -> int:
@@ -234,6 +242,7 @@ class Fold:
         other.reorder_alerted, other.reorder_skip = self.reorder_alerted, self.reorder_skip
         other.cart_event, other.deal_event = self.cart_event, self.deal_event
         other.order_event = self.order_event
+        other.score, other.hot = self.score, self.hot
         return other
 
     def to_list(self) -> list[Any]:
@@ -255,6 +264,7 @@ class Fold:
             self.reorder_skip,
             None if self.alerts is None
             else [[k, _KIND_CODES[a[0]], *a[1:]] for k, a in self.alerts.items()],
+            self.score, self.hot,
         ]  # fmt: skip
         while len(data) > 1 and _is_default(data[-1], _FOLD_DEFAULTS[len(data) - 1]):
             data.pop()
@@ -268,7 +278,7 @@ class Fold:
         (traj, fold.seen, fold.act, fold.segment, fold.segment_ts, cands, orders,
          fold.order_event, fold.fired, fold.cart_start, fold.cart_event, fold.cart_last, armed,
          alerted, fold.deal_open, fold.deal_event, fold.stalls, stalled, fold.stall_skip,
-         reordered, fold.reorder_skip, alerts) = full  # fmt: skip
+         reordered, fold.reorder_skip, alerts, fold.score, fold.hot) = full  # fmt: skip
         fold.orders = None if orders is None else _unsteps(orders)
         fold.reorder_alerted = bool(reordered)
         seen = fold.seen or 0

@@ -55,6 +55,7 @@ ANALYTICS_VIEWS = {
     "analytics_repeat_orders",
     "analytics_customer_tiers",
     "analytics_customer_pyramid",
+    "analytics_engagement",
     "analytics_attribution_by_channel",
     "analytics_attribution_by_campaign",
     "analytics_attribution_by_content",
@@ -766,6 +767,29 @@ def test_cluster_records_every_migration_so_migrate_changes_nothing() -> None:
     assert "{shard}" not in migrations_table["args"][0]  # one copy on every node, not per shard
 
 
+def test_cluster_alters_every_table_the_migrations_alter() -> None:
+    """A migration's ALTER TABLE has twins on the cluster: the same change to the local
+    table and to the Distributed table in front of it."""
+    alter = re.compile(
+        r"ALTER TABLE (?:\{db\}|journeys)\.(\w+)(?: ON CLUSTER '\{cluster\}')?\s+(.*)", re.S
+    )
+    single: dict[str, list[str]] = {}
+    for _, sql in migration_files():
+        for statement in statements(sql):
+            if match := alter.match(statement):
+                single.setdefault(match[1], []).append(re.sub(r"\s+", " ", match[2]))
+    cluster: dict[str, list[str]] = {}
+    for statement in statements(cluster_sql()):
+        if match := alter.match(statement):
+            assert " ON CLUSTER '{cluster}'" in statement.split("\n")[0], statement[:60]
+            cluster.setdefault(match[1], []).append(re.sub(r"\s+", " ", match[2]))
+    expected = {}
+    for table, changes in single.items():
+        expected[f"{table}_local"] = changes
+        expected[table] = changes
+    assert cluster == expected
+
+
 def test_every_cluster_statement_runs_on_the_cluster() -> None:
     for statement in statements(cluster_sql()):
         if statement.startswith("CREATE"):
@@ -840,6 +864,13 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
     client.command(f"CREATE DATABASE {local}")
     created = 0
     for statement in statements(cluster_sql()):
+        if re.match(r"ALTER TABLE journeys\.\w+_local ", statement):  # columns added later
+            client.command(
+                re.sub(
+                    r"\bjourneys\.", f"{local}.", statement.replace(" ON CLUSTER '{cluster}'", "")
+                )
+            )
+            continue
         if "ReplicatedReplacingMergeTree" not in statement or "schema_migrations" in statement:
             continue  # Distributed tables and views need a cluster; migrate makes its own record
         statement = statement.replace(" ON CLUSTER '{cluster}'", "")

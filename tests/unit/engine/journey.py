@@ -49,8 +49,10 @@ def ms(hours: float) -> int:
 
 
 def engine(partitions: int = 1, **config: Any) -> JourneyEngine:
-    """An engine with the default rules and the given thresholds (ms), in `partitions`."""
-    return JourneyEngine(EngineConfig(rules=load_rules(), **config), partitions)
+    """An engine with the given thresholds (ms) and rules (default: the built-in ones), in
+    `partitions`."""
+    config.setdefault("rules", load_rules())
+    return JourneyEngine(EngineConfig(**config), partitions)
 
 
 def run(

@@ -23,7 +23,7 @@ ACCOUNT = [
     "page_view", "pricing_view", "demo", "meeting", "quote_requested", "quote_sent",
     "checkout_started", "add_to_cart", "remove_from_cart", "order_placed", "order_shipped",
     "order_delivered", "invoice_paid", "survey_response", "open", "sent", "quote_rejected",
-    "deal_won",
+    "deal_won", "click", "form_submit",
 ]  # fmt: skip
 
 #: Who an event comes from: its identity fields and the types it may have. Two companies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +31,11 @@ ACCOUNT_TYPES = [
     "quote_rejected",
     "remove_from_cart",
     "survey_response",
+    # Weighed differently by the engagement score (contract section 8).
+    "click",
+    "reply",
+    "form_submit",
+    "unsubscribe",
 ]
 
 
@@ -44,6 +50,8 @@ def snapshot(tables: FinalTables) -> tuple[object, ...]:
             j.last_activity,
             j.events,
             j.dmu_roles,
+            j.engagement,
+            j.engagement_at,
         )
         for k, j in tables.journeys.items()
     }
@@ -139,3 +147,7 @@ def test_identity_merge_order_does_not_change_the_final_journey(
         d.last_seen,
         d.events,
     )
+    # The merged score is the sum of both journeys' scores, decayed to the later activity:
+    # the same in exact arithmetic as one journey's, the same to 6 decimals in floating point.
+    assert m.engagement_at == d.engagement_at
+    assert m.engagement == pytest.approx(d.engagement, abs=2e-6)
