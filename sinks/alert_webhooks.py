@@ -168,10 +168,20 @@ def describe(alert: Alert) -> str:
             f"{title}: account {account} in {d.get('phase', '?')} has an open deal since "
             f"{d.get('open_since', '?')} and no activity since {d.get('last_activity_at') or '?'}"
         )
+    elif kind == "account_hot":
+        what = (
+            f"{title}: account {account} in {d.get('phase') or '?'} reached an engagement "
+            f"score of {d.get('score', '?')} (hot from {d.get('hot', '?')}): a good moment to call"
+        )
     else:
         facts = ", ".join(f"{k} {v}" for k, v in d.items())
         what = f"{title}: account {account}" + (f" ({facts})" if facts else "")
     status = alert.status
+    if status == "resolved" and kind == "account_hot":
+        return (
+            f"Resolved at {b.get('resolved_at')}: account {account} has cooled below "
+            f"{d.get('warm', '?')} engagement points."
+        )
     if status == "withdrawn":
         return (
             f"Correction: the {kind} alert for account {account} raised at {b.get('raised_at')} "

@@ -71,6 +71,19 @@ def test_keys_and_messages_per_status() -> None:
     assert slack["text"] == describe(raised) and slack["blocks"][0]["type"] == "section"
 
 
+def test_a_hot_account_reads_as_a_moment_to_call_and_its_cooling_as_the_end() -> None:
+    hot = '{"phase": "decision", "score": 26.5, "hot": 25.0, "warm": 10.0, "half_life_ms": 1}'
+    raised = Alert.parse(alert_json(AlertRow("al_h", "account_hot", "erp-7", 0, hot, 1)))
+    resolved = Alert.parse(
+        alert_json(AlertRow("al_h", "account_hot", "erp-7", 0, hot, 2, resolved_at=5))
+    )
+    assert describe(raised).startswith(
+        "Account hot: account erp-7 in decision reached an engagement score of 26.5 (hot from "
+        "25.0): a good moment to call"
+    )
+    assert describe(resolved).endswith("account erp-7 has cooled below 10.0 engagement points.")
+
+
 def test_signature_covers_timestamp_and_body() -> None:
     secret, body = b"k", b'{"a":1}'
     sent = headers(
