@@ -22,12 +22,17 @@ It refuses, in this order:
 Each query runs on a fresh handle with memory, time and result-size caps
 (`ReadLimits`); at most `max_queries` run at once (then 503, as a
 ClickHouse server answers TOO_MANY_SIMULTANEOUS_QUERIES) and at most
-`max_connections` connections are open (then 503 and close), each idle for
-at most `idle_timeout` seconds. A query whose client left while it waited
-for its turn is not started; the engine cannot interrupt a running query
-from another thread (chdb 4.4's `StreamingResult.cancel()` only acts
-between blocks), so one whose client leaves while it runs ends at the
-time cap.
+`max_connections` connections are open (then 503 and close), each given
+`idle_timeout` seconds in all to send a request (a client trickling bytes
+is closed then). A query whose client left while it waited for its turn is
+not started; one whose client leaves while it runs is cancelled (a watcher
+thread sees the connection close and sends `KILL QUERY` for the query's
+marker comment from another handle of the engine; chdb 4.4's
+`StreamingResult.cancel()` does not stop a running aggregation). The engine
+checks time and cancellation between blocks only, so one call that is slow
+within a block is not stopped: `sql_guard.DENIED_FUNCTIONS` refuses the
+known quadratic ones, and `max_block_size` is capped. `/ping` never runs a
+query.
 Answers carry the `X-ClickHouse-*` headers clients read, and errors the
 `Code: N. DB::Exception: ...` body and exception-code header; never CORS
 headers.
@@ -35,9 +40,12 @@ headers.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import math
 import os
+import re
 import select
 import socket
 import threading
@@ -100,6 +108,10 @@ TRANSPORT_PARAMS = frozenset(
     }
 )
 MAX_QUERY_BYTES = 1024 * 1024
+#: The longest line of a chunked body (a size and its extensions) read, and the read buffer.
+CHUNK_LINE_BYTES = 8192
+#: How often (seconds) a running query checks that its client is still connected.
+WATCH_INTERVAL = 0.2
 CONTENT_TYPES = {
     "JSON": "application/json; charset=UTF-8",
     "JSONCompact": "application/json; charset=UTF-8",
@@ -224,15 +236,26 @@ def allowed_settings(requested: dict[str, str], limits: ReadLimits) -> dict[str,
                 f"DB::Exception: Cannot modify '{name}' setting on this read endpoint "
                 "(allowed: see docs/bi.md). (READONLY)",
             )
-        out[name] = _capped(value, caps[name]) if name in caps else value
+        out[name] = _capped(value, caps[name], name in SECONDS) if name in caps else value
     return out
 
 
-def _capped(value: str, cap: float) -> str:
+#: Capped settings counted in seconds (with milliseconds); the others are whole numbers.
+SECONDS = frozenset({"max_execution_time"})
+
+
+def _capped(value: str, cap: float, seconds: bool = False) -> str:
+    """The value as the engine will read it, or the cap when that would be above it or unlimited.
+
+    The engine reads a whole-number setting's `0.5`, or a time's `1e-9`, as 0, which
+    means unlimited: such a value is rounded first (whole numbers, milliseconds)."""
     try:
         number = float(value)
     except ValueError as exc:
         raise QueryError(27, f"DB::Exception: cannot parse {value!r} as a number") from exc
+    if not math.isfinite(number):
+        return _number(cap)
+    number = round(number, 3) if seconds else math.floor(number)
     return _number(cap if number <= 0 or number > cap else number)
 
 
@@ -265,8 +288,11 @@ class ReadOnlyEngine:
         fmt: str,
         settings: dict[str, str],
         params: dict[str, str],
+        tag: str = "",
     ) -> Answer:
-        """Run one read-only statement; `QueryError` with ClickHouse's code when it fails."""
+        """Run one read-only statement; `QueryError` with ClickHouse's code when it fails.
+
+        `tag` (hex) marks the running query so that `cancel(tag)` can stop it."""
         reason = refusal(sql)
         if reason:
             raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
@@ -295,11 +321,34 @@ class ReadOnlyEngine:
             reason = format_refusal(fmt)
             if reason:
                 raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
-            result = _query(handle, canonical, fmt, params)
+            running = f"{_marker(tag)} {canonical}" if tag else canonical
+            result = _query(handle, running, fmt, params)
             body = bytes(result.bytes() or b"")
             if not body and fmt == "Native":
                 body = _empty_native(handle, canonical, params)
             return Answer(body, fmt, _summary(result, len(body)))
+        finally:
+            handle.close()
+
+    def cancel(self, tag: str) -> None:
+        """Stop the query `run` with `tag`, if it still runs (its client has left).
+
+        `KILL QUERY` from another handle of the same engine: the query ends at its
+        next block, with QUERY_WAS_CANCELLED."""
+        try:
+            handle = chdb.connect(self.path)
+        except Exception as exc:
+            log.warning("read endpoint: cannot cancel a query whose client left: %s", exc)
+            return
+        try:
+            _query(
+                handle,
+                "KILL QUERY WHERE startsWith(query, {marker:String}) ASYNC",
+                "TabSeparated",
+                {"marker": _marker(tag)},
+            )
+        except QueryError as exc:
+            log.warning("read endpoint: cannot cancel a query whose client left: %s", exc)
         finally:
             handle.close()
 
@@ -322,6 +371,11 @@ class ReadOnlyEngine:
         if reason:
             raise QueryError(READONLY, f"DB::Exception: {reason}. (READONLY)")
         return canonical
+
+
+def _marker(tag: str) -> str:
+    """The comment that starts a query run for a request, so that it can be found to cancel it."""
+    return f"/* journeys-read {tag} */"
 
 
 def _escaped(value: str) -> str:
@@ -464,12 +518,35 @@ class _Handler(BaseHTTPRequestHandler):
     access: ReadAccess
     read_host: str
     queries: threading.BoundedSemaphore
+    deadline: float = 0.0  # when the request being read must have arrived (monotonic)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         log.debug("read endpoint: " + format, *args)
 
+    def setup(self) -> None:
+        """Read the connection through a reader that gives each request `timeout` seconds in all.
+
+        The socket's own timeout is per read: a client sending a byte now and then
+        (slowloris) would keep its connection, and one of `max_connections`, forever."""
+        super().setup()
+        self.rfile.close()  # the socket's own reader; the socket stays open
+        self.deadline = time.monotonic() + self.idle_timeout
+        self.rfile = io.BufferedReader(_DeadlineReader(self), CHUNK_LINE_BYTES)
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds a connection may take to send a request (and stay idle before one)."""
+        return float(self.timeout or 30.0)
+
+    def handle_one_request(self) -> None:
+        """Each request (its line, headers and body) must arrive within `timeout` seconds."""
+        self.deadline = time.monotonic() + self.idle_timeout
+        super().handle_one_request()
+
     def do_GET(self) -> None:  # noqa: N802 (the base class's name)
         """`/ping`, `/` (health) or `/?query=...`."""
+        if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # a GET's body is not read: it must not pass for a request
         if self._admitted(open_for_health=True):
             self._handle(b"")
 
@@ -518,7 +595,10 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None and encoding.strip().lower() != "chunked":
+            raise QueryError(1001, f"DB::Exception: unsupported Transfer-Encoding {encoding!r}")
+        if encoding is not None:
             raw = self._chunked()
         else:
             try:
@@ -541,18 +621,21 @@ class _Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         total = 0
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            size = _chunk_size(self.rfile.readline(CHUNK_LINE_BYTES))
             if size == 0:
-                self.rfile.readline()
+                self.rfile.readline(CHUNK_LINE_BYTES)
                 return b"".join(parts)
             total += size
             if total > MAX_QUERY_BYTES:
                 raise QueryError(1001, "DB::Exception: query too large for the read endpoint")
             parts.append(self.rfile.read(size))
-            self.rfile.readline()
+            self.rfile.readline(CHUNK_LINE_BYTES)
 
     def _handle(self, body: bytes) -> None:
         url = urlsplit(self.path)
+        if url.path == "/ping":  # a health check, whatever its parameters: never a query
+            self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+            return
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         text = params.get("query", "")
         if body:
@@ -569,7 +652,9 @@ class _Handler(BaseHTTPRequestHandler):
                     QueryError(1002, f"DB::Exception: no query and no handler for {url.path}"), 404
                 )
             return
-        query_id = params.get("query_id") or str(uuid.uuid4())
+        query_id = params.get("query_id") or ""
+        if not _QUERY_ID.fullmatch(query_id):  # it is echoed in a header: no CR/LF there
+            query_id = str(uuid.uuid4())
         settings = {
             k: v
             for k, v in params.items()
@@ -591,6 +676,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.queries.release()
             self.close_connection = True
             return
+        tag = uuid.uuid4().hex
+        left = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch, args=(tag, left), name="read-endpoint-watch", daemon=True
+        )
+        watcher.start()
         try:
             answer = self.engine.run(
                 text,
@@ -600,11 +691,14 @@ class _Handler(BaseHTTPRequestHandler):
                 or "TabSeparated",
                 settings,
                 binds,
+                tag,
             )
         except QueryError as exc:
             self._error(exc, query_id=query_id)
             return
         finally:
+            left.set()
+            watcher.join()
             self.queries.release()
         log.debug("read endpoint answered in %.3fs: %s", time.monotonic() - started, text[:200])
         self._send(
@@ -619,6 +713,16 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-ClickHouse-Summary": json.dumps(answer.summary),
             },
         )
+
+    def _watch(self, tag: str, done: threading.Event) -> None:
+        """While the query runs, cancel it if its client closes the connection."""
+        gone = False
+        while not done.wait(WATCH_INTERVAL):
+            if gone or self._client_gone():
+                if not gone:
+                    log.info("read endpoint: the client left, cancelling its query")
+                gone = True  # again each time: the query may not have started the first time
+                self.engine.cancel(tag)
 
     def _client_gone(self) -> bool:
         """Whether the client has closed its connection (a query is not started for it then)."""
@@ -647,13 +751,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status or HTTP_STATUS.get(exc.code, 500), body, headers)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to tell
+            self.close_connection = True
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -683,6 +790,45 @@ class _BoundedServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes, refused (`TimeoutError`) once its request's deadline has passed."""
+
+    def __init__(self, handler: _Handler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def readable(self) -> bool:
+        """Always (it reads the socket)."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read what the socket has, waiting no later than the request's deadline."""
+        sock = self._handler.connection
+        remaining = self._handler.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took longer than the read endpoint's idle timeout")
+        sock.settimeout(remaining)
+        try:
+            return int(sock.recv_into(buffer))
+        except ConnectionResetError:
+            return 0  # the client left: the end of its requests
+        finally:
+            sock.settimeout(self._handler.idle_timeout)
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunked body's size line; `QueryError` when it is not a hex number."""
+    digits = line.split(b";", 1)[0].strip()
+    if not line.endswith(b"\n") or not _HEX.fullmatch(digits):
+        raise QueryError(1001, "DB::Exception: bad chunked body")
+    return int(digits, 16)
+
+
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,8}")
+#: The query ids taken from a request (others are replaced by a fresh one).
+_QUERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _refuse_busy(request: Any) -> None:

@@ -37,6 +37,8 @@ from journeys.schemas.settings import Settings
 
 #: Where the generated password lives, under the data dir.
 PASSWORD_FILE = "read-password"
+#: The largest `max_block_size` a request may ask for (the engine's default is 65409).
+MAX_BLOCK_SIZE = 1 << 20
 
 
 class Headers(Protocol):
@@ -78,12 +80,18 @@ class ReadLimits:
     queue_timeout: float = 2.0
 
     def caps(self) -> dict[str, float]:
-        """The numeric settings a request may lower but never raise (0 means unlimited)."""
+        """The numeric settings a request may lower but never raise (0 means unlimited).
+
+        `max_threads` and `max_block_size` are capped too: many threads, or one
+        huge block (the engine checks its time limit and cancellation between
+        blocks), would let one query outlast the time cap."""
         return {
             "max_memory_usage": self.max_memory,
             "max_execution_time": self.max_execution_seconds,
             "max_result_rows": self.max_result_rows,
             "max_result_bytes": self.max_result_bytes,
+            "max_threads": os.cpu_count() or 4,
+            "max_block_size": MAX_BLOCK_SIZE,
         }
 
     def session(self) -> dict[str, str]:

@@ -146,8 +146,41 @@ READ_ROOTS = frozenset(
         "Explain",
     }
 )
-#: Functions that read files or load code, refused anywhere in a statement.
-DENIED_FUNCTIONS = frozenset({"file", "catboostevaluate", "joinget", "joingetornull"})
+#: Functions refused anywhere in a statement (lower case): they read files or load code;
+#: they call a model over the network (the `ai*` functions, once a named collection
+#: exists); or one call costs the square of its input's size within one block, where
+#: neither the time limit nor a cancel can stop it (editDistance of two 64 KiB strings is
+#: about 13 s of CPU per row).
+DENIED_FUNCTIONS = frozenset(
+    {
+        "file",
+        "catboostevaluate",
+        "joinget",
+        "joingetornull",
+        "aigenerate",
+        "aiembed",
+        "aisimilarity",
+        "aifilter",
+        "aiclassify",
+        "aiextract",
+        "aitranslate",
+        "airedact",
+        "editdistance",
+        "editdistanceutf8",
+        "levenshteindistance",
+        "levenshteindistanceutf8",
+        "dameraulevenshteindistance",
+        "jarosimilarity",
+        "jarowinklersimilarity",
+        "arraylevenshteindistance",
+        "arraylevenshteindistanceweighted",
+        "arraysimilarity",
+        "arrayfold",
+        "multifuzzymatchany",
+        "multifuzzymatchanyindex",
+        "multifuzzymatchallindices",
+    }
+)
 #: Functions whose right side may name a table (`x IN db.table`).
 IN_FUNCTIONS = frozenset(
     {
@@ -159,6 +192,14 @@ IN_FUNCTIONS = frozenset(
         "notnullin",
         "globalnullin",
         "globalnotnullin",
+        "inignoreset",
+        "notinignoreset",
+        "globalinignoreset",
+        "globalnotinignoreset",
+        "nullinignoreset",
+        "notnullinignoreset",
+        "globalnullinignoreset",
+        "globalnotnullinignoreset",
     }
 )
 #: The `system` tables BI tools (Grafana, Metabase, Superset, clickhouse-connect) read.
