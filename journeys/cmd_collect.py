@@ -28,6 +28,7 @@ from journeys.schemas.settings import Settings
     "collect_signature_tolerance",
     "collect_public_url",
     "collect_rate_limit",
+    "collect_trusted_proxies",
     "collect_truncate_ip",
     "collect_hash_emails",
     "sendgrid_public_key",

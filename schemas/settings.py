@@ -6,16 +6,28 @@ module reads the environment on its own.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.schemas.durations import parse_duration_ms
 
 #: A duration such as `4h`, held as milliseconds.
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+def _networks(text: str) -> str:
+    """`text` when every comma-separated entry is an IP address or CIDR network."""
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+    return text
 
 
 class Settings(BaseSettings):
@@ -122,10 +134,16 @@ class Settings(BaseSettings):
     )
     collect_public_url: str | None = Field(
         default=None,
-        description="the collector's public URL for analytics.js (default: the request's)",
+        description="the collector's public URL for analytics.js (unset: the request's Host, "
+        "answered private, never cached)",
     )
     collect_rate_limit: float = Field(
-        default=0, ge=0, description="events per second per write key (0: no limit)"
+        default=1000, ge=0, description="events per second per write key, bursts of 2 s (0: off)"
+    )
+    collect_trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
+        default="",
+        description="comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed "
+        "(default none: the peer's address is the client's)",
     )
     collect_truncate_ip: bool = Field(
         default=False, description="drop the last octet of client IPs"

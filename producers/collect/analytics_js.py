@@ -15,7 +15,9 @@ answer is what it gets:
   destinations (there are none), so they stay small.
 
 Where the collector is reached: `collect_public_url` when set (behind a
-proxy or TLS terminator), else the scheme and `Host` of the request.
+proxy or TLS terminator), else the scheme and `Host` of the request (the
+app then answers `private, no-store`: a guess from a client's `Host` must
+not be cached for anyone else).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ bodies `{"error": "..."}`:
     409 the same signed webhook is being stored right now (retry)
     413 body over the limit          429 over the write key's rate
     503 Kafka did not acknowledge, is known to be down, or the collector
-        holds too many bodies (Retry-After)
+        holds too many body bytes (Retry-After)
+    499 (counted in the metrics only) the client left before its body arrived
 
 Browsers read `Retry-After` and the rate-limit header only because every
 `/v1/` answer lists them in `Access-Control-Expose-Headers`.
@@ -27,6 +28,7 @@ enforces the body limit on the decoded size.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,9 +40,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from journeys.producers.collect import handlers
 from journeys.producers.collect.analytics_js import api_host, settings_document
-from journeys.producers.collect.guard import RateLimiter, Rejected, known_key
-from journeys.producers.collect.handlers import COLLECTOR, Collector, Metrics
-from journeys.producers.collect.limits import WEBHOOK_MAX_BODY, Budget, body_size
+from journeys.producers.collect.guard import RateLimiter, Rejected, known_key, trusted_networks
+from journeys.producers.collect.handlers import COLLECTOR, HOLD, Collector, Metrics
+from journeys.producers.collect.limits import WEBHOOK_MAX_BODY, Budget, Hold, ServerLog
 from journeys.producers.collect.openapi import openapi_document
 from journeys.producers.collect.publisher import Publisher
 from journeys.producers.collect.replay import SeenRequests
@@ -104,26 +106,21 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a JSON answer; hold the body's bytes against the budget;
-    count requests and time them."""
+    """Turn every failure into a JSON answer; give back the body bytes the request held
+    against the budget (handlers hold them as they read); count requests and time them."""
     collector = request.app[COLLECTOR]
     metrics = collector.metrics
     started = time.perf_counter()
-    limit = max(collector.settings.collect_max_body, WEBHOOK_MAX_BODY)
-    held = body_size(request, limit) if request.body_exists else 0
-    try:
-        if request.method == "POST" and not collector.publisher.available:
-            raise Rejected(503, "events not stored: Kafka is down; retry", retry_after=RETRY_AFTER)
-        collector.budget.take(held)
-    except Rejected as exc:  # answered before the body is read
-        held = 0
-        response: web.StreamResponse = _error(exc.status, exc.message, **exc.extra)
-        response.force_close()
+    hold = request[HOLD] = Hold(collector.budget)
+    response: web.StreamResponse
+    if request.method == "POST" and not collector.publisher.available:
+        response = _error(503, "events not stored: Kafka is down; retry", retry_after=RETRY_AFTER)
+        response.force_close()  # answered before the body is read
     else:
         try:
             response = await _answer(request, handler)
         finally:
-            collector.budget.give(held)
+            hold.release()
     if request.path.startswith("/v1/"):  # browsers post from the website's own origin
         response.headers["Access-Control-Allow-Origin"] = "*"
         response.headers["Access-Control-Expose-Headers"] = EXPOSED
@@ -153,19 +150,38 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "kafka": "up" if up else "down"})
 
 
+#: What a `Host` header may hold to be echoed into the settings: a name or address, a port.
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
+
+
 async def analytics_settings(request: web.Request) -> web.Response:
     """GET /v1/projects/{writeKey}/settings: analytics.js's settings, pointing at the collector;
-    404 for a write key the collector does not take."""
+    404 for a write key the collector does not take.
+
+    With `collect_public_url` set the answer names it and may be cached by
+    anyone (`public`). Without it the collector can only guess its address
+    from the request's `Host` (and `X-Forwarded-Proto`), which the client
+    chooses: that answer is `private, no-store` with `Vary`, so no shared
+    cache keeps one client's guess for another (cache poisoning), and a
+    `Host` that is not a host name or address is a 400.
+    """
     settings = request.app[COLLECTOR].settings
     key = request.match_info["writeKey"]
     if not settings.write_key_set or not known_key(settings.write_key_set, key):
         raise Rejected(404, "unknown write key")
+    cache = {"Cache-Control": "public, max-age=300"}
+    if not settings.collect_public_url:
+        if not _HOST.match(request.host):
+            raise Rejected(
+                400, "the Host header is not a host name; set JOURNEYS_COLLECT_PUBLIC_URL"
+            )
+        cache = {"Cache-Control": "private, no-store", "Vary": "Host, X-Forwarded-Proto"}
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
     scheme = forwarded if forwarded in ("http", "https") else request.scheme
     protocol, host = api_host(settings.collect_public_url, scheme, request.host)
     return web.json_response(
         settings_document(key, protocol, host),
-        headers={"Cache-Control": "public, max-age=300"},
+        headers=cache,
         dumps=lambda v: orjson.dumps(v).decode(),
     )
 
@@ -195,15 +211,18 @@ def create_app(settings: Settings, publisher: Publisher) -> web.Application:
         handler_args={
             "keepalive_timeout": settings.collect_read_timeout / 1000,
             "lingering_time": LINGER_SECONDS,
+            "logger": ServerLog(logging.getLogger("aiohttp.server")),
         },
     )
+    counters = Metrics.create()
     app[COLLECTOR] = Collector(
         settings=settings,
         publisher=publisher,
-        metrics=Metrics.create(),
+        metrics=counters,
         limiter=RateLimiter(settings.collect_rate_limit),
         budget=Budget(settings.collect_max_inflight),
         seen=SeenRequests(),
+        proxies=trusted_networks(settings.collect_trusted_proxies),
     )
     for path in ("/v1/batch", "/v1/import", "/v1/b"):
         app.router.add_post(path, handlers.segment_batch)

@@ -3,9 +3,14 @@
 - Write keys: the basic-auth user (as Segment's SDKs send it) or, as Segment
   also accepts, `writeKey` in the JSON body; compared in constant time.
 - Rate: a token bucket per write key, refilled at `collect_rate_limit`
-  events per second and holding two seconds' worth. A batch bigger than the
-  bucket is let through when the bucket is full and leaves it in debt, so a
-  large batch is slowed down, never refused for ever.
+  events per second (default 1000) and holding two seconds' worth. A batch
+  bigger than the bucket is let through when the bucket is full and leaves
+  it in debt, so a large batch is slowed down, never refused for ever.
+- Client address: `X-Forwarded-For` is believed only when the peer is one
+  of `collect_trusted_proxies` (none by default), walking its hops from the
+  right past the trusted ones; otherwise the address is the peer's. What is
+  stored as `context.ip` is always an IP address (`ipaddress` parses it,
+  and writes it back in its normal form); anything else is dropped.
 - Privacy: `collect_hash_emails` replaces the local part of every email with
   its SHA-256 (the domain stays, so the company is still known and the same
   person still links); `collect_truncate_ip` keeps an IPv4 /24 or an IPv6 /48.
@@ -112,19 +117,67 @@ def truncate_ip(ip: str) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
-def client_ip(forwarded_for: str | None, remote: str | None) -> str | None:
-    """The end user's address: the first X-Forwarded-For hop, else the peer unless it is local.
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-    Trusting X-Forwarded-For gives nothing away: the body's `context.ip`, which
-    Segment's server SDKs send, is taken as given anyway.
+
+def trusted_networks(text: str) -> tuple[Network, ...]:
+    """The networks of a comma-separated list of IPs and CIDRs (`10.0.0.0/8, ::1`);
+    ValueError names an entry that is neither."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _address(text: str | None) -> Address | None:
+    """`text` as an IP address (an IPv4-mapped IPv6 one as IPv4); None when it is not one."""
+    try:
+        address = ipaddress.ip_address((text or "").strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: Address, proxies: tuple[Network, ...]) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_ip(
+    forwarded_for: str | None, remote: str | None, proxies: tuple[Network, ...] = ()
+) -> str | None:
+    """The end user's address, always a valid IP or None.
+
+    From a trusted proxy: the right-most `X-Forwarded-For` hop that is not a
+    trusted proxy itself (a hop that is not an address ends the walk: None);
+    from anyone else the header is ignored and the peer's address is used,
+    unless it is loopback (a local proxy nobody configured: the user is unknown).
     """
-    if forwarded_for:
-        first = forwarded_for.split(",", 1)[0].strip()
-        if first:
-            return first
-    if remote and remote not in ("127.0.0.1", "::1"):
-        return remote
-    return None
+    peer = _address(remote)
+    if peer is None:
+        return None
+    if forwarded_for and _trusted(peer, proxies):
+        hops = [hop.strip() for hop in forwarded_for.split(",")]
+        for hop in reversed(hops):
+            address = _address(hop)
+            if address is None:
+                return None
+            if not _trusted(address, proxies):
+                return str(address)
+        return str(_address(hops[0]))
+    return None if peer.is_loopback else str(peer)
+
+
+def valid_ip(value: object) -> str | None:
+    """An IP address in its normal form, or None for anything that is not one."""
+    address = _address(value) if isinstance(value, str) else None
+    return None if address is None else str(address)
 
 
 def apply_privacy(settings: Settings, event: dict[str, Any], ip: str | None) -> dict[str, Any]:
@@ -137,7 +190,7 @@ def apply_privacy(settings: Settings, event: dict[str, Any], ip: str | None) -> 
         context = event["context"] = {}
     if not isinstance(context, dict):
         return event
-    given = context.get("ip") if isinstance(context.get("ip"), str) else ip
+    given = valid_ip(context.get("ip")) or valid_ip(ip)  # never `<script>`, only an address
     if given and settings.collect_truncate_ip:
         given = truncate_ip(given)
     if given:

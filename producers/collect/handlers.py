@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from journeys.producers.collect import segment, webhooks
 from journeys.producers.collect.guard import (
+    Network,
     RateLimiter,
     Rejected,
     apply_privacy,
@@ -46,7 +47,9 @@ from journeys.producers.collect.guard import (
 )
 from journeys.producers.collect.limits import (
     MAX_LISTED_ERRORS,
+    WEBHOOK_MAX_BODY,
     Budget,
+    Hold,
     dead_letter,
     item_bytes,
     parse_json,
@@ -109,6 +112,8 @@ class Collector:
     limiter: RateLimiter
     budget: Budget
     seen: SeenRequests
+    #: Proxies whose X-Forwarded-For is believed (`collect_trusted_proxies`).
+    proxies: tuple[Network, ...] = ()
 
     @property
     def skew_tolerance(self) -> timedelta:
@@ -117,6 +122,8 @@ class Collector:
 
 
 COLLECTOR = web.AppKey("collector", Collector)
+#: The request's share of the budget, made by the middleware, grown as the body is read.
+HOLD = web.RequestKey("hold", Hold)
 
 
 @dataclass(slots=True)
@@ -220,38 +227,48 @@ def _cap(collector: Collector, items: list[Any], what: str) -> None:
 
 async def _read_limited(request: web.Request, settings: Settings) -> bytes:
     """The body of a write-key request, at most `collect_max_body` bytes (413 otherwise, before
-    reading when Content-Length already says so)."""
-    limit = settings.collect_max_body
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-    raw = await read_body(request, settings)
-    if len(raw) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
-    return raw
+    reading when Content-Length already says so), held against the budget as it arrives."""
+    return await read_body(request, settings, request[HOLD], settings.collect_max_body)
+
+
+async def _read_webhook(request: web.Request, settings: Settings) -> bytes:
+    """The body of a provider webhook (signature precondition already checked), at most
+    `WEBHOOK_MAX_BODY` bytes, held against the budget as it arrives."""
+    hold = request[HOLD]
+    hold.verify()
+    return await read_body(request, settings, hold, WEBHOOK_MAX_BODY)
 
 
 async def _authorised_json(request: web.Request) -> tuple[str, Any, bytes, bool]:
-    """Write key, parsed body, raw bytes and strictness of a Segment-style call (key checked
-    before the body is parsed when it comes as basic auth)."""
+    """Write key, parsed body, raw bytes and strictness of a Segment-style call.
+
+    A key in the basic-auth header is checked before the body is read; a body
+    without one is read as unverified (a small share of the budget) and its
+    `writeKey` checked once parsed.
+    """
     collector = request.app[COLLECTOR]
-    raw = await _read_limited(request, collector.settings)
     authorization = request.headers.get("Authorization")
+    hold = request[HOLD]
     try:
         key = check_write_key(collector.settings, authorization)
     except Rejected:
+        raw = await _read_limited(request, collector.settings)
         try:
             body, strict = parse_json(raw)
         except Rejected:
             body, strict = None, True
         key = check_write_key(collector.settings, authorization, body)  # writeKey in the body
+        hold.verify()
         return key, body, raw, strict
+    hold.verify()
+    raw = await _read_limited(request, collector.settings)
     body, strict = parse_json(raw)
     return key, body, raw, strict
 
 
 def _segment_ip(request: web.Request) -> str | None:
-    return client_ip(request.headers.get("X-Forwarded-For"), request.remote)
+    proxies = request.app[COLLECTOR].proxies
+    return client_ip(request.headers.get("X-Forwarded-For"), request.remote, proxies)
 
 
 #: analytics.js posts single calls to one-letter paths (`/v1/t`, `/v1/p`, ...).
@@ -340,6 +357,7 @@ async def orders(request: web.Request) -> web.Response:
     """POST /webhooks/orders: the contract's event JSON, one object or an array (write key)."""
     collector = request.app[COLLECTOR]
     key = check_write_key(collector.settings, request.headers.get("Authorization"))
+    request[HOLD].verify()
     raw = await _read_limited(request, collector.settings)
     body, strict = parse_json(raw)
     if isinstance(body, list):
@@ -366,6 +384,17 @@ async def orders(request: web.Request) -> web.Response:
     return await store(collector, done)
 
 
+async def _refuse_with_dead_letter(
+    collector: Collector, raw: bytes, reason: str, source: str
+) -> None:
+    """Keep the request as a dead letter, then refuse it: `Rejected(400)` with the reason."""
+    now = int(time.time() * 1000)
+    row = dead_letter(raw, reason, f"collect:{source}", now, collector.settings.collect_max_event)
+    await collector.publisher.publish([], [row])
+    collector.metrics.rejected.labels(source).inc()
+    raise Rejected(400, reason)
+
+
 def _duplicate() -> web.Response:
     return web.json_response(
         {"success": True, "accepted": 0, "rejected": 0, "errors": [], "duplicate": True},
@@ -377,13 +406,15 @@ async def sendgrid(request: web.Request) -> web.Response:
     """POST /webhooks/sendgrid: SendGrid's Event Webhook, ECDSA-signed, fresh and not replayed."""
     collector = request.app[COLLECTOR]
     settings = collector.settings
-    raw = await read_body(request, settings)
     if not settings.sendgrid_public_key:
         raise Rejected(401, "SendGrid is not configured (JOURNEYS_SENDGRID_PUBLIC_KEY)")
     signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
     timestamp = request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
     tolerance = settings.collect_signature_tolerance / 1000
     moment = check_timestamp(timestamp, time.time(), tolerance, "SendGrid")
+    if not signature.strip():
+        raise Rejected(401, "bad SendGrid signature")
+    raw = await _read_webhook(request, settings)
     if not webhooks.verify_sendgrid(settings.sendgrid_public_key, signature, timestamp, raw):
         raise Rejected(401, "bad SendGrid signature")
     body, strict = parse_json(raw)
@@ -421,9 +452,11 @@ async def mandrill(request: web.Request) -> web.Response:
         return web.Response(status=200)
     collector = request.app[COLLECTOR]
     settings = collector.settings
-    raw = await read_body(request, settings)
     if settings.mandrill_webhook_key is None:
         raise Rejected(401, "Mandrill is not configured (JOURNEYS_MANDRILL_WEBHOOK_KEY)")
+    if not request.headers.get("X-Mandrill-Signature", "").strip():
+        raise Rejected(401, "bad Mandrill signature (none sent)")
+    raw = await _read_webhook(request, settings)
     try:
         form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
     except UnicodeDecodeError as exc:
@@ -453,11 +486,14 @@ async def shopify(request: web.Request) -> web.Response:
     """
     collector = request.app[COLLECTOR]
     settings = collector.settings
-    raw = await read_body(request, settings)
     if settings.shopify_secret is None:
         raise Rejected(401, "Shopify is not configured (JOURNEYS_SHOPIFY_SECRET)")
+    signature = request.headers.get("X-Shopify-Hmac-Sha256")
+    if not (signature or "").strip():
+        raise Rejected(401, "bad Shopify signature (none sent)")
+    raw = await _read_webhook(request, settings)
     expected = webhooks.shopify_signature(settings.shopify_secret.get_secret_value(), raw)
-    if not webhooks.signatures_match(expected, request.headers.get("X-Shopify-Hmac-Sha256")):
+    if not webhooks.signatures_match(expected, signature):
         raise Rejected(401, "bad Shopify signature")
     body, strict = parse_json(raw)
     topic = request.headers.get("X-Shopify-Topic", "")
@@ -466,6 +502,9 @@ async def shopify(request: web.Request) -> web.Response:
             {"success": True, "accepted": 0, "rejected": 0, "errors": [], "ignored": topic},
             dumps=_dumps,
         )
+    mismatch = webhooks.shopify_topic_mismatch(topic, body)
+    if mismatch:
+        await _refuse_with_dead_letter(collector, raw, mismatch, "/webhooks/shopify")
     item = Item(body, partial(webhooks.shopify_event, topic, body, raw), raw=raw, strict=strict)
     done = sort_items(collector, "/webhooks/shopify", [item])
     del body, item

@@ -161,6 +161,7 @@ def _settings_path() -> dict[str, Any]:
                     "description": "settings for @segment/analytics-next",
                     "content": _json({"type": "object", "required": ["integrations"]}),
                 },
+                "400": _error("no public URL is set and the Host header is not a host name"),
                 "404": _error("unknown write key"),
             },
         }
@@ -182,7 +183,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "scheme": "basic",
                     "description": "write key as the user (or `writeKey` in the JSON body, "
                     "as analytics.js sends it)",
-                }
+                },
             },
             "schemas": {
                 "SegmentMessage": segment_message_schema(),
@@ -236,7 +237,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/webhooks/shopify": {
                 "post": _post(
-                    "Shopify orders/create and checkouts/create (HMAC-SHA256-signed)",
+                    "Shopify orders/create and checkouts/create (HMAC-SHA256-signed; a topic "
+                    "the signed body does not fit is a 400 and a dead letter)",
                     {},
                     security=False,
                     headers=("X-Shopify-Hmac-Sha256", "X-Shopify-Topic"),

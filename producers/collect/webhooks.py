@@ -10,7 +10,11 @@
   raw body)). The dedupe key comes from what the HMAC covers: the topic and
   the order's (checkout's) id in the body, else a hash of the whole body.
   `X-Shopify-Event-Id` is not signed, so a captured webhook replayed with a
-  new one must still be the same event.
+  new one must still be the same event. `X-Shopify-Topic` is not signed
+  either: `shopify_topic_mismatch` checks it against the signed body (an
+  order has `order_number`, `financial_status`, ...; a checkout has
+  `abandoned_checkout_url` and none of those), so a captured order cannot
+  be replayed as a new `checkout_started`, nor a checkout as an order.
 - Provider times are Unix seconds (SendGrid `timestamp`, Mandrill `ts`), as
   the providers document; anything else (a text, milliseconds, a time
   outside the calendar) is refused with the reason.
@@ -55,6 +59,15 @@ MANDRILL_TYPES = {
     "reject": "bounce",
 }
 SHOPIFY_TOPICS = {"orders/create": "order_placed", "checkouts/create": "checkout_started"}
+#: Fields of Shopify's Order that a Checkout never has, and the reverse.
+SHOPIFY_ORDER_FIELDS = (
+    "order_number",
+    "financial_status",
+    "order_status_url",
+    "confirmation_number",
+    "checkout_id",
+)
+SHOPIFY_CHECKOUT_FIELDS = ("abandoned_checkout_url",)
 #: Custom arguments a sender may attach to an email to name the contact or account.
 IDENTITY_ARGS = ("contact_id", "account_id", "anonymous_id")
 
@@ -187,6 +200,20 @@ def _money(value: Any) -> float | None:
         return float(value) if value is not None and not isinstance(value, bool) else None
     except (TypeError, ValueError):
         return None
+
+
+def shopify_topic_mismatch(topic: str, body: Any) -> str | None:
+    """Why the (unsigned) topic does not fit the signed body; None when it fits or the body
+    shows neither kind (a body that is no object is left to the mapping's own reason)."""
+    if not isinstance(body, dict):
+        return None
+    order = [name for name in SHOPIFY_ORDER_FIELDS if name in body]
+    checkout = [name for name in SHOPIFY_CHECKOUT_FIELDS if name in body]
+    if topic == "orders/create" and checkout:
+        return f"X-Shopify-Topic is orders/create but the signed body is a checkout ({checkout[0]})"
+    if topic == "checkouts/create" and order:
+        return f"X-Shopify-Topic is checkouts/create but the signed body is an order ({order[0]})"
+    return None
 
 
 def shopify_event_id(topic: str, body: dict[str, Any], raw: bytes) -> str:

@@ -35,8 +35,11 @@ def _serve(port: int, kafka: bool) -> None:
     from journeys.schemas.settings import Settings
 
     sys.setswitchinterval(0.001)  # as `journeys collect` does
-    settings = Settings(
-        write_keys=KEY, collect_max_body=4 * 1024 * 1024, topic_prefix="benchcollect."
+    settings = Settings(  # the benchmark is one write key at full speed: no rate limit
+        write_keys=KEY,
+        collect_max_body=4 * 1024 * 1024,
+        collect_rate_limit=0,
+        topic_prefix="benchcollect.",
     )
     publisher: Any = KafkaPublisher(settings) if kafka else MemoryPublisher()
     if not kafka:

@@ -82,6 +82,7 @@ def test_memory_stays_bounded_under_oversized_and_full_batches(
     env = {
         **os.environ,
         "JOURNEYS_WRITE_KEYS": KEY,
+        "JOURNEYS_COLLECT_RATE_LIMIT": "0",  # 80,000 events in a few seconds, on purpose
         "JOURNEYS_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "JOURNEYS_TOPIC_PREFIX": prefix,
     }

@@ -15,6 +15,7 @@ from journeys.producers.collect.guard import (
     client_ip,
     hash_email,
     truncate_ip,
+    trusted_networks,
 )
 from journeys.schemas.settings import Settings
 
@@ -78,7 +79,9 @@ def test_ip_truncation_and_client_ip() -> None:
     assert truncate_ip("203.0.113.77") == "203.0.113.0"
     assert truncate_ip("2001:db8:abcd:12::1") == "2001:db8:abcd::"
     assert truncate_ip("not an ip") is None
-    assert client_ip("198.51.100.7, 10.0.0.1", "10.0.0.1") == "198.51.100.7"
+    proxies = trusted_networks("10.0.0.0/8")
+    assert client_ip("198.51.100.7, 10.0.0.1", "10.0.0.1", proxies) == "198.51.100.7"
+    assert client_ip("198.51.100.7", "192.0.2.1") == "192.0.2.1"  # not a proxy: its own address
     assert [client_ip(None, r) for r in ("192.0.2.1", "127.0.0.1", "::1", None)] == [
         "192.0.2.1",
         None,

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from journeys.producers.collect.app import create_app
 from journeys.producers.collect.guard import known_key
-from journeys.producers.collect.limits import Budget, dead_letter, parse_json, unrepresentable
+from journeys.producers.collect.limits import Budget, Hold, dead_letter, parse_json, unrepresentable
 from journeys.producers.collect.publisher import MemoryPublisher
 from tests.unit.collect.client import AUTH, KEY, request, settings
 from tests.unit.collect.server import running
@@ -193,6 +193,24 @@ def test_budget_holds_bytes_and_lets_a_lone_request_through() -> None:
     budget.take(600)
 
 
+def test_bodies_read_before_their_key_is_known_hold_a_quarter_of_the_budget() -> None:
+    budget = Budget(1000)
+    first, second = Hold(budget), Hold(budget)
+    first.grow(200)
+    try:
+        second.grow(100)  # 300 unverified bytes: over a quarter of 1000
+    except Exception as exc:
+        assert getattr(exc, "status", None) == 503
+    else:
+        raise AssertionError("unverified bodies took more than their share")
+    first.verify()  # its key was found: the share is free again
+    second.grow(100)
+    assert (budget.used, budget.unverified) == (300, 100)
+    first.release()
+    second.release()
+    assert (budget.used, budget.unverified) == (0, 0)
+
+
 def _raw_request(url: str, head: bytes, body: bytes = b"") -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
@@ -232,11 +250,13 @@ def test_half_sent_bodies_and_headers_are_closed() -> None:
 
 
 def test_over_the_in_flight_budget_is_503_at_once() -> None:
+    """Bytes that arrived count (3900 of a body still coming), not what a request declares."""
     config = settings(collect_read_timeout="3s", collect_max_inflight=4096)
     publisher = MemoryPublisher()
     head = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: " + AUTH["Authorization"].encode()
     with running(config, publisher) as url:
-        slow = _raw_request(url, head + b"\r\nContent-Length: 4000\r\n\r\n", b'{"batch": [')
+        partial = b'{"batch": [' + b" " * 3889
+        slow = _raw_request(url, head + b"\r\nContent-Length: 4000\r\n\r\n", partial)
         time.sleep(0.3)
         body = b'{"batch": []}' + b" " * 1000
         second = _raw_request(url, head + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode(), body)

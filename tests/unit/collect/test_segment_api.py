@@ -290,7 +290,7 @@ def test_batch_with_kafka_down_is_503_and_nothing_is_kept() -> None:
 
 def test_client_ip_from_the_proxy_header_truncated() -> None:
     publisher = MemoryPublisher()
-    config = settings(collect_truncate_ip=True)
+    config = settings(collect_truncate_ip=True, collect_trusted_proxies="127.0.0.1, 10.0.0.0/8")
     headers = {**AUTH, "X-Forwarded-For": "203.0.113.77, 10.0.0.1"}
     assert (
         request("POST", "/v1/page", publisher, json=TRACK, headers=headers, config=config).status

@@ -13,7 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 
 from journeys.producers.collect.publisher import MemoryPublisher
-from journeys.producers.collect.webhooks import mandrill_signature, shopify_signature
+from journeys.producers.collect.webhooks import (
+    mandrill_signature,
+    shopify_signature,
+    shopify_topic_mismatch,
+)
 from tests.unit.collect.client import Answer, request, settings
 
 PRIVATE = ec.generate_private_key(ec.SECP256R1())
@@ -145,6 +149,8 @@ def test_mandrill_signed_events_are_stored() -> None:
 
 SHOPIFY_ORDER = {
     "id": 820982911946154508,
+    "order_number": 1001,
+    "financial_status": "paid",
     "email": "Inkoop@Kwekerij-X.nl",
     "created_at": "2026-11-02T10:15:00+01:00",
     "total_price": "1250.50",
@@ -154,11 +160,21 @@ SHOPIFY_ORDER = {
 }
 
 
+#: A checkout: what an order has (order_number, financial_status) it has not.
+SHOPIFY_CHECKOUT = {
+    **{k: v for k, v in SHOPIFY_ORDER.items() if k not in ("order_number", "financial_status")},
+    "abandoned_checkout_url": "https://shop.example/checkouts/c1/recover",
+}
+
+
 def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
-    body = orjson.dumps(SHOPIFY_ORDER)
     config = settings(shopify_secret=SecretStr("shp-secret"))
     publisher = MemoryPublisher()
-    for topic, event_id in (("orders/create", "e-1"), ("checkouts/create", "e-2")):
+    for topic, event_id, payload in (
+        ("orders/create", "e-1", SHOPIFY_ORDER),
+        ("checkouts/create", "e-2", SHOPIFY_CHECKOUT),
+    ):
+        body = orjson.dumps(payload)
         headers = {
             "X-Shopify-Hmac-Sha256": shopify_signature("shp-secret", body),
             "X-Shopify-Topic": topic,
@@ -192,6 +208,21 @@ def test_shopify_orders_and_checkouts_are_stored_with_the_event_id() -> None:
         request("POST", "/webhooks/shopify", data=body, headers=headers, config=config).status
         == 401
     )
+
+
+def test_a_shopify_topic_the_signed_body_does_not_fit_is_refused() -> None:
+    assert shopify_topic_mismatch("orders/create", SHOPIFY_ORDER) is None
+    assert shopify_topic_mismatch("checkouts/create", SHOPIFY_CHECKOUT) is None
+    assert "is an order (order_number)" in str(
+        shopify_topic_mismatch("checkouts/create", SHOPIFY_ORDER)
+    )
+    assert "is a checkout" in str(shopify_topic_mismatch("orders/create", SHOPIFY_CHECKOUT))
+    assert shopify_topic_mismatch("orders/create", {"id": 1}) is None  # neither: left as is
+    publisher = MemoryPublisher()
+    answer = shopify_post(orjson.dumps(SHOPIFY_ORDER), "checkouts/create", publisher)
+    assert answer.status == 400 and publisher.records == []
+    (dead,) = publisher.dead_letters
+    assert dead.payload == orjson.dumps(SHOPIFY_ORDER) and "X-Shopify-Topic" in dead.reason
 
 
 def test_sendgrid_key_as_pem_works_too() -> None:
