@@ -35,6 +35,13 @@ from journeys.schemas.settings import Settings
     "mandrill_webhook_key",
     "mandrill_webhook_url",
     "shopify_secret",
+    "consent_category",
+    "consent_mode",
+    "admin_key",
+    "privacy_salt",
+    "data_dir",
+    "clickhouse_url",
+    "clickhouse_database",
 )
 def collect(settings: Settings, host: str | None, port: int | None) -> None:
     """Serve the Segment tracking API and email/order webhooks; events go to Kafka.
@@ -66,7 +73,7 @@ def collect(settings: Settings, host: str | None, port: int | None) -> None:
         err=True,
     )
     web.run_app(
-        create_app(settings, KafkaPublisher(settings)),
+        create_app(settings, KafkaPublisher(settings), follow_suppressions=True),
         host=settings.collect_host,
         port=settings.collect_port,
         print=None,

@@ -47,6 +47,7 @@ def rules() -> None:
 def _open_sink(settings: Settings) -> Any:
     from journeys.sinks.background import BackgroundSink
     from journeys.sinks.clickhouse.derived import derived_values, write_derived_settings
+    from journeys.sinks.clickhouse.retention import follow_retention_setting
     from journeys.sinks.clickhouse.writer import ClickHouseSink
 
     writer = ClickHouseSink(
@@ -55,6 +56,7 @@ def _open_sink(settings: Settings) -> Any:
     sink = BackgroundSink(writer)
     sink.setup()
     write_derived_settings(writer.client, settings.clickhouse_database, derived_values(settings))
+    follow_retention_setting(writer.client, settings)
     return sink
 
 
@@ -65,6 +67,8 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
             raise click.BadParameter(f"no such file: {name}", param_hint="FILE")
     started = time.monotonic()
     size = sum(Path(name).stat().st_size for name in files if name != "-")
+    from journeys.privacy_service import replay_gate
+
     progress = Progress(show=not quiet and _on_terminal())
     sink = _open_sink(settings)
     try:
@@ -79,6 +83,7 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
             on_stage=progress.stage,
             partitions=settings.journey_partitions,
             spill_dir=_spill_dir(settings),
+            gate=replay_gate(settings),
         )
     finally:
         try:
@@ -182,14 +187,17 @@ def _print_summary(summary: ReplaySummary, seconds: float, current: dict[str, in
     )
     for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         click.echo(f"  dead letters: {count} x {reason}", err=True)
+    for reason, count in sorted(summary.withheld.items()):
+        click.echo(f"  withheld (docs/privacy.md): {count} x {reason}", err=True)
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @settings_options(
-    *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS, "attribution_lookback", "attribution_half_life"
-)
+    *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS, "attribution_lookback", "attribution_half_life",
+    "retention", "consent_category", "consent_mode", "privacy_salt",
+)  # fmt: skip
 def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
     """Run the journey logic over JSONL FILES (- for stdin) and write everything to ClickHouse.
 

@@ -10,7 +10,7 @@ import click
 from journeys.options import settings_options
 from journeys.schemas.settings import Settings
 
-KAFKA_SETTINGS = ("kafka_bootstrap", "topic_prefix", "topic_partitions")
+KAFKA_SETTINGS = ("kafka_bootstrap", "topic_prefix", "topic_partitions", "topic_retention")
 ENGINE_SETTINGS = (
     "rules_file",
     "cart_abandon_after",
@@ -21,7 +21,9 @@ ENGINE_SETTINGS = (
     "reorder_factor",
     "journey_partitions",
 )
-CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database")
+CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database", "retention")
+#: Consent and the suppression list, which a worker's ingest applies.
+PRIVACY_SETTINGS = ("consent_category", "consent_mode", "privacy_salt")
 #: What the derived views in ClickHouse read (written by each process that writes the database).
 DERIVED_SETTINGS = ("attribution_lookback", "attribution_half_life")
 READ_SETTINGS = (
@@ -57,7 +59,7 @@ IDLE_AFTER = click.option(
 @click.command()
 @IDLE_AFTER
 @click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")
-@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *ENGINE_SETTINGS)
+@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *ENGINE_SETTINGS, *PRIVACY_SETTINGS)
 def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
     """One Faust worker: validates input, runs the journey stage when it owns it."""
     from journeys.processes import run_worker
@@ -100,6 +102,7 @@ def sink(settings: Settings) -> None:
     *ENGINE_SETTINGS,
     *READ_SETTINGS,
     *ALERT_SETTINGS,
+    *PRIVACY_SETTINGS,
 )
 def run(workers: int, idle_after: float, settings: Settings) -> None:
     """The whole streaming pipeline on this machine, until Ctrl-C or SIGTERM: N workers,

@@ -74,6 +74,7 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
     import faust.transport.drivers.aiokafka  # noqa: F401 (its loggers, for quiet_driver_logs)
     from faust.worker import Worker
 
+    from journeys.producers.suppressions import followed_gate
     from journeys.producers.topics import ensure_pipeline_topics
     from journeys.streams.app import create_app
     from journeys.streams.metrics import serve, worker_registry
@@ -81,12 +82,18 @@ def run_worker(settings: Settings, idle_after: float, loglevel: str = "warning")
     quiet_driver_logs()
     app = create_app(settings, ensure_pipeline_topics(settings), idle_after=idle_after)
     state = app.journeys_state  # type: ignore[attr-defined]
+    # The whole suppression list is read before the first event is: a forgotten person's
+    # events must not slip through a worker that has just started.
+    state.gate, follower = followed_gate(settings)
     serve(worker_registry(state), state, settings.metrics_port)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # Faust's start-up spinner writes terminal codes (hide and show the cursor) even when
     # the output is a log file or the terminal `journeys demo` prints its report to.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        follower.close()
 
 
 def run_sink(settings: Settings) -> None:
@@ -108,6 +115,9 @@ def run_sink(settings: Settings) -> None:
         consumer.setup()
     except Stopped:
         return
+    from journeys.sinks.clickhouse.retention import follow_retention_setting
+
+    follow_retention_setting(writer.client, settings)
     from journeys.sinks.clickhouse.derived import derived_values, write_derived_settings
 
     write_derived_settings(writer.client, settings.clickhouse_database, derived_values(settings))

@@ -4,11 +4,14 @@ Contract topics (`events`, `transitions`, `alerts`, `dead-letters`) have
 `JOURNEYS_TOPIC_PARTITIONS` partitions. Internal ones: `ordered` (one: the
 identity stage's input), `journeys`, `rows` and the compacted changelog
 `journeys-state` with `JOURNEYS_JOURNEY_PARTITIONS` each, and the compacted
-changelog `identity-state` (one). Every topic is created with
-`max.message.bytes` = `MESSAGE_BYTES`; an existing topic with a smaller limit
-is raised to it, and one with fewer partitions than asked gets more (a
-journeys topic never changes its count once it has data: see
-`check_journey_partitions`).
+changelog `identity-state` (one). The raw input topics (`events`,
+`dead-letters`) keep messages `JOURNEYS_TOPIC_RETENTION` (`retention.ms`,
+set when they are created); `internal.suppressions`, the suppression list
+(`journeys.producers.suppressions`), is compacted and kept forever. Every
+topic is created with `max.message.bytes` = `MESSAGE_BYTES`; an existing
+topic with a smaller limit is raised to it, and one with fewer partitions
+than asked gets more (a journeys topic never changes its count once it has
+data: see `check_journey_partitions`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ INTERNAL = (
     "internal.ordered", "internal.rows", "internal.journeys", "internal.identity-state",
     "internal.journeys-state",
 )  # fmt: skip
-#: Changelogs: compacted, never expired by age (the last value of every key is state).
-COMPACTED = ("internal.identity-state", "internal.journeys-state")
+#: Changelogs and the suppression list: compacted, never expired by age (the last value
+#: of every key is state).
+COMPACTED = ("internal.identity-state", "internal.journeys-state", "internal.suppressions")
+#: Topics holding raw input (personal data): kept `JOURNEYS_TOPIC_RETENTION` (docs/privacy.md).
+RAW = ("events", "dead-letters")
 #: Topics whose partition count never changes once created (journeys are placed by key).
 FIXED = ("internal.journeys", "internal.journeys-state")
 #: Topic configuration the project sets on purpose.
@@ -139,6 +145,8 @@ def check_journey_partitions(settings: Settings, counts: dict[str, int]) -> None
 
 def _config(settings: Settings, full_name: str) -> dict[str, str]:
     compacted = {settings.topic(name) for name in COMPACTED}
+    if full_name in {settings.topic(name) for name in RAW}:
+        return {**TOPIC_CONFIG, "retention.ms": str(settings.topic_retention)}
     return CHANGELOG_CONFIG if full_name in compacted else TOPIC_CONFIG
 
 

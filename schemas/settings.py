@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -215,6 +215,44 @@ class Settings(BaseSettings):
         description="let webhooks reach loopback, link-local and private addresses "
         "(metadata addresses stay refused)",
     )
+
+    # Privacy (docs/privacy.md): consent, erasure requests, retention.
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the collector's admin endpoints (POST /v1/privacy/forget); "
+        "unset: they answer 403",
+    )
+    consent_category: str = Field(
+        default="analytics",
+        min_length=1,
+        description="the context.consent.categoryPreferences category an event needs",
+    )
+    consent_mode: Literal["drop", "anonymise"] = Field(
+        default="drop",
+        description="an event denying that category is dropped, or kept without identifiers",
+    )
+    retention: str = Field(
+        default="730d",
+        pattern=r"^\s*(off|\d+(\.\d+)?\s*(ms|s|m|h|d|w))\s*$",
+        description="events (after they happened or were stored, the later) and dead letters "
+        "(after they arrived) are deleted from ClickHouse after this long (off: kept)",
+    )
+    topic_retention: DurationMs = Field(
+        default="7d",
+        validate_default=True,
+        description="retention.ms of the raw events and dead-letter topics when created",
+    )
+    privacy_salt: SecretStr | None = Field(
+        default=None,
+        description="secret salt of the identifier hashes (unset: generated once, kept in "
+        "<data dir>/privacy-salt); every process of a deployment needs the same",
+    )
+
+    @property
+    def retention_ms(self) -> int | None:
+        """`retention` in milliseconds; None when off."""
+        text = self.retention.strip()
+        return None if text == "off" else parse_duration_ms(text)
 
     @property
     def write_key_set(self) -> frozenset[str]:

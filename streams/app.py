@@ -53,6 +53,7 @@ from journeys.schemas.codec import (
     pack,
     transition_json,
 )
+from journeys.schemas.privacy import PrivacyGate
 from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
 from journeys.streams.changelog import Batches, Changelog
@@ -86,6 +87,9 @@ class WorkerState:
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
     #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
     sending: dict[object, float] = field(default_factory=dict)
+    #: Consent and the suppression list, applied to raw events before anything else sees
+    #: them (`journeys.schemas.privacy`); None: every valid event goes on.
+    gate: PrivacyGate | None = None
     #: `time.monotonic()` since which the consumer has not known its group coordinator.
     coordinator_lost_at: float | None = None
     problem: str | None = "starting"
@@ -181,7 +185,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                     (e.message.topic, e.message.partition, e.message.offset, _bytes(e.value))
                     for e in batch
                 ]
-                out = split(messages, state.source_partitions, now)
+                out = split(messages, state.source_partitions, now, state.gate)
                 sends = [await ordered.send(value=m, partition=0) for m in pack(out.forward)]
                 for row in out.dead_letters:
                     sends.append(await dead_letters.send(value=dead_letter_json(row)))
@@ -193,6 +197,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             state.idle.delivered(out.next_offsets, time.time())
             state.counters["ingested"] += len(out.forward)
             state.counters["invalid"] += len(out.dead_letters)
+            for reason, count in out.withheld.items():
+                state.counters[reason] = state.counters.get(reason, 0) + count
 
     @app.agent(ordered)
     async def identity(stream: Any) -> None:

@@ -5,7 +5,9 @@ Pure functions and state for the ingest agents of `journeys.streams.app`:
 - `split` validates a batch of raw messages. Valid events become forwarded
   messages for the ordered topic; everything else (bad JSON, a broken
   contract, an event over `EVENT_BYTES`, even a validator bug) becomes a dead
-  letter with its reason. Nothing is dropped.
+  letter with its reason. Nothing is dropped silently: only the privacy gate
+  (`journeys.schemas.privacy`: consent denied, a forgotten person) withholds
+  valid events, counted in `Split.withheld` by reason.
 - `IdleWatch` decides when a source partition this worker reads is idle. A
   partition is idle only when all three hold: its messages were forwarded up
   to the log end that a *fresh* fetch from the broker reported (caught up),
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from journeys.schemas.codec import check_event_size, forwarded_json
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
+from journeys.schemas.privacy import PrivacyGate
 from journeys.schemas.rows import DeadLetterRow
 
 log = logging.getLogger(__name__)
@@ -37,12 +40,18 @@ class Split:
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     #: Per source partition, the offset after the last message of the batch.
     next_offsets: dict[int, int] = field(default_factory=dict)
+    #: Valid events the privacy gate withheld (dropped or anonymised), by reason.
+    withheld: dict[str, int] = field(default_factory=dict)
 
 
 def split(
-    messages: Iterable[tuple[str, int, int, bytes]], partitions: int, received_at: int
+    messages: Iterable[tuple[str, int, int, bytes]],
+    partitions: int,
+    received_at: int,
+    gate: PrivacyGate | None = None,
 ) -> Split:
-    """Validate (topic, partition, offset, value) messages of the events topic."""
+    """Validate (topic, partition, offset, value) messages of the events topic; valid
+    events pass the privacy `gate` when one is given."""
     out = Split()
     for topic, partition, offset, raw in messages:
         out.next_offsets[partition] = max(out.next_offsets.get(partition, 0), offset + 1)
@@ -55,7 +64,17 @@ def split(
             log.exception("validation failed unexpectedly at %s:%s:%s", topic, partition, offset)
             reason = f"validation failed unexpectedly: {type(exc).__name__}: {exc}"
         else:
+            if gate is not None:
+                verdict = gate.screen(record)
+                if verdict.reason is not None:
+                    out.withheld[verdict.reason] = out.withheld.get(verdict.reason, 0) + 1
+                if verdict.record is None:
+                    continue
+                record = verdict.record
             out.forward.append(forwarded_json(record, partition, partitions, offset))
+            continue
+        if gate is not None and gate.payload_suppressed(raw):
+            out.withheld["suppressed"] = out.withheld.get("suppressed", 0) + 1
             continue
         source = f"{topic}:{partition}:{offset}"
         out.dead_letters.append(DeadLetterRow.of(raw, reason, source, received_at))

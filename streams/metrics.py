@@ -10,6 +10,7 @@ plain integers.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -123,8 +124,30 @@ def worker_registry(state: Any) -> CollectorRegistry:
     )
     for name, doc, read in gauges:
         _gauge(registry, name, doc, read)
+    _withheld_gauges(registry, state.counters)
     _health_gauges(registry, "journeys_worker", state)
     return registry
+
+
+#: Why ingest withholds valid events (`journeys.schemas.privacy.Reason`).
+WITHHELD = ("suppressed", "consent_dropped", "consent_anonymised")
+
+
+def _withheld_gauges(registry: CollectorRegistry, counters: dict[str, int]) -> None:
+    """Valid events the privacy gate withheld at ingest, by reason (the worker's counters
+    under the reason's name)."""
+    gauge = Gauge(
+        "journeys_worker_withheld_events",
+        "Valid events the privacy gate dropped or anonymised (consent, suppression list)",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in WITHHELD:
+        gauge.labels(reason).set_function(functools.partial(_counted, counters, reason))
+
+
+def _counted(counters: dict[str, int], name: str) -> float:
+    return float(counters.get(name, 0))
 
 
 def _event_time_lag(stage: Any) -> float:

@@ -48,6 +48,7 @@ from journeys.schemas.codec import (
 )
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
+from journeys.schemas.privacy import PrivacyGate
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import DeadLetterRow, Output
 from journeys.sinks.base import Batching, Sink
@@ -97,6 +98,8 @@ class ReplaySummary:
     first_ts: int | None = None
     last_ts: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    #: Input the privacy gate withheld (consent, the suppression list), by reason.
+    withheld: dict[str, int] = field(default_factory=dict)
     #: Whether each transition key / alert id currently stands (the latest row seen).
     standing_transitions: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     standing_alerts: dict[str, bool] = field(default_factory=dict, repr=False)
@@ -184,19 +187,38 @@ def read_events(
     sink: Sink,
     runs: SortedRuns,
     on_line: Callable[[int], None] | None = None,
+    gate: PrivacyGate | None = None,
 ) -> None:
-    """Validate the lines: valid events go to `runs`, dead letters to the sink."""
+    """Validate the lines: valid events go to `runs`, dead letters to the sink (what the
+    privacy `gate`, when given, lets through, as the collector and ingest do)."""
     dead = _DeadLetters(sink, summary)
     for line in lines:
         summary.lines += 1
         if on_line is not None:
             on_line(line.size + 1 if isinstance(line, Oversized) else len(line[1]) + 1)
         row, record = _validate(line, received_at)
+        if gate is not None:
+            row, record = _screened(gate, row, record, summary.withheld)
         if row is not None:
             dead.add(row)
         elif record is not None:
             runs.add(record)
     dead.hand_over()
+
+
+def _screened(
+    gate: PrivacyGate, row: DeadLetterRow | None, record: EventRecord | None, counts: dict[str, int]
+) -> tuple[DeadLetterRow | None, EventRecord | None]:
+    """A line's dead letter or event after the privacy gate (counted when withheld)."""
+    reason: str | None = None
+    if record is not None:
+        verdict = gate.screen(record)
+        record, reason = verdict.record, verdict.reason
+    elif row is not None and gate.payload_suppressed(row.payload):
+        row, reason = None, "suppressed"
+    if reason is not None:
+        counts[reason] = counts.get(reason, 0) + 1
+    return row, record
 
 
 # ------------------------------------------------------------------------ sorting
@@ -308,6 +330,7 @@ def replay(
     partitions: int = 1,
     spill_dir: Path | None = None,
     on_stage: Callable[[str, int], None] | None = None,
+    gate: PrivacyGate | None = None,
 ) -> ReplaySummary:
     """Replay (source, line) pairs into a sink that is already set up; flushes it at the end.
 
@@ -317,12 +340,12 @@ def replay(
     the command line draws its progress with them. Journeys are kept in `partitions`
     partitions (the tables are the same for any number). Events beyond `RUN_EVENTS`
     are sorted in a private temporary folder inside `spill_dir` (the system's default
-    when None), removed at the end.
+    when None), removed at the end. Lines pass the privacy `gate` when one is given.
     """
     summary = ReplaySummary()
     with tempfile.TemporaryDirectory(prefix="journeys-replay-", dir=spill_dir) as tmp:
         runs = SortedRuns(Path(tmp))
-        read_events(lines, received_at, summary, sink, runs, on_line)
+        read_events(lines, received_at, summary, sink, runs, on_line, gate)
         if on_stage is not None:
             on_stage("journeys", runs.count)
         run_engine(runs.merged(), JourneyEngine(config, partitions), sink, summary, on_events)

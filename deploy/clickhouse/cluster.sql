@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0008), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0009), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -779,6 +779,43 @@ FROM
 )
 ORDER BY score DESC, account_id;
 
+-- Migration 0009: the audit of erasure requests and the suppression list (hashes only;
+-- docs/privacy.md). Retention is applied by the sink at start (ALTER TABLE events_local /
+-- dead_letters_local ON CLUSTER ... MODIFY TTL), following JOURNEYS_RETENTION.
+CREATE TABLE IF NOT EXISTS journeys.privacy_requests_local ON CLUSTER '{cluster}'
+(
+    request_id           String,
+    kind                 LowCardinality(String),
+    identifier_hash      String,
+    source               LowCardinality(String),
+    requested_at         DateTime64(3, 'UTC'),
+    finished_at          Nullable(DateTime64(3, 'UTC')),
+    status               LowCardinality(String),
+    identifiers          UInt32,
+    erased               Map(String, UInt64),
+    accounts_recomputed  UInt32,
+    version              UInt64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)
+ORDER BY request_id;
+
+CREATE TABLE IF NOT EXISTS journeys.privacy_requests ON CLUSTER '{cluster}'
+AS journeys.privacy_requests_local
+ENGINE = Distributed('{cluster}', journeys, privacy_requests_local, cityHash64(request_id));
+
+CREATE TABLE IF NOT EXISTS journeys.privacy_suppressions_local ON CLUSTER '{cluster}'
+(
+    identifier_hash  String,
+    request_id       String,
+    added_at         DateTime64(3, 'UTC')
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY identifier_hash;
+
+CREATE TABLE IF NOT EXISTS journeys.privacy_suppressions ON CLUSTER '{cluster}'
+AS journeys.privacy_suppressions_local
+ENGINE = Distributed('{cluster}', journeys, privacy_suppressions_local, cityHash64(identifier_hash));
+
 -- `journeys migrate` and the sink's own migration step read which migrations a database
 -- has: this schema is every migration's, so record them all, once, on a table every node
 -- replicates (one Keeper path for all shards).
@@ -794,4 +831,4 @@ INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
        ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at'),
        ('0006_customer_pyramid'), ('0007_attribution'),
-       ('0008_engagement');
+       ('0008_engagement'), ('0009_privacy');

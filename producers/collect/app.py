@@ -38,7 +38,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from journeys.producers.collect import handlers
+from journeys.producers.collect import handlers, privacy
 from journeys.producers.collect.analytics_js import api_host, settings_document
 from journeys.producers.collect.guard import RateLimiter, Rejected, known_key, trusted_networks
 from journeys.producers.collect.handlers import COLLECTOR, HOLD, Collector, Metrics
@@ -198,8 +198,12 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
-def create_app(settings: Settings, publisher: Publisher) -> web.Application:
-    """The collector's aiohttp application; the publisher starts and closes with it.
+def create_app(
+    settings: Settings, publisher: Publisher, follow_suppressions: bool = False
+) -> web.Application:
+    """The collector's aiohttp application; the publisher starts and closes with it, behind
+    the privacy gate (`privacy.screened`: consent, the suppression list, followed on Kafka
+    with `follow_suppressions`, and POST /v1/privacy/forget).
 
     The server closes a connection that has not completed a request within
     `collect_read_timeout` (its keep-alive timer, which also runs before the
@@ -215,6 +219,7 @@ def create_app(settings: Settings, publisher: Publisher) -> web.Application:
         },
     )
     counters = Metrics.create()
+    publisher = privacy.screened(app, settings, publisher, counters.registry, follow_suppressions)
     app[COLLECTOR] = Collector(
         settings=settings,
         publisher=publisher,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from journeys.producers.collect.handlers import CALLS, SHORT_CALLS
+from journeys.producers.collect.privacy import ADMIN_SCHEME, FORGET_PATH, forget_path_item
 from journeys.producers.collect.segment import BATCH_FIELDS, FIELDS
 from journeys.schemas.event import event_json_schema
 from journeys.schemas.settings import Settings
@@ -178,6 +179,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "info": {"title": "journeys collector", "version": "1"},
         "components": {
             "securitySchemes": {
+                "adminKey": ADMIN_SCHEME,
                 "writeKey": {
                     "type": "http",
                     "scheme": "basic",
@@ -201,6 +203,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/v1/import": _segment("Segment import (same as batch)", batch),
             "/v1/b": _segment("Segment batch (analytics.js batching path)", batch),
             "/v1/projects/{writeKey}/settings": _settings_path(),
+            FORGET_PATH: forget_path_item(),
             "/webhooks/orders": {
                 "post": _post(
                     "Contract events (components.schemas.Event) from an ERP or shop: one "

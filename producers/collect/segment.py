@@ -31,6 +31,9 @@ Any Segment or RudderStack SDK can point at the collector unchanged:
 - `traits.dmu_role` / `traits.segment` (or the same in `context`) fill the
   event's context (a role outside the contract's six is left out);
   `context.ip` is kept as `context.ip` (the collector may truncate it).
+- `context.consent.categoryPreferences` (analytics-next's consent wrapper)
+  is kept as it came, so the privacy gate can honour it
+  (`journeys.schemas.privacy`).
 """
 
 from __future__ import annotations
@@ -229,6 +232,17 @@ def _items(products: Any) -> list[dict[str, Any]] | None:
     return items
 
 
+def _consent(value: Any) -> dict[str, Any] | None:
+    """`context.consent` as analytics-next's consent wrapper sends it, reduced to the
+    category preferences (a category -> true/false object) the privacy gate reads."""
+    preferences = _dict(value).get("categoryPreferences")
+    if not isinstance(preferences, dict):
+        return None
+    return {
+        "categoryPreferences": {str(k): v for k, v in preferences.items() if isinstance(v, bool)}
+    }
+
+
 def dmu_role(value: Any) -> str | None:
     """A DMU role trait, lower-cased; a value outside the contract's roles is left out
     (a CRM's own role names should not cost the event)."""
@@ -320,6 +334,7 @@ def to_event(
                 "segment": _text(traits.get("segment") or context.get("segment")),
                 "library": _dict(context.get("library")).get("name"),
                 "ip": _text(context.get("ip")),
+                "consent": _consent(context.get("consent")),
             }.items()
             if v is not None
         },

@@ -882,7 +882,7 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
         statement = statement.replace("ReplacingMergeTree()", "ReplacingMergeTree")
         client.command(re.sub(r"\bjourneys\.", f"{local}.", statement))
         created += 1
-    assert created == 7
+    assert created == 9  # 0009 adds privacy_requests and privacy_suppressions
 
     def describe(db: str, suffix: str) -> dict[str, Any]:
         tables = client.query(
@@ -917,5 +917,7 @@ def test_cluster_local_tables_create_the_same_schema_as_the_migrations(
         "dead_letters",
         "identity_links",
         "derived_settings",
+        "privacy_requests",
+        "privacy_suppressions",
     }
     assert describe(local, "_local") == described

@@ -1,0 +1,175 @@
+"""An account's journey, transitions and alerts rebuilt from its stored events.
+
+After `forget` erased some of an account's events, its derived rows must be
+what they would be had those events never come. The pure journey engine
+(the one `journeys replay` runs) is run again over the account's remaining
+events, each given the account as its own (they are all attributed to it
+already), with event time advanced to the latest event stored, as a replay
+of the whole input ends. Its rows are written with versions above every
+stored row of the account; keys that no longer exist get a tombstone
+(`is_deleted` transitions, withdrawn alerts); then the superseded rows are
+deleted, so nothing derived from the erased events stays on disk. An
+account left without events is erased whole.
+
+For databases built by `journeys replay` (no stream running). A running
+stream keeps its own state and may publish rows of the account again with
+its own (lower) versions, which these rows hide: see docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from clickhouse_connect.driver.client import Client
+
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import AlertRow, Output, TransitionRow
+from journeys.sinks.clickhouse.client import select
+from journeys.sinks.clickhouse.forget import delete_where
+from journeys.sinks.clickhouse.writer import ClickHouseSink
+from journeys.sinks.reference import FinalTables, final_tables
+from journeys.streams.engine import EngineConfig, JourneyEngine
+
+DERIVED = ("journeys", "phase_transitions", "alerts")
+
+_EVENTS = """
+SELECT event_id, channel, type, toUnixTimestamp64Milli(occurred_at), contact_id,
+       anonymous_id, email, dmu_role, segment, properties, context
+FROM {db}.events FINAL
+WHERE account_id = {{account:String}}
+ORDER BY occurred_at, event_id
+"""
+
+
+def stored_events(client: Client, db: str, account: str) -> list[EventRecord]:
+    """The account's current events, in event-time order, each naming the account."""
+    rows = select(client, _EVENTS.format(db=db), {"account": account})
+    return [
+        EventRecord(
+            event_id=r[0],
+            channel=r[1],
+            type=r[2],
+            ts=int(r[3]),
+            contact_id=r[4] or None,
+            anonymous_id=r[5] or None,
+            email=r[6] or None,
+            account_id=account,
+            dmu_role=r[7] or None,
+            segment=r[8] or None,
+            properties=r[9],
+            context=r[10],
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def rebuilt(events: Iterable[EventRecord], config: EngineConfig, clock: int) -> FinalTables:
+    """What the engine makes of the events, with event time advanced to `clock`."""
+    engine = JourneyEngine(config, 1)
+    engine.process_all(events)
+    engine.advance_to(clock)
+    return final_tables(engine.take())
+
+
+def recompute_accounts(
+    client: Client, dsn: str, db: str, config: EngineConfig, accounts: Iterable[str]
+) -> int:
+    """Rebuild each account's derived rows from its remaining events; how many."""
+    todo = sorted(accounts)
+    if not todo:
+        return 0
+    clock = int(
+        select(client, f"SELECT toUnixTimestamp64Milli(max(occurred_at)) FROM {db}.events")[0][0]
+    )
+    sink = ClickHouseSink(dsn, db)
+    sink.setup()
+    for account in todo:
+        recompute_account(client, sink, db, config, account, clock)
+    return len(todo)
+
+
+def recompute_account(
+    client: Client, sink: ClickHouseSink, db: str, config: EngineConfig, account: str, clock: int
+) -> None:
+    """Rebuild one account (see the module docstring)."""
+    events = stored_events(client, db, account)
+    params = {"account": account}
+    if not events:
+        for table in DERIVED:
+            delete_where(client, db, table, "account_id = {account:String}", params)
+        return
+    tables = rebuilt(events, config, clock)
+    base = _max_version(client, db, account) + 1
+    sink.add(_shifted(tables, account, base))
+    sink.add(_tombstones(client, db, account, tables, base))
+    sink.flush()
+    for table in DERIVED:
+        delete_where(
+            client, db, table, "account_id = {account:String} AND version < {base:UInt64}",
+            {**params, "base": base},
+        )  # fmt: skip
+
+
+def _max_version(client: Client, db: str, account: str) -> int:
+    parts = " UNION ALL ".join(
+        f"SELECT max(version) AS v FROM {db}.{t} WHERE account_id = {{account:String}}"
+        for t in DERIVED
+    )
+    return int(select(client, f"SELECT max(v) FROM ({parts})", {"account": account})[0][0] or 0)
+
+
+def _shifted(tables: FinalTables, account: str, base: int) -> Output:
+    """The account's rebuilt rows, with versions above every stored one."""
+    return Output(
+        transitions=[
+            replace(t, version=base + t.version)
+            for t in tables.transitions.values()
+            if t.account_id == account
+        ],
+        journeys=[
+            replace(j, version=base + j.version)
+            for j in tables.journeys.values()
+            if j.account_id == account
+        ],
+        alerts=[
+            replace(a, version=base + a.version)
+            for a in tables.alerts.values()
+            if a.account_id == account
+        ],
+    )
+
+
+def _tombstones(client: Client, db: str, account: str, tables: FinalTables, base: int) -> Output:
+    """Deletions of the account's stored transitions and alerts the rebuild has not."""
+    params = {"account": account}
+    phases = select(
+        client,
+        f"SELECT to_phase FROM {db}.phase_transitions FINAL "
+        "WHERE account_id = {account:String} AND is_deleted = 0",
+        params,
+    )
+    alerts = select(
+        client,
+        f"SELECT alert_id, kind, raised_at FROM {db}.alerts FINAL "
+        "WHERE account_id = {account:String} AND withdrawn = 0",
+        params,
+    )
+    return Output(
+        transitions=[
+            TransitionRow(account, None, phase, 0, "", "", "", base, deleted=True)
+            for (phase,) in phases
+            if (account, phase) not in tables.transitions
+        ],
+        alerts=[
+            AlertRow(aid, kind, account, _ms(raised), "{}", base, withdrawn=True)
+            for aid, kind, raised in alerts
+            if aid not in tables.alerts
+        ],
+    )
+
+
+def _ms(moment: object) -> int:
+    from datetime import datetime
+
+    return int(moment.timestamp() * 1000) if isinstance(moment, datetime) else 0
