@@ -51,11 +51,14 @@ def test_bulk_stream_without_keys_equals_replay_and_is_idempotent(
     assert len(expected["alerts"]) > 0 and len(expected["journeys"]) > 10
 
     produce(pipeline.settings, lines)  # the same input again
-    wait_settled(pipeline, len(expected_ids(lines)), len(INVALID), quiet=6)
+    wait_settled(pipeline, len(expected_ids(lines)), 2 * len(INVALID), quiet=6)
     assert pipeline.writer is not None
     again = comparable(snapshot(pipeline.writer.client, pipeline.settings.clickhouse_database))
     for table in expected:
-        assert again[table] == expected[table], table
+        if table == "dead_letters":  # each rejected input is a row: the same bytes sent twice
+            assert again[table] == sorted(expected[table] * 2), table
+        else:  # every valid event once, however often it came
+            assert again[table] == expected[table], table
 
 
 def test_two_workers_give_the_same_tables(
