@@ -8,6 +8,7 @@ baseline measured in the same run, because these machines are shared:
 - parse: `parse_event` per line vs `orjson.loads` per line (the floor).
 - engine: events/s of `JourneyEngine` on one core over sorted records, vs a
   loop that only looks up and updates one dict entry per event.
+- value: the engine with the engagement score on (the default) beside it off.
 - arrival: the engine fed the same events in a realistic arrival order (nightly
   ERP exports, webhook retries, SDK redeliveries with moved times; event time
   trailing the latest event seen by 30 s, late events in batches of 500) vs
@@ -29,6 +30,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -39,6 +41,7 @@ from journeys.schemas.event import parse_event
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.streams.engine import EngineConfig, JourneyEngine
+from journeys.streams.engine.rules import ENGAGEMENT_OFF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests.*
 from tests.unit.engine.journey import realistic_arrival  # noqa: E402
@@ -76,12 +79,18 @@ def bench_parse(lines: list[bytes]) -> None:
     )
 
 
-def sorted_run(events: list[EventRecord]) -> Output:
+def sorted_run(events: list[EventRecord], config: EngineConfig | None = None) -> Output:
     """Replay semantics: sorted events, event time advanced to the last one."""
-    engine = JourneyEngine(EngineConfig.default())
+    engine = JourneyEngine(config or EngineConfig.default())
     engine.process_all(events)
     engine.advance_to(events[-1].ts)
     return engine.take()
+
+
+def without_engagement() -> EngineConfig:
+    """The default rules with the engagement score (and account_hot) off."""
+    config = EngineConfig.default()
+    return replace(config, rules=replace(config.rules, engagement=ENGAGEMENT_OFF))
 
 
 def stream_run(deliveries: list[EventRecord]) -> Output:
@@ -124,6 +133,21 @@ def bench_engine(events: list[EventRecord]) -> None:
     print(
         f"engine  {len(events) / took:>12,.0f} events/s (one core, sorted; dict-update floor "
         f"{len(events) / floor:,.0f}/s, ratio {floor / took:.2f})"
+    )
+
+
+def bench_value_layer(events: list[EventRecord]) -> None:
+    """The engine with the value layer on (the default) beside it off, in one run.
+
+    Engagement and account_hot are the engine's part of it; attribution and the customer
+    pyramid are ClickHouse views over the stored rows and cost the engine nothing."""
+    off = without_engagement()
+    took_off, _ = best_of(3, lambda e: sorted_run(e, off), events)
+    took_on, _ = best_of(3, sorted_run, events)
+    print(
+        f"value   {len(events) / took_on:>12,.0f} events/s with engagement on, "
+        f"{len(events) / took_off:,.0f}/s off: costs {100 * (took_on / took_off - 1):.1f}% "
+        "(target <= 25%)"
     )
 
 
@@ -219,6 +243,7 @@ def main() -> None:
     bench_parse(lines)
     events = records(lines)
     bench_engine(events)
+    bench_value_layer(events)
     bench_arrival(events)
     bench_replay(events)
     if args.state_accounts:

@@ -598,7 +598,7 @@ def test_customer_tiers_at_the_boundaries(
     rows = sink.client.query(
         f"SELECT account_id, tier FROM {ch_database}.analytics_customer_tiers"
     ).result_rows
-    tiers = dict(rows)
+    tiers = {str(account): str(tier) for account, tier in rows}
     counts = Counter(tiers.values())
     assert (counts["top"], counts["big"], counts["medium"], counts["small"]) == (3, 12, 45, 240)
     assert [tiers[f"c{n:03d}"] for n in (0, 2, 3, 14)] == ["top", "top", "big", "big"]
@@ -773,12 +773,14 @@ def test_replay_stores_the_attribution_settings_it_runs_with(
         )
     events.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     db = database_name("derived")
-    settings = Settings(
-        clickhouse_url=chdb_dsn,
-        clickhouse_database=db,
-        data_dir=tmp_path,
-        attribution_lookback="2d",
-        attribution_half_life="1d",
+    settings = Settings.model_validate(
+        {
+            "clickhouse_url": chdb_dsn,
+            "clickhouse_database": db,
+            "data_dir": tmp_path,
+            "attribution_lookback": "2d",  # as JOURNEYS_ATTRIBUTION_LOOKBACK is written
+            "attribution_half_life": "1d",
+        }
     )
     replay_files((str(events),), settings, quiet=True)
     got = (
