@@ -68,6 +68,9 @@ def test_twenty_years_of_monthly_events_are_one_insert(
             "dead_letters",
             "identity_links",
             "schema_migrations",
+            "derived_settings",
+            "privacy_requests",
+            "privacy_suppressions",
         ],
         "",
     )
