@@ -76,6 +76,11 @@ def test_sqlalchemy_reflects_every_view(replayed: tuple[sa.Engine, FinalTables])
             "contacts",
             "dmu_roles",
             "segment",
+            "engagement",
+            "engagement_at",
+            "engagement_half_life_ms",
+            "engagement_warm",
+            "engagement_hot",
         ]
 
 
