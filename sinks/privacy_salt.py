@@ -12,12 +12,12 @@ meaning (nothing would match any more), so back it up with the data.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from journeys.schemas.errors import ConfigError
 from journeys.schemas.settings import Settings
+from journeys.sinks.secret_file import kept_secret
 
 SALT_FILE = "privacy-salt"
 
@@ -34,27 +34,9 @@ def privacy_salt(settings: Settings) -> bytes:
 
 def kept_salt(data_dir: Path) -> bytes:
     """The salt in `<data_dir>/privacy-salt`, generated there (0600) the first time."""
-    path = data_dir / SALT_FILE
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_salt(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot keep the privacy salt in {path}: {exc}") from exc
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-    return _read_salt(path)
-
-
-def _read_salt(path: Path) -> bytes:
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the privacy salt in {path}: {exc}") from exc
-    if not text:
-        raise ConfigError(
-            f"{path} is empty: restore it from a backup (a new salt makes the suppression "
-            "list match nothing)"
-        )
-    return text.encode()
+    return kept_secret(
+        data_dir / SALT_FILE,
+        "the privacy salt",
+        lambda: secrets.token_hex(32),
+        "restore it from a backup (a new salt makes the suppression list match nothing)",
+    ).encode()

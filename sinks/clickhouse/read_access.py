@@ -32,8 +32,8 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from journeys.schemas.errors import ConfigError
 from journeys.schemas.settings import Settings
+from journeys.sinks.secret_file import kept_secret
 
 #: Where the generated password lives, under the data dir.
 PASSWORD_FILE = "read-password"
@@ -130,27 +130,12 @@ def read_access(settings: Settings) -> ReadAccess:
 
 def kept_password(data_dir: Path) -> str:
     """The password in `<data_dir>/read-password`, generated there (0600) the first time."""
-    path = data_dir / PASSWORD_FILE
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_password(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot keep the read endpoint's password in {path}: {exc}") from exc
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(24) + "\n")
-    return _read_password(path)
-
-
-def _read_password(path: Path) -> str:
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the read endpoint's password in {path}: {exc}") from exc
-    if not text:
-        raise ConfigError(f"{path} is empty: delete it to generate a new read password")
-    return text
+    return kept_secret(
+        data_dir / PASSWORD_FILE,
+        "the read endpoint's password",
+        lambda: secrets.token_urlsafe(24),
+        "delete it to generate a new read password",
+    )
 
 
 def given_credentials(headers: Headers, params: Mapping[str, str]) -> tuple[str | None, str | None]:
