@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,63 +24,16 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from journeys.sinks.clickhouse.http_reader import ReadServer, serve_readonly
-from journeys.sinks.clickhouse.read_access import ReadAccess, ReadLimits, kept_password
+from journeys.sinks.clickhouse.http_reader import ReadServer
+from journeys.sinks.clickhouse.read_access import ReadLimits, kept_password
+from tests.security.reading import BASIC, PASSWORD, USER
 
 pytestmark = pytest.mark.integration
-
-USER, PASSWORD = "reader", "s3cret-for-tests"
-ACCESS = ReadAccess(USER, SecretStr(PASSWORD))
-BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 
 
 def _path(dsn: str) -> str:
     return dsn.removeprefix("chdb://")
-
-
-@pytest.fixture()
-def database(chdb_dsn: str) -> str:
-    """A database with one small table and a view, as the pipeline's would have."""
-    name = f"sec_{uuid.uuid4().hex[:10]}"
-    handle = chdb.connect(_path(chdb_dsn))
-    try:
-        handle.query(f"CREATE DATABASE {name}")
-        handle.query(
-            f"CREATE TABLE {name}.events (event_id String, account_id String, n UInt32) "
-            "ENGINE = MergeTree ORDER BY event_id"
-        )
-        handle.query(
-            f"INSERT INTO {name}.events SELECT toString(number), concat('acct-', "
-            "toString(number % 3)), number FROM system.numbers LIMIT 10"
-        )
-        handle.query(f"CREATE VIEW {name}.events_current AS SELECT * FROM {name}.events")
-    finally:
-        handle.close()
-    return name
-
-
-@pytest.fixture()
-def serve(chdb_dsn: str, database: str) -> Iterator[Callable[..., ReadServer]]:
-    """Start endpoints on the test's database (with given limits); all closed afterwards."""
-    servers: list[ReadServer] = []
-
-    def start(limits: ReadLimits | None = None) -> ReadServer:
-        server = serve_readonly(
-            chdb_dsn, "127.0.0.1", 0, access=ACCESS, database=database, limits=limits
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture()
-def endpoint(serve: Callable[..., ReadServer]) -> ReadServer:
-    return serve()
 
 
 def _request(

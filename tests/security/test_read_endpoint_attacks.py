@@ -20,68 +20,20 @@ import http.client
 import os
 import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
-import chdb
 import pytest
-from pydantic import SecretStr
 
-from journeys.sinks.clickhouse.http_reader import ReadServer, serve_readonly
-from journeys.sinks.clickhouse.read_access import MAX_BLOCK_SIZE, ReadAccess, ReadLimits
+from journeys.sinks.clickhouse.http_reader import ReadServer
+from journeys.sinks.clickhouse.read_access import MAX_BLOCK_SIZE, ReadLimits
+from tests.security.reading import BASIC, PASSWORD, TOKEN, USER
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "reader", "attack-tests-password"
-ACCESS = ReadAccess(USER, SecretStr(PASSWORD))
-TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-BASIC = {"Authorization": f"Basic {TOKEN}"}
 BASIC_LINE = f"Authorization: Basic {TOKEN}"
 #: A read of the project's own table that runs for minutes, block after block.
 LONG_QUERY = "SELECT count() FROM " + ", ".join(f"events AS t{i}" for i in range(11))
-
-
-@pytest.fixture()
-def database(chdb_dsn: str) -> str:
-    """A database with one table of 10 rows."""
-    name = f"atk_{uuid.uuid4().hex[:10]}"
-    handle = chdb.connect(chdb_dsn.removeprefix("chdb://"))
-    try:
-        handle.query(f"CREATE DATABASE {name}")
-        handle.query(
-            f"CREATE TABLE {name}.events (event_id String, n UInt32) "
-            "ENGINE = MergeTree ORDER BY event_id"
-        )
-        handle.query(
-            f"INSERT INTO {name}.events SELECT toString(number), number "
-            "FROM system.numbers LIMIT 10"
-        )
-    finally:
-        handle.close()
-    return name
-
-
-@pytest.fixture()
-def serve(chdb_dsn: str, database: str) -> Iterator[Callable[..., ReadServer]]:
-    """Start endpoints on the test's database (with given limits); all closed afterwards."""
-    servers: list[ReadServer] = []
-
-    def start(limits: ReadLimits | None = None) -> ReadServer:
-        server = serve_readonly(
-            chdb_dsn, "127.0.0.1", 0, access=ACCESS, database=database, limits=limits
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture()
-def endpoint(serve: Callable[..., ReadServer]) -> ReadServer:
-    return serve()
 
 
 def _request(
