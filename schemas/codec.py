@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from journeys.schemas.errors import InvalidEvent
-from journeys.schemas.record import EventRecord, format_ms
+from journeys.schemas.record import EventRecord, format_ms, new_record
 from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
@@ -70,7 +70,7 @@ def record_values(record: EventRecord) -> tuple[Any, ...]:
 
 def record_from_values(values: Sequence[Any]) -> EventRecord:
     """The event record back from `record_values`' output (a JSON list)."""
-    return EventRecord(*values)
+    return new_record(*values)
 
 
 def check_event_size(raw: bytes) -> None:

@@ -11,9 +11,7 @@ the reason stored with the dead letter.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -29,15 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from journeys.schemas.decode import content_id, decode_line, decode_object
 from journeys.schemas.errors import InvalidEvent
-from journeys.schemas.fastpath import fast_record
 from journeys.schemas.record import EARLIEST, IDENTITY_FIELDS, LATEST, EventRecord, to_ms
 
 #: Integers a JSON number may hold and still be stored exactly (int64 .. uint64).
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-#: A run of digits long enough to overflow 64 bits: orjson would read it as a lossy float,
-#: so such input takes the reference path, which keeps integers exact and judges them.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
 
 Channel = Literal["web", "email", "order", "sales"]
 DmuRole = Literal["initiator", "gatekeeper", "influencer", "decider", "buyer", "user"]
@@ -245,8 +240,7 @@ def derive_event_id(event: Event) -> str:
         "properties": event.properties,
         "context": event.context.model_dump(exclude_none=True),
     }
-    digest = hashlib.sha256(orjson.dumps(content, default=str, option=orjson.OPT_SORT_KEYS))
-    return "ev_" + digest.hexdigest()[:32]
+    return content_id(content)
 
 
 def parse_event(raw: bytes | str) -> EventRecord:
@@ -256,16 +250,9 @@ def parse_event(raw: bytes | str) -> EventRecord:
     file) is not part of the JSON and is ignored, as RFC 8259 allows.
     """
     raw = _without_bom(raw)
-    data = None
-    if not _LONG_DIGITS.search(raw.encode() if isinstance(raw, str) else raw):
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            record = fast_record(data, from_json=True)
-            if record is not None:
-                return record
+    record = decode_line(raw)
+    if record is not None:
+        return record
     try:
         return _record(Event.model_validate_json(raw))
     except ValidationError as exc:
@@ -286,7 +273,7 @@ def validate_event(data: Any) -> EventRecord:
                 check_numbers(data.get(name))
             except ValueError as exc:
                 raise InvalidEvent(f"{name}: {exc}") from None
-    record = fast_record(data)
+    record = decode_object(data)
     if record is not None:
         return record
     return reference_record(data)
