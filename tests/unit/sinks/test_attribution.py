@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from clickhouse_connect.driver.binding import format_bind_value
 from hypothesis import given
 from hypothesis import strategies as st
 
 from journeys.schemas.rows import IdentityLink, Output, StoredEvent
-from journeys.sinks.clickhouse.attribution import Candidates, candidates, follow_merges
+from journeys.sinks.clickhouse.attribution import (
+    Candidates,
+    StringArray,
+    candidates,
+    follow_merges,
+)
 from journeys.sinks.reference import attributed_account
 from tests.unit.engine.journey import ev
 
@@ -67,3 +73,8 @@ def test_chains_agree_with_the_reference_on_any_merge_graph(
     for account in "abcdef":
         row = StoredEvent(ev("page_view", 0, account_id=account), account)
         assert moves.get(account, (account, 0))[0] == attributed_account(row, links)
+
+
+@given(st.lists(st.text(max_size=6)))
+def test_string_arrays_bind_exactly_as_the_driver_binds_a_list(values: list[str]) -> None:
+    assert format_bind_value(StringArray(values)) == format_bind_value(values)
