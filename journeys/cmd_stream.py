@@ -10,7 +10,13 @@ import click
 from journeys.options import settings_options
 from journeys.schemas.settings import Settings
 
-KAFKA_SETTINGS = ("kafka_bootstrap", "topic_prefix", "topic_partitions", "topic_retention")
+KAFKA_SETTINGS = (
+    "kafka_bootstrap",
+    "topic_prefix",
+    "topic_partitions",
+    "topic_retention",
+    "erase_within",
+)
 ENGINE_SETTINGS = (
     "rules_file",
     "cart_abandon_after",

@@ -7,7 +7,16 @@ identity stage's input), `journeys`, `rows` and the compacted changelog
 changelog `identity-state` (one). The raw input topics (`events`,
 `dead-letters`) keep messages `JOURNEYS_TOPIC_RETENTION` (`retention.ms`,
 set when they are created); `internal.suppressions`, the suppression list
-(`journeys.producers.suppressions`), is compacted and kept forever. Every
+(`journeys.producers.suppressions`), is compacted and kept forever.
+
+The two stage changelogs are where an erased person's aliases and tails end
+as tombstones (`journeys forget`, docs/privacy.md), and a compacted topic
+keeps the values a tombstone replaces until the log cleaner rewrites their
+segment, and the tombstone itself (whose key names an alias) for
+`delete.retention.ms` after that. So they are created with bounds derived
+from `JOURNEYS_ERASE_WITHIN` (`erase_bounds`): segments roll, become
+cleanable and drop their tombstones within a quarter of it each, and an
+existing changelog with other bounds is brought to them. Every
 topic is created with `max.message.bytes` = `MESSAGE_BYTES`; an existing
 topic with a smaller limit is raised to it, and one with fewer partitions
 than asked gets more (a journeys topic never changes its count once it has
@@ -41,6 +50,22 @@ FIXED = ("internal.journeys", "internal.journeys-state")
 #: Topic configuration the project sets on purpose.
 TOPIC_CONFIG = {"max.message.bytes": str(MESSAGE_BYTES)}
 CHANGELOG_CONFIG = {**TOPIC_CONFIG, "cleanup.policy": "compact", "retention.ms": "-1"}
+#: The stage changelogs, which hold personal data until erased (see `erase_bounds`).
+STATE = ("internal.identity-state", "internal.journeys-state")
+#: Part of `JOURNEYS_ERASE_WITHIN` each step of the cleaner's path may take (`erase_bounds`).
+_ERASE_STEPS = 4
+
+
+def erase_bounds(erase_within_ms: int) -> dict[str, str]:
+    """Compaction settings under which a value replaced by a tombstone, and the tombstone,
+    are gone within about `erase_within_ms` while the changelog is written to: the active
+    segment (never cleaned) rolls after `segment.ms`, a dirty record is cleaned at the
+    latest `max.compaction.lag.ms` after it was written, and the tombstone is kept
+    `delete.retention.ms` after its segment was cleaned (long enough for a worker reading
+    the changelog to see it; a restore takes seconds). Each is a quarter of the bound, the
+    last quarter left for the cleaner's own pace (`log.cleaner.backoff.ms`)."""
+    step = str(max(1, erase_within_ms // _ERASE_STEPS))
+    return {"segment.ms": step, "max.compaction.lag.ms": step, "delete.retention.ms": step}
 
 
 @dataclass(frozen=True)
@@ -101,7 +126,8 @@ def ensure_topics(settings: Settings, names: dict[str, int] | None = None) -> di
                     admin.create_topics(missing, wait_for_metadata=True)
                 except TopicAlreadyExistsError:
                     pass
-            _raise_limits(admin, sorted(set(full) & existing))
+            _raise_limits(admin, settings, sorted(set(full) & existing))
+            _bound_compaction(admin, settings, sorted(set(full) & existing))
             described = admin.describe_topics(list(full))
             counts = {d["name"]: len(d["partitions"]) for d in described}
             more = {
@@ -144,13 +170,36 @@ def check_journey_partitions(settings: Settings, counts: dict[str, int]) -> None
 
 
 def _config(settings: Settings, full_name: str) -> dict[str, str]:
+    """The configuration a topic is created with (and that an alteration keeps whole)."""
     compacted = {settings.topic(name) for name in COMPACTED}
     if full_name in {settings.topic(name) for name in RAW}:
         return {**TOPIC_CONFIG, "retention.ms": str(settings.topic_retention)}
+    if full_name in {settings.topic(name) for name in STATE}:
+        return {**CHANGELOG_CONFIG, **erase_bounds(settings.erase_within)}
     return CHANGELOG_CONFIG if full_name in compacted else TOPIC_CONFIG
 
 
-def _raise_limits(admin: object, names: list[str]) -> None:
+def _bound_compaction(admin: object, settings: Settings, names: list[str]) -> None:
+    """Give existing stage changelogs the compaction bounds of `JOURNEYS_ERASE_WITHIN`
+    (a changelog made before the setting existed, or under another value)."""
+    state = [name for name in names if name in {settings.topic(n) for n in STATE}]
+    if not state:
+        return
+    wanted = erase_bounds(settings.erase_within)
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, list(wanted)) for name in state]
+    described = admin.describe_configs(resources, config_filter="all")  # type: ignore[attr-defined]
+    stale = [
+        name
+        for name, configs in described.get("topic", {}).items()
+        if any(configs.get(key, {}).get("value") != value for key, value in wanted.items())
+    ]
+    if stale:  # the whole configuration: an alteration replaces the topic's set
+        admin.alter_configs(  # type: ignore[attr-defined]
+            [ConfigResource(ConfigResourceType.TOPIC, n, _config(settings, n)) for n in stale]
+        )
+
+
+def _raise_limits(admin: object, settings: Settings, names: list[str]) -> None:
     """Raise `max.message.bytes` of existing topics that allow less than `MESSAGE_BYTES`."""
     if not names:
         return
@@ -164,5 +213,8 @@ def _raise_limits(admin: object, names: list[str]) -> None:
     ]
     if low:
         admin.alter_configs(  # type: ignore[attr-defined]
-            [ConfigResource(ConfigResourceType.TOPIC, name, dict(TOPIC_CONFIG)) for name in low]
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, _config(settings, name))
+                for name in low
+            ]
         )

@@ -242,6 +242,12 @@ class Settings(BaseSettings):
         validate_default=True,
         description="retention.ms of the raw events and dead-letter topics when created",
     )
+    erase_within: DurationMs = Field(
+        default="1d",
+        validate_default=True,
+        description="an erased person's identifiers leave the workers' compacted changelogs "
+        "within about this long (the compaction settings of the stage changelogs)",
+    )
     privacy_salt: SecretStr | None = Field(
         default=None,
         description="secret salt of the identifier hashes (unset: generated once, kept in "
