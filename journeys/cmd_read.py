@@ -28,18 +28,22 @@ READ_SETTINGS = (
     "read_port",
     "read_user",
 )
-ENDPOINT_SETTINGS = (
-    "data_dir",
-    "clickhouse_database",
-    "read_host",
-    "read_port",
-    "read_user",
+#: What the read endpoint allows one query and the whole endpoint (`run` serves it too).
+READ_LIMIT_SETTINGS = (
     "read_max_memory",
     "read_max_execution_time",
     "read_max_result_rows",
     "read_max_result_bytes",
     "read_max_queries",
     "read_max_connections",
+)
+ENDPOINT_SETTINGS = (
+    "data_dir",
+    "clickhouse_database",
+    "read_host",
+    "read_port",
+    "read_user",
+    *READ_LIMIT_SETTINGS,
 )
 CELL_CHARS = 60
 

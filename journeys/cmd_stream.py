@@ -7,6 +7,7 @@ from types import FrameType
 
 import click
 
+from journeys.cmd_read import READ_LIMIT_SETTINGS
 from journeys.options import settings_options
 from journeys.schemas.settings import Settings
 
@@ -32,18 +33,7 @@ CLICKHOUSE_SETTINGS = ("clickhouse_url", "clickhouse_database", "retention")
 PRIVACY_SETTINGS = ("consent_category", "consent_mode", "privacy_salt")
 #: What the derived views in ClickHouse read (written by each process that writes the database).
 DERIVED_SETTINGS = ("attribution_lookback", "attribution_half_life")
-READ_SETTINGS = (
-    "read_host",
-    "read_port",
-    "read_user",
-    "read_password",
-    "read_max_memory",
-    "read_max_execution_time",
-    "read_max_result_rows",
-    "read_max_result_bytes",
-    "read_max_queries",
-    "read_max_connections",
-)
+READ_SETTINGS = ("read_host", "read_port", "read_user", "read_password", *READ_LIMIT_SETTINGS)
 ALERT_SETTINGS = (
     "alert_webhooks",
     "alert_webhook_secret",
