@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     dedupe_window: DurationMs = Field(
         default="3d",
         validate_default=True,
-        description="event_ids are remembered this long (event time): a redelivery within it "
-        "is one event, and an event this late still corrects journeys exactly",
+        description="how far behind event time a journey's events stay unpacked (cost only: "
+        "an event_id counts once forever, and a late event of any age corrects journeys "
+        "exactly, folding its journey again from its archive)",
     )
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092")

@@ -372,11 +372,15 @@ class Alerts:
         return changes
 
     @staticmethod
-    def prune(f: Fold, bound: int) -> None:
-        """Forget alerts closed at or before `bound`: no later event can change them."""
+    def prune(f: Fold, bound: int, into: dict[str, Alert] | None = None) -> None:
+        """Forget alerts closed at or before `bound`: no event later than it can change
+        them (a late event folds the journey again from its archive). They go `into` the
+        holder's closed alerts, when given."""
         if f.alerts:
             done = [aid for aid, a in f.alerts.items() if a[2] is not None and a[2] <= bound]
             for aid in done:
-                del f.alerts[aid]
+                alert = f.alerts.pop(aid)
+                if into is not None:
+                    into[aid] = alert
             if not f.alerts:
                 f.alerts = None

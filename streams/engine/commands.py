@@ -8,11 +8,19 @@ fields (`schemas.codec.record_values`).
     Route    ["r", seq, key, rank, contacts, late, event]   router -> key's partition
     Release  ["x", seq, loser, winner, rank, at]            router -> loser's partition
     Expect   ["e", seq, loser, winner, at]                  router -> winner's partition
-    Absorb   ["b", seq, loser, winner, rank, at, holder, expects]
+    Absorb   ["b", seq, loser, winner, rank, at, holder, expects, parts]
                                                             loser's -> winner's partition
+    AbsorbPart ["p", seq, loser, winner, number, chunk]     loser's -> winner's partition
     Forget   ["f", seq, key]                                router -> key's partition
     Contacts ["c", seq, key, contacts]                      router -> key's partition
     Advance  ["t", seq, ts]                                 router -> every partition
+    Erase    ["d", seq, key, event_ids]                     router -> key's partition
+
+An absorb's `holder` is the released journey's small record (`Holder.to_bytes`);
+its archive travels ahead of it as `parts` `AbsorbPart`s, one chunk each, so no
+command outgrows a message however long the journey's history (a chunk is at
+most ~128 KiB, the small record ~256 KiB). The winner's partition keeps the
+parts until their absorb comes, in the same topic partition, behind them.
 
 A message of the identity stage starts with its number, `["n", number]` (`mark`), so
 a journey partition applies a message sent again once (see `journeys.streams.stage`).
@@ -83,7 +91,8 @@ class Expect:
 class Absorb:
     """Fold the released journey `holder` (once `loser`; None when the loser's partition
     had nothing left of it) into `winner`. `expects`: absorbs the loser itself was still
-    waiting for, (loser, at) pairs, which follow it to the winner."""
+    waiting for, (loser, at) pairs, which follow it to the winner. `parts`: how many
+    archive chunks of the holder came ahead as `AbsorbPart`s (0: the holder is whole)."""
 
     seq: int
     loser: str
@@ -92,6 +101,19 @@ class Absorb:
     at: int
     holder: Holder | None
     expects: tuple[tuple[str, int], ...] = ()
+    parts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AbsorbPart:
+    """Archive chunk `number` of the journey `loser` released to `winner`: its `Absorb`
+    follows (see the module docstring)."""
+
+    seq: int
+    loser: str
+    winner: str
+    number: int
+    chunk: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +141,17 @@ class Advance:
     ts: int
 
 
-Command = Route | Release | Expect | Absorb | Forget | Contacts | Advance
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """The events `event_ids` of journey `key` are erased (a person was forgotten): the
+    journey becomes what it would be had they never come."""
+
+    seq: int
+    key: str
+    event_ids: tuple[str, ...]
+
+
+Command = Route | Release | Expect | Absorb | AbsorbPart | Forget | Contacts | Advance | Erase
 
 
 def to_wire(command: Command) -> bytes:
@@ -136,9 +168,13 @@ def to_wire(command: Command) -> bytes:
         body = ["e", c.seq, c.loser, c.winner, c.at]
     elif isinstance(c, Absorb):
         holder = None if c.holder is None else orjson.Fragment(c.holder.to_bytes())
-        body = ["b", c.seq, c.loser, c.winner, c.rank, c.at, holder, c.expects]
+        body = ["b", c.seq, c.loser, c.winner, c.rank, c.at, holder, c.expects, c.parts]
+    elif isinstance(c, AbsorbPart):
+        body = ["p", c.seq, c.loser, c.winner, c.number, orjson.Fragment(c.chunk)]
     elif isinstance(c, Forget):
         body = ["f", c.seq, c.key]
+    elif isinstance(c, Erase):
+        body = ["d", c.seq, c.key, list(c.event_ids)]
     else:
         body = ["c", c.seq, c.key, c.contacts]
     return orjson.dumps(body)
@@ -157,11 +193,17 @@ def from_wire(body: list[Any]) -> Command:
     if kind == "e":
         return Expect(*body[1:5])
     if kind == "b":
-        _, seq, loser, winner, rank, at, holder, expects = body
+        _, seq, loser, winner, rank, at, holder, expects, *more = body
         state = None if holder is None else Holder.from_bytes(orjson.dumps(holder), loser)
-        return Absorb(seq, loser, winner, rank, at, state, tuple((k, t) for k, t in expects))
+        parts = more[0] if more else 0
+        return Absorb(seq, loser, winner, rank, at, state, tuple((k, t) for k, t in expects), parts)
+    if kind == "p":
+        _, seq, loser, winner, number, chunk = body
+        return AbsorbPart(seq, loser, winner, number, orjson.dumps(chunk))
     if kind == "f":
         return Forget(body[1], body[2])
     if kind == "c":
         return Contacts(body[1], body[2], body[3])
+    if kind == "d":
+        return Erase(body[1], body[2], tuple(body[3]))
     raise ValueError(f"unknown journey command {kind!r}")

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
-from journeys.streams.engine.commands import Command
+from journeys.streams.engine.commands import Command, Erase, partition_of
 from journeys.streams.engine.identity import Identity
 from journeys.streams.engine.partition import (
     CART_ABANDONED,
@@ -113,6 +113,15 @@ class JourneyEngine:
         self.router.advance_to(ts)
         self._deliver()
 
+    def erase(self, key: str, event_ids: Iterable[str]) -> None:
+        """Forget events of journey `key` in its partition: it becomes what it would be had
+        they never come (the identity graph is the router's part of an erasure)."""
+        self._deliver()
+        partitions = len(self.parts)
+        partition = partition_of(key, partitions)
+        seq = max(self.router.seq, max(part.seq for part in self.parts)) + 1
+        self._apply([(partition, Erase(seq, key, tuple(event_ids)))])
+
     def take(self) -> Output:
         """Everything produced since the last call, journey rows included."""
         self._deliver()
@@ -127,6 +136,9 @@ class JourneyEngine:
         """Hand the router's commands, then the absorbs they cause, to the partitions."""
         commands, links = self.router.take()
         self._links += links
+        self._apply(commands)
+
+    def _apply(self, commands: list[tuple[int, Command]]) -> None:
         parts = self.parts
         for partition, command in commands:
             part = parts[partition]

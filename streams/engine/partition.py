@@ -5,20 +5,32 @@ decided upstream (`router.IdentityRouter`, the one owner of the identity
 graph), which tells each partition what to do with `commands`:
 
 - `Route`: an event belongs to journey `key` (of rank `rank`, with `contacts`
-  contacts). A redelivery (an event_id seen within the window) is dropped,
-  unless it is earlier than the copy applied: then the event moves to the
-  earlier time. Otherwise the event joins its journey's tail; if it comes
-  after everything the journey holds, it is applied at once (`Phases.step`),
-  else the journey is marked and, once per batch (`take`, `advance_to`, or
-  when one of its deadlines is due), folded again from its base and its sorted
-  tail; the engine publishes the difference: changed and deleted
-  transitions, alerts raised, moved or withdrawn, a new journey row.
+  contacts). A redelivery (an event_id the journey holds, at any age: its
+  tail, or its archive through the fingerprint index) is dropped, unless it
+  is earlier than the copy applied: then the event moves to the earlier time
+  (the earliest occurred_at is kept, as the events table and sorted replay
+  do). Otherwise the event joins its journey's tail; if it comes after
+  everything the journey holds, it is applied at once (`Phases.step`), else
+  the journey is marked and folded again from its base and its sorted tail;
+  an event at or before the journey's bound joins its archive and the journey
+  is folded again from its first event. The engine publishes the difference:
+  changed and deleted transitions, alerts raised, moved or withdrawn (closed
+  ones from long ago too), a new journey row. Marked journeys are folded once
+  per batch: when event time moves, when one of their deadlines is due, and
+  for late events (`Route.late`) at the end of a run of them to one journey
+  (the next other command, or `take`).
 - `Release`: journey `loser` turned out to be `winner`'s. Its rows are
   retracted here and its state leaves as an `Absorb` for the winner's
-  partition (`outbox`); a forward stays for absorbs still on their way to it.
-- `Absorb`: fold a released journey into its winner, retroactively, with the
-  same merge late events use; every rule being order-free, it may come before
-  or after the winner's later events. The same released state is absorbed once.
+  partition (`outbox`), its archive chunks ahead of it as `AbsorbPart`s so no
+  message outgrows the broker's limit; a forward stays for absorbs still on
+  their way to it.
+- `Absorb`: the released journey's events join the winner's (one per
+  event_id, the earliest time kept) and the winner is folded again from its
+  first event: it may come before or after the winner's later events, and
+  conditional rules and episodes come out as in sorted replay. The same
+  released state is absorbed once.
+- `Erase`: events of a journey are forgotten: it is folded again without
+  them, as if they had never come (with no event left, its rows are deleted).
 - `Forget`, `Contacts`, `Advance`: a visitor's state goes; a journey's
   contact count; event time moves (deadlines before it fire).
 
@@ -27,14 +39,14 @@ and the engine continues from the larger of its own and that, so a row
 published after a merge supersedes what the merged journey's partition
 published before it, whichever partition that was.
 
-Events older than the window (`EngineConfig.window`, the setting
-`dedupe_window`) are applied as far as their order-free parts allow (counts,
-roles, the trajectory's earliest steps) and are not deduplicated.
+The window (`EngineConfig.window`, the setting `dedupe_window`) bounds cost,
+never the answer: events later than `clock - window` stay unpacked in the
+tail (at most `MAX_TAIL` per journey), older ones are archived, and an event
+that comes older than that costs a fold of its journey from the start.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
@@ -47,9 +59,11 @@ from journeys.schemas.rows import JourneyRow, Output, StoredEvent, TransitionRow
 from journeys.streams.engine.alerts import Alerts
 from journeys.streams.engine.commands import (
     Absorb,
+    AbsorbPart,
     Advance,
     Command,
     Contacts,
+    Erase,
     Expect,
     Forget,
     Release,
@@ -62,10 +76,18 @@ from journeys.streams.engine.state import (
     ACCOUNT_RANK,
     CART_ABANDONED,
     DEAL_STALLED,
+    FULL,
+    KEEP_TAIL,
+    MAX_SEGMENT,
+    MAX_TAIL,
+    TAIL,
+    Alert,
     Entry,
     Fold,
     Holder,
     Step,
+    by_time,
+    fingerprint,
     trajectory_rows,
 )
 
@@ -81,9 +103,36 @@ _KEEP = 8
 _GIVE_UP = 30
 #: How far sequences jump when an engine is restored from its state.
 RESTART_GAP = 2**32
-# State keys (see `changes`): holders, forwards, absorbed losers, the engine's meta.
+# State keys (see `changes`): holders, their archive chunks, forwards, absorbed losers,
+# expected ones, archive chunks of absorbs on their way in, the engine's meta.
 _HOLDER, _FORWARD, _ABSORBED, _EXPECTED, META = b"h:", b"f:", b"x:", b"e:", b"m:engine"
+#: The layout of the state `changes()` writes. 2: every journey keeps its archive (before
+#: it, events that left the window were forgotten, and a re-fold from them cannot be exact).
+STATE_FORMAT = 2
+
+
+class StateFormatError(RuntimeError):
+    """Saved state of a layout this engine cannot continue from."""
+
+
+_CHUNK, _INCOMING = b"k:", b"i:"
 _SEPARATOR = "\x1f"
+
+
+def _capped(entries: list[Entry], bound: int) -> int:
+    """The bound that leaves at most `MAX_TAIL` of the sorted `entries` after it."""
+    later = [e for e in entries if e[0] > bound]
+    if len(later) <= MAX_TAIL:
+        return bound
+    bound = later[-KEEP_TAIL][0]
+    if bound >= later[-1][0]:
+        bound = later[-1][0] - 1 if later[0][0] < later[-1][0] else later[-1][0]
+    return bound
+
+
+def _part_name(key: str, number: int) -> bytes:
+    """The key and number of an archive chunk in a state record's name."""
+    return f"{key}{_SEPARATOR}{number}".encode()
 
 
 @dataclass(frozen=True)
@@ -94,8 +143,9 @@ class EngineConfig:
     cart_abandon_after: int = 4 * 3_600_000
     deal_stall_after: int = 14 * 86_400_000
     visitor_ttl: int = 90 * 86_400_000
-    #: How far behind event time an event may come and still be placed exactly, and how
-    #: long event_ids are remembered for dedupe.
+    #: How far behind event time a journey's events stay unpacked in its tail (older ones
+    #: are archived, and an event that comes older costs a fold of its journey from the
+    #: start). Cost only: dedupe and late events are exact at any age.
     window: int = 3 * 86_400_000
     #: A loyal account's next order is due after its usual interval times this.
     reorder_factor: float = 1.5
@@ -158,6 +208,8 @@ class PartitionEngine:
         self._wakes: list[tuple[int, str]] = []
         #: event_id -> time of every event in a tail (the dedupe window).
         self._ids: dict[str, int] = {}
+        #: event_id -> fingerprint of tail events whose fingerprint was computed already.
+        self._fps: dict[str, int] = {}
         self._pending: dict[str, Holder] = {}
         #: Journeys with a tail, and when event time next looks for tails to fold.
         self._tailed: dict[str, Holder] = {}
@@ -170,6 +222,12 @@ class PartitionEngine:
         #: State keys changed since the last `changes()`.
         self._touched: set[str] = set()
         self._touched_links: set[bytes] = set()
+        #: Archive chunk records still stored for holders that went: key -> how many.
+        self._gone: dict[str, int] = {}
+        #: Archive chunks of absorbs on their way in: loser -> chunk number -> chunk.
+        self._incoming: dict[str, dict[int, bytes]] = {}
+        #: The journey a run of late events marked, folded when the run ends.
+        self._run: str | None = None
 
     @property
     def seq(self) -> int:
@@ -180,6 +238,10 @@ class PartitionEngine:
 
     def apply(self, command: Command) -> None:
         """Carry out one command (see the module docstring)."""
+        if self._run is not None and not (
+            isinstance(command, Route) and command.late and command.key == self._run
+        ):
+            self._settle_run()
         seq = command.seq
         self._seq = self._seq + 1 if seq <= self._seq else seq
         if isinstance(command, Route):
@@ -202,6 +264,11 @@ class PartitionEngine:
             h = self.holders.get(command.key)
             if h is not None:
                 self._forget(h)
+            self._forget_links(command.key)
+        elif isinstance(command, AbsorbPart):
+            self._part(command)
+        elif isinstance(command, Erase):
+            self._erase(command)
 
     def apply_all(self, commands: Iterable[Command]) -> None:
         """Carry out many commands."""
@@ -215,7 +282,7 @@ class PartitionEngine:
             self.late += 1
             self._ingest(event, True, command)
             if self._pending:
-                self._settle(_AT_EVENT)
+                self._run = command.key
             return
         if ts > self.clock:
             self.clock = ts
@@ -247,9 +314,12 @@ class PartitionEngine:
     def take(self) -> Output:
         """Everything produced since the last call, journey rows included.
 
-        Nothing is computed here: what is published, and with which versions, depends
-        only on the commands that fed the engine, not on when it was taken.
+        Only a run of late events still open is folded here, with the versions it gets
+        when the next command ends the run: what is published, and with which versions,
+        depends only on the commands that fed the engine, not on when it was taken.
         """
+        if self._run is not None:
+            self._settle_run()
         out = self._out
         for holder in self._dirty.values():
             if (
@@ -277,8 +347,11 @@ class PartitionEngine:
             self.forwards.pop(key, None)
             return h
         if rank > h.rank:
+            if h.rank < ACCOUNT_RANK <= rank:  # a visitor turns into an account
+                self._became_account(h)
+            else:
+                self._mark(h)
             h.rank = rank
-            self._mark(h)
         if contacts != h.contacts:
             h.contacts = contacts
             self._dirty[key] = h
@@ -292,9 +365,13 @@ class PartitionEngine:
         event_id, ts = event.event_id, event.ts
         ids = self._ids
         known = ids.get(event_id)
+        h = self.holders.get(command.key)
+        archived = fp = None
+        if known is None and h is not None and h.archive.count:
+            fp = fingerprint(event_id)
+            known = archived = h.index().get(fp)
         if known is not None and ts >= known:
             self.duplicates += 1
-            h = self.holders.get(command.key)
             if h is not None:
                 self._holder(command.key, command.rank, command.contacts, ts)
             return
@@ -307,26 +384,34 @@ class PartitionEngine:
         account = key if h.rank >= ACCOUNT_RANK else None
         events = self._out.events
         events.append(StoredEvent(event, account, late))
+        segment = event.segment
+        if segment is not None and len(segment) > MAX_SEGMENT:
+            segment = segment[:MAX_SEGMENT]
+        role = _DMU_BITS[event.dmu_role] if event.dmu_role else 0
+        entry = (ts, event_id, kind.code, segment, role)
         if known is not None:
             self.duplicates += 1
-            if not self._move_earlier(h, (ts, event_id, kind.code, event.segment), known):
+            if archived is not None:
+                moved = self._move_archived(h, entry)
+            else:
+                moved = self._move_earlier(h, entry, known)
+            if not moved:
                 events.pop()
             return
-        # Order-free aggregates.
+        # Aggregates that are functions of the set of events.
         h.events += 1
         if ts < h.first_seen:
             h.first_seen = ts
-        if event.dmu_role:
-            h.dmu |= _DMU_BITS[event.dmu_role]
+        h.dmu |= role
         self._dirty[key] = h
         self._touched.add(key)
-        segment = event.segment
-        entry = (ts, event_id, kind.code, segment)
-        if ts <= h.bound:  # older than the window: as far as order allows
-            self._logic.insert_old(self._own_base(h), entry)
-            self._mark(h)
+        if ts <= h.bound:  # older than the journey's tail: folded again from its start
+            self._mark(h, True)
+            h.archive_add([entry])
             return
         ids[event_id] = ts
+        if fp is not None:  # kept for when the event is archived
+            self._fps[event_id] = fp
         tail = h.tail
         cur = h.cur
         if tail:
@@ -336,8 +421,10 @@ class PartitionEngine:
             self._tailed[key] = h
             in_order = True
         if not in_order or h.pending or (cur.fired is not None and ts <= cur.fired):
-            insort(tail, entry)
+            insort(tail, entry, key=by_time)
             self._mark(h)
+            if len(tail) > MAX_TAIL:
+                self._cap(h)
             return
         # In order: extend the current fold.
         tail.append(entry)
@@ -345,24 +432,35 @@ class PartitionEngine:
             cur = h.cur = cur.copy()
         if account is None:
             self._step(cur, ts, event_id, kind, segment, None)
-            return
-        changed = self._changed
-        if h.wake is not None and h.wake < ts:
-            self._alerts.fire(cur, ts, changed)
-        made = self._step(cur, ts, event_id, kind, segment, changed)
-        if ts < self._until and (kind.episodes or changed):  # a deadline it set may be past
-            self._alerts.fire(cur, self._until, changed)
-        if made is not None:
-            traj = cur.traj
-            previous = traj[-2][0] if len(traj) > 1 else -1
-            self._out.transitions.append(
-                self._transition(account, previous, made, self._version(_AT_EVENT), False)
-            )
-        if changed:
-            self._emit_alerts(h, cur, changed, self._version(_AT_EVENT))
-            self._schedule(h)
-        elif kind.episodes:
-            self._schedule(h)
+        else:
+            changed = self._changed
+            if h.wake is not None and h.wake < ts:
+                self._alerts.fire(cur, ts, changed)
+            made = self._step(cur, ts, event_id, kind, segment, changed)
+            if ts < self._until and (kind.episodes or changed):  # a deadline it set may be past
+                self._alerts.fire(cur, self._until, changed)
+            if made is not None:
+                traj = cur.traj
+                previous = traj[-2][0] if len(traj) > 1 else -1
+                self._out.transitions.append(
+                    self._transition(account, previous, made, self._version(_AT_EVENT), False)
+                )
+            if changed:
+                self._emit_alerts(h, cur, changed, self._version(_AT_EVENT))
+                self._schedule(h)
+            elif kind.episodes:
+                self._schedule(h)
+        if len(tail) > MAX_TAIL:
+            self._cap(h)
+
+    def _cap(self, h: Holder) -> None:
+        """A tail longer than `MAX_TAIL`: all but about `KEEP_TAIL` events are archived."""
+        tail = h.tail
+        last = tail[-1][0]
+        bound = tail[-KEEP_TAIL][0]
+        if bound >= last:  # keep the latest moment's events, unless that is all of them
+            bound = last - 1 if tail[0][0] < last else last
+        self._roll(h, bound)
 
     def _version(self, stage: int) -> int:
         """The version of rows published now: it grows with every call and, within one, with
@@ -380,21 +478,36 @@ class PartitionEngine:
         """An earlier delivery of an event in `h`'s tail: move it there. False if not found."""
         ts, event_id = entry[0], entry[1]
         tail = h.tail
-        for i, old in enumerate(tail):
-            if old[1] == event_id and old[0] == known:
-                del tail[i]
-                break
-        else:
+        i = next((i for i, e in enumerate(tail) if e[1] == event_id and e[0] == known), -1)
+        if i < 0:
             return False
-        self._ids[event_id] = ts
+        if ts <= h.bound:
+            self._mark(h, True)
+            del tail[i]
+            del self._ids[event_id]
+            h.archive_add([entry])
+            if not tail:
+                self._tailed.pop(h.key, None)
+        else:
+            del tail[i]
+            self._ids[event_id] = ts
+            insort(tail, entry, key=by_time)
+            self._mark(h)
         if ts < h.first_seen:
             h.first_seen = ts
-        if ts <= h.bound:
-            self._logic.insert_old(self._own_base(h), entry)
-        else:
-            insort(tail, entry)
-            self._tailed[h.key] = h
-        self._mark(h)
+        self._dirty[h.key] = h
+        self._touched.add(h.key)
+        return True
+
+    def _move_archived(self, h: Holder, entry: Entry) -> bool:
+        """An earlier delivery of an archived event: it moves there, the journey is folded
+        again. False if the archive does not hold it (a fingerprint shared by two ids)."""
+        self._mark(h, True)
+        if not h.archive.move(entry[1], entry):
+            return False
+        h.idx = None  # the index is built again with the moved time
+        if entry[0] < h.first_seen:
+            h.first_seen = entry[0]
         self._dirty[h.key] = h
         self._touched.add(h.key)
         return True
@@ -406,11 +519,51 @@ class PartitionEngine:
             h.base = h.base.copy()
         return h.base
 
-    def _mark(self, h: Holder) -> None:
-        """The journey is folded again when event time next moves."""
-        if not h.pending:
-            h.pending = True
-            self._pending[h.key] = h
+    def _became_account(self, h: Holder) -> None:
+        """A visitor's journey is an account's now: nothing of it was published, and its
+        base (if any) was folded without alerts, so it is folded again from its start."""
+        if h.archive.count:
+            self._mark(h, True)
+        else:
+            self._mark(h)
+        if h.pending != FULL or h.was is None:
+            h.was = ({}, [])
+
+    def _mark(self, h: Holder, full: bool = False) -> None:
+        """The journey is folded again when event time next moves (from its first event if
+        `full`: call it before the archive changes, so what was published is known)."""
+        if full and h.pending != FULL:
+            h.was = self._published(h)
+            h.pending = FULL
+        elif not h.pending:
+            h.pending = TAIL
+        self._pending[h.key] = h
+
+    def _published(self, h: Holder) -> tuple[dict[str, Alert], list[Step]]:
+        """Every alert and the trajectory published for the journey: its current fold's
+        (what was published last), and the closed alerts the base forgot (`Alerts.prune`),
+        from its archive."""
+        if h.rank < ACCOUNT_RANK:
+            return {}, []
+        alerts = self._closed(h)
+        alerts.update(h.cur.alerts or {})
+        return alerts, list(h.cur.traj)
+
+    def _closed(self, h: Holder) -> dict[str, Alert]:
+        """The closed alerts the journey's base forgot (folded from the archive if they are
+        not known since its state was read)."""
+        if h.closed is None:
+            if not h.archive.count:
+                return {}
+            entries = sorted(h.archive.entries(), key=by_time)
+            base = self._logic.fold(Fold(), entries, h.key, h.bound + 1)
+            h.closed = {}
+            Alerts.prune(base, h.bound, h.closed)
+        return dict(h.closed)
+
+    def _archived_alerts(self, h: Holder) -> dict[str, Alert]:
+        """The alerts of a journey's archive, closed ones included."""
+        return {**self._closed(h), **(h.base.alerts or {})}
 
     # ------------------------------------------------------------------ folding
 
@@ -422,24 +575,53 @@ class PartitionEngine:
             if holder.pending and self.holders.get(key) is holder:
                 self._refold(holder, stage)
 
+    def _settle_run(self) -> None:
+        """Fold the journey a run of late events marked, with the last event's version."""
+        key, self._run = self._run, None
+        h = self.holders.get(key) if key is not None else None
+        if h is not None and h.pending:
+            self._refold(h, _AT_EVENT)
+
     def _refold(self, h: Holder, stage: int) -> None:
-        old = h.cur
         account = h.key if h.rank >= ACCOUNT_RANK else None
-        new = self._logic.fold(h.base.copy(), h.tail, account, self._until)
+        if h.pending == FULL:
+            old_alerts, old_traj = h.was if h.was is not None else self._published(h)
+            h.was = None
+            entries = sorted(h.archive.entries(), key=by_time)
+            base = self._logic.fold(Fold(), entries, account, h.bound + 1)
+            new_alerts = dict(base.alerts or {})
+            h.closed = {}
+            Alerts.prune(base, h.bound, h.closed)
+            h.base = base
+            new = self._logic.fold(base.copy(), h.tail, account, self._until)
+            new_alerts.update(new.alerts or {})
+        else:
+            old_alerts, old_traj = h.was if h.was is not None else (h.cur.alerts or {}, h.cur.traj)
+            h.was = None
+            new = self._logic.fold(h.base.copy(), h.tail, account, self._until)
+            new_alerts = new.alerts or {}
+        if account is not None and h.cur.traj and not new.traj:  # (an erasure) no row left
+            version = self._version(stage)
+            self._out.journeys.append(replace(self._journey_row(h), version=version, deleted=True))
         h.cur = new
-        h.pending = False
+        h.pending = 0
         self._pending.pop(h.key, None)
+        foreign, h.foreign = h.foreign, None
         if account is not None:
             version = self._version(stage)
-            self._emit_trajectory(h, old.traj, new.traj, version)
-            for aid, alert, withdrawn in self._alerts.diff(old.alerts, new.alerts):
+            self._emit_trajectory(h, old_traj, new.traj, version)
+            changes = self._alerts.diff(old_alerts, new_alerts)
+            for aid in sorted(foreign or ()):  # the same, but under the merged journey's key
+                if aid in new_alerts and old_alerts.get(aid) == new_alerts[aid]:
+                    changes.append((aid, new_alerts[aid], False))
+            for aid, alert, withdrawn in changes:
                 self._out.alerts.append(self._alerts.row(aid, alert, h.key, version, withdrawn))
         self._dirty[h.key] = h
         self._touched.add(h.key)
         self._schedule(h)
 
     def _roll(self, h: Holder, bound: int) -> None:
-        """Fold tail events at or before `bound` into the base: they leave the window."""
+        """Fold tail events at or before `bound` into the base and archive them."""
         if bound <= h.bound:
             return
         tail = h.tail
@@ -448,7 +630,9 @@ class PartitionEngine:
             n += 1
         account = h.key if h.rank >= ACCOUNT_RANK else None
         cur = h.cur
-        if n == len(tail) and not h.pending and (cur.fired is None or cur.fired <= bound):
+        if h.pending == FULL:
+            pass  # the base is folded again from the archive anyway
+        elif n == len(tail) and not h.pending and (cur.fired is None or cur.fired <= bound):
             h.base = cur  # nothing happened after the bound: the current fold is the base
         elif n:
             self._logic.fold(self._own_base(h), tail[:n], account, bound + 1)
@@ -458,13 +642,15 @@ class PartitionEngine:
         for entry in tail[:n]:
             if ids.get(entry[1]) == entry[0]:
                 del ids[entry[1]]
+        h.archive_add(tail[:n], self._fps)
         h.tail = tail[n:]
         if not h.tail:
             self._tailed.pop(h.key, None)
         h.bound = bound
-        Alerts.prune(h.base, bound)
-        Alerts.prune(h.cur, bound)
-        if self.holders.get(h.key) is h:  # not a journey on its way in (see `_merge`)
+        Alerts.prune(h.base, bound, h.closed)
+        if h.pending != FULL:  # else `cur` is what was published: `was` keeps it
+            Alerts.prune(h.cur, bound, h.closed)
+        if self.holders.get(h.key) is h:
             self._touched.add(h.key)
 
     # ------------------------------------------------------------------ timers
@@ -527,14 +713,89 @@ class PartitionEngine:
 
     def _forget(self, h: Holder) -> None:
         """A visitor the router forgot (not seen for `visitor_ttl`): its state goes."""
-        del self.holders[h.key]
-        self._pending.pop(h.key, None)
-        self._tailed.pop(h.key, None)
-        self._dirty.pop(h.key, None)
-        self._touched.add(h.key)
+        self._drop(h)
+
+    def _forget_links(self, key: str) -> None:
+        """What this partition keeps under a forgotten key besides its journey: the forward
+        it left when merged away, the absorbs of it expected, received or in parts."""
+        if self.forwards.pop(key, None) is not None:
+            self._touched_links.add(_FORWARD + key.encode())
+        if self.expected.pop(key, None) is not None:
+            self._touched_links.add(_EXPECTED + key.encode())
+        prefix = key + _SEPARATOR
+        for name in [n for n in self.absorbed if n.startswith(prefix)]:
+            del self.absorbed[name]
+            self._touched_links.add(_ABSORBED + name.encode())
+        self._take_parts(key)
+
+    def _drop(self, h: Holder) -> None:
+        """A journey's state goes (its records, archive chunks included, are deleted)."""
+        key = h.key
+        del self.holders[key]
+        self._pending.pop(key, None)
+        self._tailed.pop(key, None)
+        self._dirty.pop(key, None)
+        self._touched.add(key)
+        self._gone[key] = max(self._gone.get(key, 0), h.archive.saved)
+        if self._run == key:
+            self._run = None
         for ts, event_id, *_ in h.tail:
+            self._fps.pop(event_id, None)
             if self._ids.get(event_id) == ts:
                 del self._ids[event_id]
+
+    # ------------------------------------------------------------------ erasure
+
+    def _erase(self, command: Erase) -> None:
+        """Forget events of a journey: it becomes what it would be had they never come."""
+        h = self.holders.get(command.key)
+        if h is None:
+            forward = self.forwards.get(command.key)
+            if forward is not None:  # the journey merged on: the erasure follows it
+                self._send(replace(command, key=forward[0], seq=self._seq + 1), forward[0])
+            return
+        gone = set(command.event_ids)
+        history = h.history()
+        kept = [e for e in history if e[1] not in gone]
+        if len(kept) == len(history):
+            return
+        if not kept:  # nothing left: the journey never was
+            if h.rank >= ACCOUNT_RANK:
+                self._withdraw(h)
+            self._drop(h)
+            return
+        self._mark(h, True)
+        self._set_history(h, kept, h.bound)
+        self._dirty[h.key] = h
+        self._touched.add(h.key)
+        self._settle(_AT_EVENT)
+
+    def _withdraw(self, h: Holder) -> None:
+        """Delete every row a journey published: transitions, journey row, alerts."""
+        version = self._version(_AT_EVENT)
+        alerts, traj = h.was if h.pending == FULL and h.was is not None else self._published(h)
+        for previous, step in trajectory_rows(traj).values():
+            self._out.transitions.append(self._transition(h.key, previous, step, version, True))
+        if traj and h.cur.traj:
+            self._out.journeys.append(replace(self._journey_row(h), version=version, deleted=True))
+        for aid, alert in alerts.items():
+            self._out.alerts.append(self._alerts.row(aid, alert, h.key, version, True))
+
+    def _set_history(self, h: Holder, entries: list[Entry], bound: int) -> None:
+        """Journey `h` holds exactly `entries` now (archive up to `bound`, tail after it,
+        the tail capped at `MAX_TAIL`); it must be marked to be folded again in full."""
+        ids = self._ids
+        for ts, event_id, *_ in h.tail:
+            if ids.get(event_id) == ts:
+                del ids[event_id]
+        entries.sort(key=by_time)
+        h.set_history(entries, _capped(entries, bound))
+        for ts, event_id, *_ in h.tail:
+            ids[event_id] = ts
+        if h.tail:
+            self._tailed[h.key] = h
+        else:
+            self._tailed.pop(h.key, None)
 
     # ------------------------------------------------------------------ merges
 
@@ -556,19 +817,11 @@ class PartitionEngine:
                 None,
                 expects,
             )
-            self._send(empty)  # the winner's partition waits for nothing more
+            self._send(empty, command.winner)  # the winner's partition waits for nothing more
             return
         if loser.rank >= ACCOUNT_RANK:
             self._retract(loser)
-        del self.holders[loser.key]
-        self._pending.pop(loser.key, None)
-        self._tailed.pop(loser.key, None)
-        self._dirty.pop(loser.key, None)
-        self._touched.add(loser.key)
-        ids = self._ids
-        for ts, event_id, *_ in loser.tail:
-            if ids.get(event_id) == ts:
-                del ids[event_id]
+        self._drop(loser)
         self.forwards[loser.key] = (command.winner, command.at)
         self._touched_links.add(_FORWARD + loser.key.encode())
         # One more than this engine's sequence: the winner's rows supersede the retraction.
@@ -576,15 +829,38 @@ class PartitionEngine:
             Absorb(
                 self._seq + 1, command.loser, command.winner, command.rank, command.at, loser,
                 expects,
-            )
+            ),
+            command.winner,
         )  # fmt: skip
 
-    def _send(self, command: Absorb) -> None:
-        partition = partition_of(command.winner, self.partitions)
+    def _send(self, command: Command, key: str) -> None:
+        """Carry out a command for journey `key` here, or send it to its partition: an
+        absorb's archive chunks go ahead of it, one `AbsorbPart` each."""
+        partition = partition_of(key, self.partitions)
         if partition == self.partition:
             self.apply(command)
-        else:
-            self.outbox.append((partition, command))
+            return
+        if isinstance(command, Absorb) and command.holder is not None:
+            holder = command.holder
+            chunks = holder.archive.chunks
+            for n, chunk in enumerate(chunks):
+                part = AbsorbPart(command.seq, command.loser, command.winner, n, chunk)
+                self.outbox.append((partition, part))
+            # What travels: the small record (`to_bytes`), as the wire carries it.
+            small = Holder.from_bytes(holder.to_bytes(), holder.key)
+            command = replace(command, holder=small, parts=len(chunks))
+        self.outbox.append((partition, command))
+
+    def _part(self, command: AbsorbPart) -> None:
+        """An archive chunk of an absorb on its way: kept until the absorb comes."""
+        self._incoming.setdefault(command.loser, {})[command.number] = command.chunk
+        self._touched_links.add(_INCOMING + _part_name(command.loser, command.number))
+
+    def _take_parts(self, loser: str) -> dict[int, bytes]:
+        parts = self._incoming.pop(loser, {})
+        for n in parts:
+            self._touched_links.add(_INCOMING + _part_name(loser, n))
+        return parts
 
     def _absorb(self, command: Absorb) -> None:
         """Fold a released journey into its winner (once per released state)."""
@@ -592,12 +868,15 @@ class PartitionEngine:
         loser = command.holder
         seen = None
         if loser is not None:
+            if command.parts:  # a copy: the command may be applied again (a redelivery)
+                loser = Holder.from_bytes(loser.to_bytes(), loser.key)
+                loser.load_chunks(self._take_parts(command.loser))
+                command = replace(command, parts=0)
             # A redelivery carries the same state (a partition that crashed after sending it
             # releases the same journey again); a journey released anew with other events is
             # not one: it is folded in too. Checked before following the winner: a state
             # absorbed here left with the winner, and must not reach it a second time.
-            digest = hashlib.blake2b(loser.to_bytes(), digest_size=8).hexdigest()
-            seen = f"{command.loser}{_SEPARATOR}{digest}"
+            seen = f"{command.loser}{_SEPARATOR}{loser.digest()}"
             if seen in self.absorbed:
                 self._expected(command.loser)
                 winner = self.holders.get(key)
@@ -608,7 +887,7 @@ class PartitionEngine:
         if forward is not None and key not in self.holders:
             # The winner merged on meanwhile: the state follows it.
             self._expected(command.loser)
-            self._send(replace(command, winner=forward[0], seq=self._seq + 1))
+            self._send(replace(command, winner=forward[0], seq=self._seq + 1), forward[0])
             return
         self._expected(command.loser)
         for k, at in command.expects:
@@ -618,14 +897,19 @@ class PartitionEngine:
         winner = self.holders.get(key)
         if winner is None:
             winner = self.holders[key] = Holder(key, command.rank, loser.first_seen)
-        elif command.rank > winner.rank:
+            self.forwards.pop(key, None)
+        # Marked before its rank changes, so what it published is known. Only a loser
+        # with events at or before the winner's bound makes it fold from its start.
+        full = bool(loser.archive.count) or bool(loser.tail and loser.tail[0][0] <= winner.bound)
+        if winner.rank < ACCOUNT_RANK <= command.rank:
+            self._became_account(winner)
+        self._mark(winner, full)
+        if command.rank > winner.rank:
             winner.rank = command.rank
         self.absorbed[seen] = command.at
         self._touched_links.add(_ABSORBED + seen.encode())
-        if not loser.pending:  # as read from its bytes, `cur` is the base: fold the tail
-            account = loser.key if loser.rank >= ACCOUNT_RANK else None
-            loser.cur = self._logic.fold(loser.base.copy(), loser.tail, account, self._until)
-        self._merge(loser, winner)
+        if full or not self._merge_tails(loser, winner):
+            self._merge(loser, winner)
         # Like a late event: the correction is published at once, not when time next moves.
         self._settle(_AT_EVENT)
 
@@ -651,32 +935,108 @@ class PartitionEngine:
             self._out.alerts.append(self._alerts.row(aid, alert, h.key, version))
 
     def _merge(self, loser: Holder, winner: Holder) -> None:
-        """`loser` turns out to be `winner`'s journey: fold it in, retroactively."""
-        bound = max(loser.bound, winner.bound)
-        self._roll(loser, bound)
-        self._roll(winner, bound)
-        winner.base = self._logic.merge(winner.base, loser.base)
-        if loser.tail:
-            winner.tail = self._merge_tails(winner, loser)
-            self._tailed[winner.key] = winner
-        winner.first_seen = min(winner.first_seen, loser.first_seen)
-        winner.events += loser.events
-        winner.dmu |= loser.dmu
+        """`loser` turns out to be `winner`'s journey: their events join (one per event_id,
+        the earliest time kept) and the winner is folded again from its first event (it
+        is marked `FULL` already)."""
+        if winner.rank >= ACCOUNT_RANK and loser.rank >= ACCOUNT_RANK and loser.archive.count:
+            # The loser's alerts its retraction left (those of its base) now are the
+            # winner's: a merged history without them withdraws them.
+            alerts, traj = winner.was or ({}, [])
+            taken = self._archived_alerts(loser)
+            winner.was = ({**taken, **alerts}, traj)
+            winner.foreign = (winner.foreign or set()) | (taken.keys() - alerts.keys())
+        if self._merge_into(loser, winner):
+            return
+        best: dict[str, Entry] = {}
+        for entry in (*winner.history(), *loser.history()):
+            other = best.get(entry[1])
+            if other is None or by_time(entry) < by_time(other):
+                best[entry[1]] = entry
+        first_seen = min(winner.first_seen, loser.first_seen)
+        self._set_history(winner, list(best.values()), max(winner.bound, loser.bound))
+        if not best:
+            winner.first_seen = first_seen
         self._dirty[winner.key] = winner
         self._touched.add(winner.key)
-        self._mark(winner)
 
-    def _merge_tails(self, winner: Holder, loser: Holder) -> list[Entry]:
-        merged: list[Entry] = []
-        seen: dict[str, int] = {}
-        for entry in heapq.merge(winner.tail, loser.tail):
-            if entry[1] in seen:  # one event applied to both (identity learnt in between)
-                winner.events -= 1
+    def _merge_into(self, loser: Holder, winner: Holder) -> bool:
+        """`_merge` keeping the winner's archive (events join it, none leaves): False
+        (nothing done) if one of the loser's events is an earlier copy of one archived."""
+        later: dict[str, Entry] = {e[1]: e for e in winner.tail}
+        for entry in (*loser.history(),):
+            archived = winner.archived(entry[1])
+            if archived is not None:
+                if entry[0] < archived:
+                    return False
                 continue
-            seen[entry[1]] = entry[0]
-            merged.append(entry)
-        self._ids.update(seen)
-        return merged
+            other = later.get(entry[1])
+            if other is None or by_time(entry) < by_time(other):
+                later[entry[1]] = entry
+        entries = sorted(later.values(), key=by_time)
+        bound = _capped(entries, max(winner.bound, loser.bound))
+        ids = self._ids
+        for ts, event_id, *_ in winner.tail:
+            if ids.get(event_id) == ts:
+                del ids[event_id]
+        n = 0
+        while n < len(entries) and entries[n][0] <= bound:
+            n += 1
+        winner.archive_add(entries[:n])
+        winner.tail = tail = entries[n:]
+        winner.bound = bound
+        winner.closed = None
+        for ts, event_id, *_ in tail:
+            ids[event_id] = ts
+        if tail:
+            self._tailed[winner.key] = winner
+        else:
+            self._tailed.pop(winner.key, None)
+        winner.events = winner.archive.count + len(tail)
+        for entry in entries:
+            winner.dmu |= entry[4]
+        winner.first_seen = min(winner.first_seen, loser.first_seen)
+        if entries and entries[0][0] < winner.first_seen:
+            winner.first_seen = entries[0][0]
+        self._dirty[winner.key] = winner
+        self._touched.add(winner.key)
+        return True
+
+    def _merge_tails(self, loser: Holder, winner: Holder) -> bool:
+        """`_merge` for a loser whose events are all later than the winner's bound: the
+        tails merge and the winner is folded again from its base. False (nothing done) if
+        one of them is an earlier copy of an event the winner archived."""
+        kept: list[Entry] = []
+        for entry in loser.tail:
+            archived = winner.archived(entry[1])
+            if archived is None:
+                kept.append(entry)
+            elif entry[0] < archived:
+                self._mark(winner, True)
+                return False
+        best: dict[str, Entry] = {}
+        for entry in (*winner.tail, *kept):
+            other = best.get(entry[1])
+            if other is None or by_time(entry) < by_time(other):
+                best[entry[1]] = entry
+        ids = self._ids
+        for ts, event_id, *_ in winner.tail:
+            if ids.get(event_id) == ts:
+                del ids[event_id]
+        tail = winner.tail = sorted(best.values(), key=by_time)
+        for ts, event_id, *_ in tail:
+            ids[event_id] = ts
+        winner.events = winner.archive.count + len(tail)
+        for entry in kept:
+            winner.dmu |= entry[4]
+            if entry[0] < winner.first_seen:
+                winner.first_seen = entry[0]
+        if tail:
+            self._tailed[winner.key] = winner
+        self._dirty[winner.key] = winner
+        self._touched.add(winner.key)
+        if len(tail) > MAX_TAIL:
+            self._cap(winner)
+        return True
 
     def _retract(self, loser: Holder) -> None:
         """Rows of an account merged away are deleted; its alerts from the window withdrawn."""
@@ -751,17 +1111,39 @@ class PartitionEngine:
     def changes(self) -> dict[bytes, bytes | None]:
         """State changed since the last call, as key-value pairs (None: delete the key).
 
-        Holders (`h:`), forwards (`f:`), absorbed losers (`x:`) and the engine's meta;
+        Holders as bounded records: the small part (`h:` key) and each archive chunk
+        (`k:` key, separator, number; only the chunks that changed: an active journey
+        rewrites its last one); forwards (`f:`), absorbed losers (`x:`), expected ones
+        (`e:`), archive chunks of absorbs on their way in (`i:`) and the engine's meta.
+        No value is larger than about 256 KiB (see `state.MAX_TAIL`, `CHUNK_EVENTS`).
         `restore` rebuilds the engine from all of them.
         """
         out: dict[bytes, bytes | None] = {}
         holders = self.holders
+        gone = self._gone
         for key in self._touched:
             h = holders.get(key)
-            out[_HOLDER + key.encode()] = None if h is None else h.to_bytes()
+            stored = gone.pop(key, 0)
+            if h is None:
+                out[_HOLDER + key.encode()] = None
+                for n in range(stored):
+                    out[_CHUNK + _part_name(key, n)] = None
+                continue
+            archive = h.archive
+            archive.saved = max(archive.saved, stored)
+            out[_HOLDER + key.encode()] = h.to_bytes()
+            for n, chunk in archive.changed():
+                out[_CHUNK + _part_name(key, n)] = chunk
+        for key, stored in gone.items():  # gone without a touch (not expected; kept safe)
+            for n in range(stored):
+                out[_CHUNK + _part_name(key, n)] = None
+        self._gone = {}
         for name in self._touched_links:
             key = name[2:].decode()
-            if name.startswith(_FORWARD):
+            if name.startswith(_INCOMING):
+                loser, _, number = key.rpartition(_SEPARATOR)
+                out[name] = self._incoming.get(loser, {}).get(int(number))
+            elif name.startswith(_FORWARD):
                 forward = self.forwards.get(key)
                 out[name] = None if forward is None else orjson.dumps(forward)
             elif name.startswith(_EXPECTED):
@@ -780,6 +1162,7 @@ class PartitionEngine:
         return {
             "clock": self.clock, "until": self._until, "seq": self._seq, "late": self.late,
             "duplicates": self.duplicates, "sweep": self._next_sweep,
+            "format": STATE_FORMAT,
         }  # fmt: skip
 
     @classmethod
@@ -796,10 +1179,15 @@ class PartitionEngine:
         engine = cls(config, partition, partitions)
         meta: dict[str, int] = {}
         holders = engine.holders
+        chunks: dict[str, dict[int, bytes]] = {}
         for name, value in state.items():
             prefix, key = name[:2], name[2:].decode()
             if prefix == _HOLDER:
                 holders[key] = Holder.from_bytes(value, key)
+            elif prefix == _CHUNK or prefix == _INCOMING:
+                owner, _, number = key.rpartition(_SEPARATOR)
+                into = chunks if prefix == _CHUNK else engine._incoming
+                into.setdefault(owner, {})[int(number)] = value
             elif prefix == _FORWARD:
                 target, at = orjson.loads(value)
                 engine.forwards[key] = (target, at)
@@ -812,6 +1200,13 @@ class PartitionEngine:
                 engine._arrived.add(key.split(_SEPARATOR, 1)[0])
             elif name == META:
                 meta = orjson.loads(value)
+        if holders and int(meta.get("format", 1)) < STATE_FORMAT:
+            raise StateFormatError(
+                f"the state of journey partition {partition} was saved by an older version that "
+                "kept no archive of events older than the dedupe window, so it cannot be "
+                "continued exactly: start the workers on a new JOURNEYS_TOPIC_PREFIX and rebuild "
+                "the tables with `journeys replay` of the raw input"
+            )
         engine.clock = int(meta.get("clock", 0))
         engine._until = int(meta.get("until", engine.clock))
         engine._seq = int(meta.get("seq", 0)) + RESTART_GAP
@@ -819,6 +1214,7 @@ class PartitionEngine:
         engine.duplicates = int(meta.get("duplicates", 0))
         engine._next_sweep = int(meta.get("sweep", 0))
         for key, holder in holders.items():
+            holder.load_chunks(chunks.get(key, {}))
             if holder.pending:  # its published state was stored; folded when time moves
                 engine._pending[key] = holder
             else:
