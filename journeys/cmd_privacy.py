@@ -30,8 +30,9 @@ KINDS: dict[str, IdentifierKind] = {
     "--kafka/--no-kafka",
     default=True,
     show_default=True,
-    help="Also publish the suppression to the collector and workers through Kafka "
-    "(--no-kafka for a database built by `journeys replay` with no broker)",
+    help="Also tell the collector and workers through Kafka: the suppression list, and "
+    "the workers' engine state and changelogs erased (--no-kafka for a database built by "
+    "`journeys replay` with no broker)",
 )
 @settings_options(
     "data_dir",
@@ -88,6 +89,8 @@ def forget(
         f"request {result.request_id}: {result.status}; {result.identifiers} identifiers "
         f"suppressed; rows erased: {erased}; accounts recomputed: {result.accounts_recomputed}"
     )
+    if outcome.told:
+        click.echo("the running workers were told to erase the person from their state")
     if outcome.warning:
         click.echo(f"warning: {outcome.warning}", err=True)
 

@@ -12,6 +12,12 @@ in ClickHouse keeps the same hashes for `journeys replay` and the audit.
 
 Values name the request only; the key is the salted hash; nothing names a
 person.
+
+The erasure of the workers' engine state does not ride on this topic: the
+suppression list is read by many processes at their own pace, while the
+identity stage's decisions must sit at one place among the events it routes.
+`publish_forget` puts a `forget` control message on the ordered topic, the
+stage's one sequenced input (the same hashes, and the erased event ids).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from journeys.schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 TOPIC = "internal.suppressions"
+#: The identity stage's input, where `forget` control messages go (`publish_forget`).
+ORDERED = "internal.ordered"
 #: How long one poll of the follower waits (also how soon it notices `close`).
 POLL_SECONDS = 0.5
 
@@ -61,6 +69,37 @@ def publish_suppressions(
     finally:
         producer.close(timeout=timeout)
     return len(keys)
+
+
+def publish_forget(
+    settings: Settings,
+    request_id: str,
+    hashes: Iterable[str],
+    accounts: Iterable[str],
+    event_ids: Iterable[str],
+    version: int = 0,
+    timeout: float = 15.0,
+) -> int:
+    """Tell the running workers' identity stage to forget a person: `forget` control
+    messages (`journeys.schemas.codec.forget_json`) on the ordered topic, its one
+    sequenced input, so the erasure is decided in order with the events and the same way
+    when the stage reads the topic again (`journeys.streams.erasure`). Waits for Kafka's
+    acknowledgement; how many messages."""
+    from journeys.schemas.codec import forget_json
+
+    messages = forget_json(request_id, hashes, accounts, event_ids, version)
+    ensure_topics(settings, {ORDERED: 1})  # the pipeline's layout: one partition
+    producer = new_producer(settings, timeout=timeout)
+    try:
+        with kafka_errors(settings.kafka_bootstrap, "telling the workers to forget"):
+            topic = settings.topic(ORDERED)
+            sent = [producer.send(topic, value=message, partition=0) for message in messages]
+            producer.flush(timeout=timeout)
+            for future in sent:  # raises what the broker refused
+                future.get(timeout=timeout)
+    finally:
+        producer.close(timeout=timeout)
+    return len(messages)
 
 
 class SuppressionFollower:

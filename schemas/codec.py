@@ -1,7 +1,7 @@
 """The wire format: everything the pipeline puts on Kafka, and the sizes it keeps to.
 
     journeys.events            raw event JSON (contract section 1), from producers
-    journeys.internal.ordered  forwarded events and control messages, packed
+    journeys.internal.ordered  forwarded events and control messages (idle, drain, forget)
     journeys.internal.rows     engine output rows in the order the sink needs them, packed
     journeys.transitions       public JSON of a phase transition, one per message
     journeys.alerts            public JSON of an alert (raised, resolved, withdrawn)
@@ -131,11 +131,21 @@ class Control:
 
     `idle`: the source partition is caught up and quiet (sent by its ingest).
     `drain`: every source partition is idle; release everything held.
+    `forget`: a person (or company) was erased by `journeys forget` (request `request`):
+    `hashes` are the salted hashes of their identifiers, as the suppression list keeps
+    them; `event_ids` their stored events that `forget` erased, `accounts` the hashes
+    (kind `account_id`) of the accounts those events were stored under, and `version`
+    the highest row version `forget` wrote for them (see `forget_json`).
     """
 
     kind: str
     partition: int = -1
     partitions: int = 0
+    request: str = ""
+    hashes: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    version: int = 0
 
 
 def forwarded_json(record: EventRecord, partition: int, partitions: int, offset: int) -> bytes:
@@ -156,6 +166,29 @@ def idle_json(partition: int, partitions: int) -> bytes:
 
 
 DRAIN_JSON = orjson.dumps({"control": "drain"})
+#: Event ids per `forget` message, so each stays far below `PACK_BYTES`.
+FORGET_EVENT_IDS = 5_000
+
+
+def forget_json(
+    request: str,
+    hashes: Iterable[str],
+    accounts: Iterable[str],
+    event_ids: Iterable[str],
+    version: int = 0,
+) -> list[bytes]:
+    """Control messages: forget a person (see `Control`). Hashes only, no identifier in
+    clear; event ids in pieces of `FORGET_EVENT_IDS`, each message complete in itself."""
+    ids = sorted(set(event_ids))
+    head = {
+        "control": "forget",
+        "request": request,
+        "hashes": sorted(set(hashes)),
+        "accounts": sorted(set(accounts)),
+        "version": version,
+    }
+    pieces = [ids[i : i + FORGET_EVENT_IDS] for i in range(0, len(ids), FORGET_EVENT_IDS)]
+    return [orjson.dumps({**head, "event_ids": piece}) for piece in pieces or [[]]]
 
 
 def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
@@ -168,6 +201,15 @@ def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
                 int(body["partitions"]),
                 int(body["offset"]),
                 record_from_values(body["event"]),
+            )
+        elif control == "forget":
+            yield Control(
+                control,
+                request=str(body.get("request", "")),
+                hashes=tuple(body.get("hashes", ())),
+                accounts=tuple(body.get("accounts", ())),
+                event_ids=tuple(body.get("event_ids", ())),
+                version=int(body.get("version", 0)),
             )
         else:
             yield Control(control, int(body.get("partition", -1)), int(body.get("partitions", 0)))

@@ -158,7 +158,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         async with opening:
             stage = state.identity
             if stage is None:
-                stage = IdentityStage(config, settings.allowed_lateness, partitions)
+                salt = state.gate.salt if state.gate is not None else b""  # forget requests
+                stage = IdentityStage(config, settings.allowed_lateness, partitions, salt)
                 stage.restore(await identity_log.load(0))
                 # Saved, maybe not sent: sent again (a journey partition applies it once).
                 await deliver(await send_sealed(stage.outbox))

@@ -81,6 +81,7 @@ from journeys.streams.engine.commands import (
     partition_of,
     to_wire,
 )
+from journeys.streams.erasure import Erasure
 
 _NEVER = -(2**62)
 #: The stage's own meta key, saved last: the changelog's commit key.
@@ -114,13 +115,19 @@ class StageStats:
     late: int = 0
     duplicates: int = 0
     drains: int = 0
+    #: Events of people erased before they came out of the ordered topic (or while held).
+    suppressed: int = 0
 
 
 class IdentityStage:
     """Sequencer and identity router of the identity stage."""
 
-    def __init__(self, config: EngineConfig, lateness_ms: int, partitions: int) -> None:
+    def __init__(
+        self, config: EngineConfig, lateness_ms: int, partitions: int, salt: bytes = b""
+    ) -> None:
         self._config = config
+        #: `forget` requests (`journeys.streams.erasure`); `salt`: the privacy salt.
+        self.erasure = Erasure(salt)
         self._lateness = lateness_ms
         self.router = IdentityRouter(config, partitions)
         self.sequencer = Sequencer()
@@ -149,6 +156,7 @@ class IdentityStage:
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Continue from saved state (or start empty)."""
         self.router = IdentityRouter.restore(self._config, state, self.router.partitions)
+        self.erasure.restore(state)
         meta = orjson.loads(state.get(STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
         self.partitions = int(meta.get("partitions", 0))
@@ -197,6 +205,9 @@ class IdentityStage:
             self.stats.redelivered += 1  # forwarded again after a restart or a rebalance
             return
         self.applied[partition] = item.offset
+        if self.erasure.drops(record):
+            self.stats.suppressed += 1
+            return
         self.stats.received += 1
         self.partitions = max(self.partitions, item.partitions)
         self.idle.discard(partition)
@@ -219,6 +230,9 @@ class IdentityStage:
             self.drain_requested = False
             if self.all_idle():  # a partition may have delivered since the drain was asked
                 self._drain()
+        elif item.kind == "forget":
+            held, _ = self.erasure.apply(item, self.router, self.sequencer)
+            self.stats.suppressed += held
 
     def all_idle(self) -> bool:
         """Whether every source partition is marked idle."""
@@ -286,6 +300,7 @@ class IdentityStage:
         """The router's changes and the stage's position (with its reorder buffer and
         outbox)."""
         changes = self.router.changes()
+        changes.update(self.erasure.changes())
         buffered = sorted(
             (item[3] for item in self.sequencer._heap),  # noqa: SLF001 (the stage owns it)
             key=lambda e: (e.ts, e.event_id),

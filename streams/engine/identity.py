@@ -33,7 +33,7 @@ through the alias.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +67,31 @@ def own_identity(event: EventRecord) -> tuple[str, int]:
     if event.contact_id:
         return "?c:" + event.contact_id, RANK_CONTACT
     return "?a:" + (event.anonymous_id or ""), RANK_ANONYMOUS
+
+
+#: Whether an identifier (kind as `journeys.schemas.privacy.IdentifierKind`, value) names
+#: a person being erased: how the router is told whom to forget (`IdentityRouter.erase`).
+Names = Callable[[str, str], bool]
+
+
+def alias_names(alias: str, names: Names) -> bool:
+    """Whether an alias key ("a:…", "c:…", "e:…") is an identifier `names` names."""
+    kind = ALIAS_KINDS.get(alias[:1])
+    return kind is not None and names(kind, alias[2:])
+
+
+def alias_journey(alias: str) -> str:
+    """The journey key an alias makes by itself (a visitor's `?a:…`/`?c:…`, an email's
+    company or free-mail address): where remnants of it may be kept."""
+    return _named_by(alias)
+
+
+def key_names(key: str, names: Names) -> bool:
+    """Whether a journey or account key is made of an identifier `names` names: a
+    visitor's "?a:…" or "?c:…", an account id, or a free-mail address (its own account)."""
+    if key.startswith("?"):
+        return alias_names(key[1:], names)
+    return names("account_id", key) or ("@" in key and names("email", key))
 
 
 def link_value(alias: str, key: str, at: int | None) -> str:

@@ -12,7 +12,10 @@ key (`commands.partition_of`):
   and tell the winner's partition to `Expect` it;
 - `Contacts` for a journey that lost a contact to another account;
 - `Forget` a visitor not seen for the visitor TTL;
-- `Advance` event time, to every partition.
+- `Advance` event time, to every partition;
+- and, when a person is erased (`erase`, from `journeys forget` through the
+  identity stage), `Forget` their own journeys, `Contacts` and `Erase` (their
+  events) for the accounts they were part of.
 
 The router keeps, per journey, only what identity needs: its rank, the latest
 event time routed to it, a visitor's aliases and the contact count (a
@@ -27,7 +30,8 @@ absorbs, sent from partition to partition, can find their winner gone (see
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -37,6 +41,7 @@ from journeys.streams.engine.commands import (
     Advance,
     Command,
     Contacts,
+    Erase,
     Expect,
     Forget,
     Release,
@@ -47,6 +52,10 @@ from journeys.streams.engine.identity import (
     ALIAS_KINDS,
     Decision,
     Identity,
+    Names,
+    alias_journey,
+    alias_names,
+    key_names,
     link_of,
     link_value,
     redirect_of,
@@ -54,6 +63,10 @@ from journeys.streams.engine.identity import (
 )
 from journeys.streams.engine.partition import RESTART_GAP, EngineConfig
 from journeys.streams.engine.state import ACCOUNT_RANK, MAX_VISITOR_ALIASES
+
+#: Row versions per step of the sequence: a partition publishes rows with versions
+#: `seq * 4 + stage` (`PartitionEngine._version`).
+VERSIONS_PER_SEQ = 4
 
 # State keys (see `IdentityRouter.changes`).
 _SHADOW, _ALIAS, _REDIRECT, META = b"s:", b"a:", b"r:", b"m:router"
@@ -83,6 +96,30 @@ class Shadow:
         shadow = cls(key, rank, latest)
         shadow.contacts, shadow.aliases = contacts, aliases
         return shadow
+
+
+@dataclass
+class Erased:
+    """What `IdentityRouter.erase` removed: aliases, merged-account redirects, journeys
+    forgotten whole, and journeys told to erase events."""
+
+    aliases: int = 0
+    redirects: int = 0
+    journeys: int = 0
+    erased_in: int = 0
+
+
+def _event_names(event: EventRecord, names: Names) -> bool:
+    """Whether an event carries an identifier `names` names."""
+    return any(
+        value and names(kind, value)
+        for kind, value in (
+            ("email", event.email),
+            ("contact_id", event.contact_id),
+            ("anonymous_id", event.anonymous_id),
+            ("account_id", event.account_id),
+        )
+    )
 
 
 class IdentityRouter:
@@ -311,6 +348,123 @@ class IdentityRouter:
                 identity.touched_aliases.add(alias)
         self._send(h.key, Forget(self._seq, h.key))
 
+    # ------------------------------------------------------------------ erasure
+
+    def erase(
+        self,
+        names: Names,
+        event_ids: Sequence[str] = (),
+        stored_under: Callable[[str], bool] | None = None,
+        version: int = 0,
+    ) -> Erased:
+        """Forget a person (or company): every identifier `names` names.
+
+        Their aliases and the links of their journeys go (`changes()` gives deletions,
+        tombstones in the changelog), and so do merged-account redirects that name them
+        or end at a journey of theirs; an alias naming a merged account of theirs points
+        at the account it ended at instead. Their own journeys (a visitor's `?a:…`, a
+        free-mail address, an account asked for) are forgotten (`Forget`); an account
+        that loses one of their contacts is told its new count (`Contacts`); the
+        journeys their aliases led to, and those whose key `stored_under` accepts (the
+        accounts their stored events were under), are told to `Erase` `event_ids`.
+        `Forget` goes to every partition, and also for keys of theirs that no longer
+        hold a journey (a visitor merged into an account): a partition keeps what it
+        forwarded or absorbed under such keys.
+        Commands and links made since the last `take()` that carry them are dropped.
+        `version`: rows were written with versions up to it (the accounts `forget`
+        recomputed); the sequence jumps past it, so what the partitions publish from now
+        on supersedes them.
+        Costs one `names` call per alias and journey key (hashing: linear in the state).
+        """
+        self._seq = max(self._seq + 1, version // VERSIONS_PER_SEQ + 1)
+        identity, shadows = self.identity, self.shadows
+        aliases, redirects = identity.aliases, identity.redirects
+        naming: dict[str, bool] = {}
+
+        def named(key: str) -> bool:
+            found = naming.get(key)
+            if found is None:
+                found = naming[key] = key_names(key, names)
+            return found
+
+        before = dict(redirects)
+        roots = {key: identity.find(key) for key in before}  # compresses every chain
+        alias_roots = {alias: identity.find(target) for alias, target in aliases.items()}
+        forgotten = {key for key in shadows if named(key)}
+        person = {alias for alias in aliases if alias_names(alias, names)}
+        targets = {alias_roots[alias] for alias in person}
+        if stored_under is not None:
+            targets |= {key for key in shadows if stored_under(key)}
+            targets |= {root for key, root in roots.items() if stored_under(key)}
+        erased = Erased()
+        recount: set[str] = set()
+        removed: set[str] = set()
+        for alias, root in alias_roots.items():
+            if alias in person or root in forgotten or named(root):
+                self._unlink(alias, root, forgotten, recount)
+                removed.add(alias)
+            elif named(aliases[alias]):
+                aliases[alias] = root  # it named a merged account of theirs
+                identity.touched_aliases.add(alias)
+        erased.aliases = len(removed)
+        remnants = {k for k in map(alias_journey, removed) if named(k)}
+        for key, root in roots.items():
+            if named(key) or root in forgotten or named(root):
+                if named(key):
+                    remnants.add(key)
+                del redirects[key]
+                identity.redirected_at.pop(key, None)
+                identity.touched_redirects.add(key)
+                erased.redirects += 1
+            elif redirects[key] != before[key]:
+                identity.touched_redirects.add(key)  # compressed past one that goes
+        for h in shadows.values():
+            if h.aliases and not removed.isdisjoint(h.aliases):
+                h.aliases = [alias for alias in h.aliases if alias not in removed]
+                self._touched.add(h.key)
+        self._drop_pending(names, named)
+        seq = self._seq
+        for key in sorted(forgotten):
+            del shadows[key]
+            self._touched.add(key)
+        for key in sorted(forgotten | remnants):
+            self._commands += [(p, Forget(seq, key)) for p in range(self.partitions)]
+        erased.journeys = len(forgotten)
+        for key in sorted(recount - forgotten):
+            self._send(key, Contacts(seq, key, shadows[key].contacts))
+        if event_ids:
+            ids = tuple(event_ids)
+            for key in sorted(k for k in targets - forgotten if k in shadows):
+                self._send(key, Erase(seq, key, ids))
+                erased.erased_in += 1
+        return erased
+
+    def _unlink(self, alias: str, root: str, forgotten: set[str], recount: set[str]) -> None:
+        """Remove an alias; the surviving journey it counted as a contact counts one less."""
+        identity = self.identity
+        del identity.aliases[alias]
+        identity.linked.pop(alias, None)
+        identity.touched_aliases.add(alias)
+        h = self.shadows.get(root)
+        if alias[0] == "c" and h is not None and root not in forgotten and h.contacts > 0:
+            h.contacts -= 1
+            self._touched.add(root)
+            recount.add(root)
+
+    def _drop_pending(self, names: Names, named: Callable[[str], bool]) -> None:
+        """Routes of the person's events and links of theirs not yet taken (made earlier in
+        the same batch) are dropped: nothing of theirs leaves after the request."""
+        self._commands = [
+            (p, c)
+            for p, c in self._commands
+            if not (isinstance(c, Route) and _event_names(c.event, names))
+        ]
+        self._links = [
+            link
+            for link in self._links
+            if not (names(link.kind, link.alias) or named(link.account_id) or named(link.alias))
+        ]
+
     # ------------------------------------------------------------------ state
 
     def changes(self) -> dict[bytes, bytes | None]:
@@ -327,7 +481,11 @@ class IdentityRouter:
             value = None if target is None else link_value(alias, target, at).encode()
             out[_ALIAS + alias.encode()] = value
         for key in identity.touched_redirects:
-            target, at = identity.redirects[key], identity.redirected_at.get(key)
+            target = identity.redirects.get(key)
+            if target is None:  # erased
+                out[_REDIRECT + key.encode()] = None
+                continue
+            at = identity.redirected_at.get(key)
             out[_REDIRECT + key.encode()] = redirect_value(target, at).encode()
         meta = {"clock": self.clock, "until": self._until, "seq": self._seq}
         meta["advanced"] = self._advanced
