@@ -84,6 +84,7 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
             partitions=settings.journey_partitions,
             spill_dir=_spill_dir(settings),
             gate=replay_gate(settings),
+            jobs=settings.replay_jobs,
         )
     finally:
         try:
@@ -196,7 +197,7 @@ def _print_summary(summary: ReplaySummary, seconds: float, current: dict[str, in
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @settings_options(
     *CLICKHOUSE_SETTINGS, *ENGINE_SETTINGS, "attribution_lookback", "attribution_half_life",
-    "retention", "consent_category", "consent_mode", "privacy_salt",
+    "retention", "consent_category", "consent_mode", "privacy_salt", "replay_jobs",
 )  # fmt: skip
 def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
     """Run the journey logic over JSONL FILES (- for stdin) and write everything to ClickHouse.
@@ -204,7 +205,8 @@ def replay(files: tuple[str, ...], quiet: bool, settings: Settings) -> None:
     The input is sorted into event-time order, so the result does not depend on
     the order of lines; replaying the same input twice leaves the same tables.
     Journeys are kept in JOURNEYS_JOURNEY_PARTITIONS partitions, as the streaming
-    workers keep them (the tables are the same for any number).
+    workers keep them (the tables are the same for any number); --jobs N runs them
+    in N processes (at least N partitions), the identity router in this one.
     """
     replay_files(files, settings, quiet)
 

@@ -28,7 +28,7 @@ from journeys.schemas.errors import ConfigError
 from journeys.schemas.settings import Settings
 
 #: Extra spellings of a few flags.
-ALIASES = {"rules_file": ("--rules",)}
+ALIASES = {"rules_file": ("--rules",), "replay_jobs": ("--jobs",)}
 #: Settings whose file must exist when given.
 EXISTING_FILES = frozenset({"rules_file"})
 

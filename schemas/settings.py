@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="partitions of the journey stage: how many workers can share it; set "
         "once before the first start (journeys are placed by key on them)",
     )
+    replay_jobs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="processes a replay runs the journey partitions in (the identity "
+        "router stays in the replay's own); the tables are the same for any number",
+    )
     kafka_home: Path | None = Field(default=None, description="cache of the broker's jars")
     kafka_version: str = Field(default="3.9.2")
     kafka_heap: str = Field(default="768m")

@@ -50,9 +50,10 @@ from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
 from journeys.schemas.privacy import PrivacyGate
 from journeys.schemas.record import EventRecord
-from journeys.schemas.rows import DeadLetterRow, Output
+from journeys.schemas.rows import DeadLetterRow, IdentityLink, Output
 from journeys.sinks.base import Batching, Sink
-from journeys.streams.engine import EngineConfig, JourneyEngine
+from journeys.streams.engine import EngineConfig, IdentityRouter, JourneyEngine
+from journeys.streams.parallel import PartitionPool
 
 #: Events per engine step (its rows are handed to the sink at once): bounds the rows in flight.
 STEP_EVENTS = 50_000
@@ -306,6 +307,69 @@ def run_engine(
     summary.accounts = sum(1 for h in engine.holders.values() if h.is_account and h.traj)
 
 
+def run_parallel(
+    events: Iterable[EventRecord],
+    config: EngineConfig,
+    partitions: int,
+    jobs: int,
+    sink: Sink,
+    summary: ReplaySummary,
+    on_events: Callable[[int], None] | None = None,
+) -> None:
+    """`run_engine` with the journey partitions in `jobs` worker processes (see
+    `streams.parallel`). The identity router runs here, routing the next step while
+    the workers apply this one."""
+    router = IdentityRouter(config, partitions)
+    stream = iter(events)
+    with PartitionPool(config, partitions, jobs) as pool:
+        chunk = list(islice(stream, STEP_EVENTS))
+        routing = _Routing(router, chunk)
+        while chunk:
+            if summary.first_ts is None:
+                summary.first_ts = chunk[0].ts
+            summary.last_ts = chunk[-1].ts
+            routing.finish()
+            commands, links = router.take()
+            routed, chunk = len(chunk), list(islice(stream, STEP_EVENTS))
+            routing = _Routing(router, chunk)
+            pool.apply(commands, routing.some)
+            _hand_over(_with_links(pool.take(), links), sink, summary)
+            if on_events is not None:
+                on_events(routed)
+        if summary.last_ts is not None:
+            router.advance_to(summary.last_ts)
+        commands, links = router.take()
+        pool.apply(commands)
+        _hand_over(_with_links(pool.take(), links), sink, summary)
+        summary.duplicates, summary.accounts = pool.totals()
+
+
+class _Routing:
+    """A step's events through the router, a few at a time while the workers are busy."""
+
+    #: Events routed per call of `some`.
+    SOME = 64
+
+    def __init__(self, router: IdentityRouter, events: list[EventRecord]) -> None:
+        self.router, self.events, self.done = router, events, 0
+
+    def some(self) -> None:
+        """Route the next few events."""
+        end = min(self.done + self.SOME, len(self.events))
+        self.router.process_all(self.events[self.done : end])
+        self.done = end
+
+    def finish(self) -> None:
+        """Route the rest."""
+        self.router.process_all(self.events[self.done :])
+        self.done = len(self.events)
+
+
+def _with_links(out: Output, links: list[IdentityLink]) -> Output:
+    out.links.extend(links)
+    return out
+
+
 def _hand_over(out: Output, sink: Sink, summary: ReplaySummary) -> None:
     summary.events += len({e.record.event_id for e in out.events})
     transitions, alerts = summary.standing_transitions, summary.standing_alerts
@@ -331,6 +395,7 @@ def replay(
     spill_dir: Path | None = None,
     on_stage: Callable[[str, int], None] | None = None,
     gate: PrivacyGate | None = None,
+    jobs: int = 1,
 ) -> ReplaySummary:
     """Replay (source, line) pairs into a sink that is already set up; flushes it at the end.
 
@@ -341,6 +406,8 @@ def replay(
     partitions (the tables are the same for any number). Events beyond `RUN_EVENTS`
     are sorted in a private temporary folder inside `spill_dir` (the system's default
     when None), removed at the end. Lines pass the privacy `gate` when one is given.
+    With `jobs` above 1 the journey partitions (at least `jobs` of them) run in that
+    many worker processes (`run_parallel`); the tables are the same.
     """
     summary = ReplaySummary()
     with tempfile.TemporaryDirectory(prefix="journeys-replay-", dir=spill_dir) as tmp:
@@ -348,7 +415,11 @@ def replay(
         read_events(lines, received_at, summary, sink, runs, on_line, gate)
         if on_stage is not None:
             on_stage("journeys", runs.count)
-        run_engine(runs.merged(), JourneyEngine(config, partitions), sink, summary, on_events)
+        if jobs > 1:
+            partitions = max(partitions, jobs)
+            run_parallel(runs.merged(), config, partitions, jobs, sink, summary, on_events)
+        else:
+            run_engine(runs.merged(), JourneyEngine(config, partitions), sink, summary, on_events)
     if on_stage is not None:
         on_stage("writing", 0)
     sink.flush()

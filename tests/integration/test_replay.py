@@ -161,11 +161,13 @@ def _simulated(accounts: int, days: int) -> list[EventRecord]:
     return events
 
 
-def _replay_file(path: Path, chdb_dsn: str, database: str, tmp_path: Path) -> dict[str, Any]:
+def _replay_file(
+    path: Path, chdb_dsn: str, database: str, tmp_path: Path, *extra: str
+) -> dict[str, Any]:
     result = CliRunner().invoke(
         main,
         ["replay", str(path), "--clickhouse-url", chdb_dsn, "--clickhouse-database", database,
-         "--data-dir", str(tmp_path)],
+         "--data-dir", str(tmp_path), *extra],
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -241,3 +243,16 @@ def test_the_engine_fed_in_arrival_order_writes_the_tables_of_sorted_replay(
     assert snapshot(writer.client, name) == {**expected, "dead_letters": []}
     # The stream had corrections to make: alerts withdrawn, transitions moved.
     assert any(a.withdrawn for a in out.alerts) and any(t.deleted for t in out.transitions)
+
+
+def test_replay_over_several_processes_writes_the_tables_of_one(
+    tmp_path: Path, chdb_dsn: str, database_name: Callable[[str], str]
+) -> None:
+    events = _simulated(accounts=120, days=45)
+    arriving = realistic_arrival(events, seed=4)  # late and redelivered events, merges
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(e.to_json() for e in arriving) + b"\n")
+    one = _replay_file(path, chdb_dsn, database_name("one"), tmp_path)
+    three = _replay_file(path, chdb_dsn, database_name("three"), tmp_path, "--jobs", "3")
+    assert three == one
+    assert len(one["journeys"]) > 10 and len(one["alerts"]) > 0 and len(one["identity_links"])
