@@ -6,12 +6,14 @@ suppress, erase, recompute, audit), then, with Kafka, publishes the hashes
 on the suppression topic so the running collector and workers' ingest drop
 the person's events too, and a `forget` control message on the identity
 stage's ordered topic so the workers erase the person from their engine
-state and changelogs (`journeys.streams.erasure`). A broker that cannot be
-reached does not undo the erasure: the outcome carries a warning saying that
-the running processes have not been told (they learn it when the request is
-run again, which finds nothing more to erase in ClickHouse but publishes the
-hashes; the workers' journeys then lose only what `forget` erased the second
-time, so run it again before the events' topic retention ends, and see
+state and changelogs (`journeys.streams.erasure`). Kafka is reached before
+anything is erased: a broker that cannot be reached stops the request with
+nothing erased (`BrokerError`; the endpoint answers 503), to be run again once
+it is up. One lost between the erasure and the publishing does not undo the
+erasure: the outcome carries a warning saying that the running processes have
+not been told (they learn it when the request is run again, which finds
+nothing more to erase in ClickHouse but publishes the hashes; the workers'
+journeys then lose only what `forget` erased the second time, see
 docs/privacy.md).
 """
 
@@ -80,6 +82,10 @@ def forget_and_publish(settings: Settings, request: ForgetRequest, kafka: bool) 
     from journeys.sinks.privacy_salt import privacy_salt
     from journeys.streams.config import engine_config
 
+    if kafka:
+        from journeys.producers.suppressions import check_publishable
+
+        check_publishable(settings)  # before anything is erased
     salt = privacy_salt(settings)
     client = connect(settings.clickhouse_dsn)
     migrate(client, settings.clickhouse_database)

@@ -51,6 +51,14 @@ def ensure_suppressions_topic(settings: Settings) -> str:
     return settings.topic(TOPIC)
 
 
+def check_publishable(settings: Settings) -> None:
+    """Make sure the suppression and ordered topics can be reached before anything is
+    erased (`BrokerError` if not): a request that erased ClickHouse rows but could not
+    tell the workers would leave the person in their engine state."""
+    with kafka_errors(settings.kafka_bootstrap, "reaching Kafka before erasing"):
+        ensure_topics(settings, {TOPIC: 1, ORDERED: 1})
+
+
 def publish_suppressions(
     settings: Settings, hashes: Iterable[str], request_id: str, timeout: float = 15.0
 ) -> int:

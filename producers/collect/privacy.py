@@ -200,7 +200,7 @@ async def forget(request: web.Request) -> web.Response:
     asked = forget_request(await request.content.read(MAX_FORGET_BODY + 1))
     try:
         outcome = await asyncio.to_thread(privacy.forget, privacy.settings, asked, privacy.publish)
-    except SinkUnavailable as exc:
+    except (SinkUnavailable, BrokerError) as exc:
         raise Rejected(503, f"nothing erased yet: {exc}", retry_after=30) from exc
     if not privacy.gate.salt:  # a collector that does not follow the list hashes now
         from journeys.sinks.privacy_salt import privacy_salt
@@ -236,7 +236,7 @@ def forget_path_item() -> dict[str, object]:
         "401": {"description": "no admin key as the bearer token"},
         "403": {"description": "admin endpoints are off (no JOURNEYS_ADMIN_KEY)"},
         "413": {"description": "body over 4 KiB"},
-        "503": {"description": "ClickHouse unreachable: nothing erased yet, retry"},
+        "503": {"description": "ClickHouse or Kafka unreachable: nothing erased yet, retry"},
     }
     refused = {"summary": "no CORS: browsers may not call it", "responses": {"403": answers["403"]}}
     return {

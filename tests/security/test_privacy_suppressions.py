@@ -4,6 +4,7 @@ person's events (they read the whole list before taking any)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,9 @@ from journeys.producers.collect.app import create_app
 from journeys.producers.collect.publisher import MemoryPublisher
 from journeys.producers.kafka import new_admin
 from journeys.producers.suppressions import TOPIC, followed_gate, publish_suppressions
+from journeys.schemas.errors import BrokerError
 from journeys.schemas.settings import Settings
+from journeys.sinks.clickhouse.client import connect, select
 from journeys.streams.ingest import split
 from tests.integration.kafka.conftest import kafka_bootstrap, topic_prefix  # noqa: F401
 from tests.security.test_privacy_collector import KEY, _basic, call, track
@@ -91,3 +94,33 @@ def gate_hashes(settings: Settings, email: str) -> set[str]:
     from journeys.sinks.privacy_salt import privacy_salt
 
     return {identifier_hash(privacy_salt(settings), "email", email)}
+
+
+def test_a_forget_that_cannot_reach_kafka_erases_nothing_and_says_so(
+    tmp_path: Path, chdb_dsn: str, database_name: Callable[[str], str]
+) -> None:
+    """Erasing ClickHouse rows without telling the workers would leave the person in their
+    engine state for good (a second run finds no events to name): Kafka is reached first."""
+    db = database_name("nokafka")
+    _replayed(_write(tmp_path / "all.jsonl", EVENTS, BAD), chdb_dsn, db, tmp_path)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    port = closed.getsockname()[1]
+    closed.close()
+    result = CliRunner().invoke(
+        main,
+        ["forget", "--email", BOB["email"], "--clickhouse-url", chdb_dsn,
+         "--clickhouse-database", db, "--data-dir", str(tmp_path),
+         "--kafka-bootstrap", f"127.0.0.1:{port}"],
+    )  # fmt: skip
+    assert isinstance(result.exception, BrokerError), result.output  # `run` prints it
+    assert "cannot reach Kafka" in str(result.exception)
+    client = connect(chdb_dsn)
+    try:
+        [(left,)] = select(
+            client, f"SELECT count() FROM {db}.events FINAL WHERE email = {{e:String}}",
+            {"e": BOB["email"]},
+        )  # fmt: skip
+    finally:
+        client.close()
+    assert left > 0  # nothing erased: the request can simply be run again
