@@ -102,6 +102,11 @@ def worker_registry(state: Any) -> CollectorRegistry:
             stage(lambda s: s.stats.redelivered),
         ),
         (
+            "journeys_stage_suppressed_events",
+            "Events of erased people dropped by the identity stage (`journeys forget`)",
+            stage(lambda s: s.stats.suppressed),
+        ),
+        (
             "journeys_stage_late_events",
             "Events behind the watermark (routed at once, corrected their journeys)",
             stage(lambda s: s.stats.late),

@@ -57,6 +57,9 @@ def test_worker_metrics_follow_the_stages() -> None:
     assert b"journeys_stage_input_offset 4.0" in generate_latest(registry)
     late, _ = identity.handle([(5, forwarded_json(ev("page_view", 1), 0, 1, 2))])
     assert value(registry, "journeys_stage_late_events") == 1
+    assert value(registry, "journeys_stage_suppressed_events") == 0
+    identity.stats.suppressed = 2  # events of erased people (see tests/unit/engine/test_erase)
+    assert value(registry, "journeys_stage_suppressed_events") == 2
 
     by_partition: dict[int, list[bytes]] = {}
     for partition, command in [*commands, *more, *late]:
