@@ -17,6 +17,7 @@ KAFKA_SETTINGS = (
     "topic_partitions",
     "topic_retention",
     "erase_within",
+    "kafka_session_timeout",
 )
 ENGINE_SETTINGS = (
     "rules_file",

@@ -4,6 +4,9 @@ Every client the project opens (the producer client, the sink's consumer,
 the admin client, the Faust app's producer and consumer) takes its options
 from here, so the sizes of `journeys.schemas.codec` hold everywhere:
 `max_request_size` is `MESSAGE_BYTES`, and consumers fetch at least that.
+Consumers read `read_committed`: the stages write their output in Kafka
+transactions (`journeys.streams.changelog.StageWriter`), and a reader must
+never see a batch that was aborted.
 
 `kafka_errors()` is the one translation of driver errors (kafka-python's,
 aiokafka's, and socket errors) into `BrokerError`, in the manner of httpx's
@@ -111,12 +114,14 @@ def new_producer(settings: Settings, timeout: float = 30.0, **options: Any) -> K
 
 
 def new_consumer(settings: Settings, *topics: str, group: str, **options: Any) -> KafkaConsumer:
-    """A kafka-python consumer in `group` (prefixed), committing only when told to."""
+    """A kafka-python consumer in `group` (prefixed), committing only when told to, that
+    reads only committed transactions (the stages write in transactions)."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": f"{settings.topic_prefix}{group}",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
         "fetch_max_bytes": FETCH_BYTES,
         "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
         **options,
@@ -147,12 +152,14 @@ def aio_producer_options(settings: Settings) -> dict[str, Any]:
 
 
 def aio_consumer_options(settings: Settings, group: str) -> dict[str, Any]:
-    """Options of an aiokafka consumer in `group` (prefixed) that commits only when told to."""
+    """Options of an aiokafka consumer in `group` (prefixed) that commits only when told to
+    and reads only committed transactions."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": f"{settings.topic_prefix}{group}",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
         "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
     }
 
@@ -163,9 +170,10 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     Acks from all replicas; sends wait out a broker outage of up to
     `producer_request_timeout` (20 minutes) before they fail; fetches take
     the largest message. A worker that stopped without leaving the group (a
-    failed send stops it at once) gives its partitions up after the 20 s
-    session timeout (Faust's default is 60 s; heartbeats run on the
-    consumer's own thread, so a busy worker still sends them).
+    failed send stops it at once) gives its partitions up after the session
+    timeout (`kafka_session_timeout`, 20 s; Faust's default is 60 s;
+    heartbeats run on the consumer's own thread, so a busy worker still sends
+    them, six per timeout).
     """
     return {
         "broker": f"kafka://{settings.kafka_bootstrap}",
@@ -174,7 +182,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_request_timeout": 1200.0,
         "consumer_max_fetch_size": PARTITION_FETCH_BYTES,
         "consumer_auto_offset_reset": "earliest",
-        "broker_session_timeout": 20.0,
+        "broker_session_timeout": settings.kafka_session_timeout,
+        "broker_heartbeat_interval": min(3.0, settings.kafka_session_timeout / 6),
         "topic_replication_factor": 1,
         "topic_partitions": settings.topic_partitions,
     }
@@ -186,7 +195,11 @@ def uncommitted(settings: Settings) -> tuple[int, int]:
     from kafka import TopicPartition
 
     admin = new_admin(settings)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     try:
         groups = [
             g["group_id"]
@@ -202,8 +215,26 @@ def uncommitted(settings: Settings) -> tuple[int, int]:
                 for p in sorted(consumer.partitions_for_topic(topic) or ())
             ]
             ends = consumer.end_offsets(tps)
-            behind += sum(max(0, ends[tp] - done.get(tp, 0)) for tp in tps)
+            behind += sum(unread(consumer, tp, done.get(tp, 0), ends[tp]) for tp in tps)
         return len(groups), behind
     finally:
         consumer.close()
         admin.close()
+
+
+def unread(consumer: KafkaConsumer, tp: Any, committed: int, end: int) -> int:
+    """Messages of `tp` from `committed` to `end` that a `read_committed` reader gets: 0 when
+    that range holds only transaction markers or aborted records (a consumer that read
+    all of a transactional producer's output commits the offset before its last
+    transaction's marker), else `end - committed`. `consumer` must read committed."""
+    if end <= committed:
+        return 0
+    consumer.assign([tp])
+    consumer.seek(tp, committed)
+    for _ in range(20):  # a fetch or two in practice; bounded if the broker stalls
+        polled = consumer.poll(timeout_ms=500, max_records=1)
+        if any(record.offset < end for record in polled.get(tp, ())):
+            return end - committed
+        if consumer.position(tp) >= end:
+            return 0
+    return end - committed

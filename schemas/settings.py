@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     kafka_version: str = Field(default="3.9.2")
     kafka_heap: str = Field(default="768m")
     kafka_controller_port: int = Field(default=9093)
+    kafka_session_timeout: float = Field(
+        default=20.0,
+        ge=6.0,
+        le=300.0,
+        description="seconds a worker that stopped answering (killed, frozen) keeps its "
+        "partitions before its group gives them to the others",
+    )
 
     metrics_port: int = Field(
         default=0,

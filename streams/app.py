@@ -20,13 +20,29 @@ state lives in its compacted changelog topic (`journeys.streams.changelog`):
 a worker that takes a partition over, after a crash or a rebalance, reads its
 state from Kafka and goes on where the last save left it.
 
-Nothing is acknowledged before it is safe: the agents take their input
-without automatic acks, wait until Kafka acknowledged everything they sent
-and the stage's state is saved, and only then ack, so Faust commits only
-offsets whose effects are stored. A send that fails stops the worker (exit
-status 1) before anything moves; it is restarted and reads again from the
-last commit. A broker outage is waited out: sends wait up to Faust's
-`producer_request_timeout` and the worker reports unhealthy meanwhile.
+**Exactly once, fenced.** Each stage partition (identity 0, journeys 0..P-1)
+writes through a transactional producer of its own (`StageWriter`, its
+`transactional_id` `<group>:<stage>:<partition>`): per batch, the stage's
+output, its changelog records and the input offsets it consumed commit in one
+Kafka transaction. The worker consumes `read_committed` (`_read_committed`),
+so nothing of an aborted batch is ever read. A worker that takes a partition
+over opens its writer before it loads the state, which fences the previous
+owner at the broker: a worker frozen while the group moved its partitions,
+then let go, has its next commit refused (`Fenced`) and stops. The journey
+agent commits one transaction per journey partition of a batch (fencing is per
+`transactional_id`). Faust commits no offsets of the stages' topics (they are
+declared `acks=False`; the agents still ack, for Faust's bookkeeping): only the
+transactions do. A re-read is skipped anyway by the input offset each stage
+keeps in its state.
+
+Ingest is at least once: a batch it forwards again after a crash or a
+rebalance is dropped by the identity stage (it keeps the highest source offset
+applied per source partition). Its agents take their input without automatic
+acks and ack only once Kafka acknowledged what they sent. A send or commit that
+fails stops the worker (exit status 1) before anything moves; it is restarted
+and reads again from the last commit. A broker outage is waited out: sends and
+transactions wait up to `SEND_PATIENCE` and the worker reports unhealthy
+meanwhile.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import faust
 
@@ -56,12 +72,15 @@ from journeys.schemas.codec import (
 from journeys.schemas.privacy import PrivacyGate
 from journeys.schemas.rows import Output
 from journeys.schemas.settings import Settings
-from journeys.streams.changelog import Batches, Changelog
+from journeys.streams.changelog import Changelog, Fenced, Outgoing, StageWriter
 from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, to_wire
 from journeys.streams.ingest import Fetched, IdleWatch, split
 from journeys.streams.metrics import report
 from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage, Sealed
+
+if TYPE_CHECKING:
+    from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +103,12 @@ class WorkerState:
     identity: IdentityStage | None = None
     #: The journey stages of the partitions this worker owns.
     journeys: dict[int, JourneyStage] = field(default_factory=dict)
+    #: The transactional writer of each stage partition this worker owns (`identity`, 0)
+    #: or (`journeys`, p).
+    writers: dict[tuple[str, int], StageWriter] = field(default_factory=dict)
+    #: (topic, partition) assigned to this worker, as of the last rebalance callback: a
+    #: stage partition's writer is opened only while it is here.
+    assigned: set[tuple[str, int]] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=lambda: {"ingested": 0, "invalid": 0})
     #: When each delivery still waiting for Kafka's acknowledgements began (monotonic).
     sending: dict[object, float] = field(default_factory=dict)
@@ -112,16 +137,22 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         broker_commit_interval=1.0,
         stream_buffer_maxsize=20_000,
     )
+    _read_committed()
     state = WorkerState(settings, source_partitions, IdleWatch(idle_after))
     config = engine_config(settings)
     events = app.topic(names.events, value_type=bytes)
-    ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True)
-    journeys = app.topic(names.journeys, value_type=bytes, partitions=partitions, internal=True)
-    rows = app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
+    # The stages' input offsets are committed by their transactions only: Faust commits
+    # none of these topics' offsets (acks=False), so no commit of its can race one.
+    ordered = app.topic(names.ordered, value_type=bytes, partitions=1, internal=True, acks=False)
+    journeys = app.topic(
+        names.journeys, value_type=bytes, partitions=partitions, internal=True, acks=False
+    )
+    # Written by the stages' writers (aiokafka), declared with the other internal topics.
+    app.topic(names.rows, value_type=bytes, partitions=partitions, internal=True)
     dead_letters = app.topic(names.dead_letters, value_type=bytes, internal=True)
-    batches = Batches(settings)
-    identity_log = Changelog(batches, names.identity_state, STAGE_META)
-    journeys_log = Changelog(batches, names.journeys_state, STAGE_META)
+    identity_log = Changelog(settings, names.identity_state, STAGE_META)
+    journeys_log = Changelog(settings, names.journeys_state, STAGE_META)
+    group = app.conf.id
 
     async def deliver(sends: list[Awaitable[Any]]) -> None:
         """Wait until Kafka acknowledged every send; raise the first failure."""
@@ -132,49 +163,53 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         finally:
             del state.sending[token]
 
-    async def send_sealed(outbox: list[Sealed]) -> list[Any]:
-        """Send the identity stage's outbox (see `journeys.streams.stage`)."""
-        return [
-            await (journeys if sealed.journeys else rows).send(
-                value=sealed.value, partition=sealed.partition
-            )
-            for sealed in outbox
-        ]
+    async def commit(
+        writer: StageWriter, out: Outgoing, offsets: dict[TopicPartition, int]
+    ) -> bool:
+        """One stage partition's batch in one transaction (watched like a send)."""
+        token = object()
+        state.sending[token] = time.monotonic()
+        try:
+            return await writer.commit(out, offsets)
+        finally:
+            del state.sending[token]
 
-    async def send_commands(commands: list[tuple[int, Command]]) -> list[Any]:
-        by_partition: dict[int, list[bytes]] = {}
-        for partition, command in commands:
-            by_partition.setdefault(partition, []).append(to_wire(command))
-        return [
-            await journeys.send(value=message, partition=partition)
-            for partition, items in sorted(by_partition.items())
-            for message in pack(items)
-        ]
+    async def open_writer(stage: str, partition: int) -> StageWriter | None:
+        """The stage partition's writer, opened: older owners are fenced from now on. None
+        unless this worker is assigned the partition, or if it was revoked meanwhile (a
+        worker must never fence the partition's next owner)."""
+        topic = names.ordered if stage == "identity" else names.journeys
+        if (topic, partition) not in state.assigned:
+            return None
+        key = (stage, partition)
+        writer = StageWriter(settings, f"{group}:{stage}:{partition}", group)
+        old, state.writers[key] = state.writers.get(key), writer
+        if old is not None:
+            await old.close()
+        await writer.open()  # a revocation meanwhile waits for it, then closes it
+        return None if writer.closed else writer
 
     opening = asyncio.Lock()
 
-    async def open_identity() -> IdentityStage:
-        """The identity stage, read from its changelog if this worker has not yet."""
+    async def open_identity() -> IdentityStage | None:
+        """The identity stage, read from its changelog if this worker has not yet (after
+        fencing any previous owner); None if this worker does not own it."""
         async with opening:
             stage = state.identity
             if stage is None:
+                writer = await open_writer("identity", 0)
+                if writer is None:
+                    return None
                 salt = state.gate.salt if state.gate is not None else b""  # forget requests
                 stage = IdentityStage(config, settings.allowed_lateness, partitions, salt)
                 stage.restore(await identity_log.load(0))
-                # Saved, maybe not sent: sent again (a journey partition applies it once).
-                await deliver(await send_sealed(stage.outbox))
+                if writer.closed:
+                    return None  # revoked while it loaded
+                # Its last outbox was committed with the state that holds it: sent already.
+                stage.outbox = []
                 state.identity = stage
-                log.info(
-                    "identity stage opened at input offset %s (%d messages sent again)",
-                    stage.offset, len(stage.outbox),
-                )  # fmt: skip
+                log.info("identity stage opened at input offset %s", stage.offset)
             return stage
-
-    def owned(topic: str, partition: int) -> bool:
-        """Whether this worker is assigned the partition now."""
-        return any(
-            tp.topic == topic and tp.partition == partition for tp in app.consumer.assignment()
-        )
 
     @app.agent(events)
     async def ingest(stream: Any) -> None:
@@ -203,56 +238,84 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
 
     @app.agent(ordered)
     async def identity(stream: Any) -> None:
-        """Route events to journey partitions; save the stage's state with what it is to
-        send, send it, and ack input once Kafka has it all."""
+        """Route events to journey partitions; commit what the batch sends, the stage's
+        state and the input offset in one transaction; then ack."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
+            done = False
             try:
                 stage = state.identity or await open_identity()
+                if stage is None:  # not (or no longer) this worker's: its owner reads it
+                    log.warning("identity batch of a partition not owned here: not written")
+                    continue
+                writer = state.writers.get(("identity", 0))
                 commands, links = stage.handle((e.message.offset, e.value) for e in batch)
-                outbox = stage.seal(commands, links)
-                if state.identity is not stage:
-                    continue  # revoked meanwhile: the new owner reads this batch again
-                await identity_log.save(0, stage.state_changes())
-                await deliver(await send_sealed(outbox))
+                sealed = stage.seal(commands, links)
+                if state.identity is stage and writer is not None:
+                    out = Outgoing()
+                    _add_sealed(out, sealed, names)
+                    stage.outbox = []  # committed with its sends: nothing to send again
+                    identity_log.save(out, 0, stage.state_changes())
+                    last = max(e.message.offset for e in batch)
+                    done = await commit(writer, out, {_tp(names.ordered, 0): last + 1})
             except Exception as exc:
                 _stop("identity stage", exc, state.settings)
+            if not done:  # revoked meanwhile: the new owner reads this batch again
+                log.warning("identity stage revoked during a batch: its output not written")
+                continue
             for event in batch:
                 await stream.ack(event)
 
     @app.agent(journeys)
     async def journey(stream: Any) -> None:
-        """Run the journey partitions; ack input once rows and absorbs are sent and each
-        partition's state is saved."""
+        """Run the journey partitions; per partition, commit its rows, absorbs, public
+        rows, state and input offset in one transaction; ack what was committed."""
         async for batch in stream.noack_take(STAGE_BATCH, within=0.05):
+            done: set[int] = set()
             try:
                 by_partition: dict[int, list[Any]] = {}
                 for event in batch:
                     by_partition.setdefault(event.message.partition, []).append(event)
-                opened = {}
-                sends: list[Any] = []
                 missing = [p for p in sorted(by_partition) if p not in state.journeys]
-                loaded = await asyncio.gather(*(journeys_log.load(p) for p in missing))
-                for partition, saved in zip(missing, loaded, strict=True):
-                    stage = JourneyStage(config, partition, partitions)
-                    stage.restore(saved)
-                    state.journeys[partition] = stage
-                    log.info("journey partition %d opened at offset %s", partition, stage.offset)
+                await asyncio.gather(*(open_journeys(p) for p in missing))
+                commits = []
                 for partition, items in sorted(by_partition.items()):
-                    stage = state.journeys[partition]
-                    opened[partition] = stage
+                    stage = state.journeys.get(partition)
+                    writer = state.writers.get(("journeys", partition))
+                    if stage is None or writer is None:
+                        continue  # revoked while the others opened
                     out, absorbs = stage.handle((e.message.offset, e.value) for e in items)
-                    sends += await _publish(out, rows, batches, names, partition)
-                    sends += await send_commands(absorbs)
-                await deliver(sends)
-                kept = [p for p, stage in opened.items() if state.journeys.get(p) is stage]
-                await asyncio.gather(
-                    *(journeys_log.save(p, opened[p].state_changes()) for p in kept)
-                )
+                    outgoing = Outgoing()
+                    _publish(outgoing, out, names, partition)
+                    _add_commands(outgoing, absorbs, names.journeys)
+                    journeys_log.save(outgoing, partition, stage.state_changes())
+                    last = max(e.message.offset for e in items)
+                    offsets = {_tp(names.journeys, partition): last + 1}
+                    commits.append((partition, commit(writer, outgoing, offsets)))
+                results = await asyncio.gather(*(c for _, c in commits))
+                done = {p for (p, _), ok in zip(commits, results, strict=True) if ok}
             except Exception as exc:
                 _stop("journey stage", exc, state.settings)
+            if len(done) < len(by_partition):
+                log.warning(
+                    "journey partitions %s revoked during a batch: their output not written",
+                    sorted(set(by_partition) - done),
+                )
             for event in batch:
-                if event.message.partition in kept:  # else revoked: its new owner reads it
+                if event.message.partition in done:  # else revoked: its new owner reads it
                     await stream.ack(event)
+
+    async def open_journeys(partition: int) -> None:
+        """A journey partition's stage, after its writer fenced any previous owner (if
+        this worker owns the partition)."""
+        writer = await open_writer("journeys", partition)
+        if writer is None:
+            return
+        stage = JourneyStage(config, partition, partitions)
+        stage.restore(await journeys_log.load(partition))
+        if writer.closed:
+            return  # revoked while it loaded
+        state.journeys[partition] = stage
+        log.info("journey partition %d opened at offset %s", partition, stage.offset)
 
     def source_fetches() -> tuple[float, dict[int, Fetched]]:
         now = time.time()
@@ -276,7 +339,7 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 await deliver(sends)
                 state.idle.announced(due)
             stage = state.identity
-            if stage is None and owned(names.ordered, 0):
+            if stage is None and (names.ordered, 0) in state.assigned:
                 # Opened without waiting for input: a drain may be all it has left to do.
                 stage = await open_identity()
             if stage is not None and stage.drain_due():
@@ -287,26 +350,35 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             if state.identity is not None:
                 state.identity.drain_requested = False
 
-    def forget_stages(partitions: Any) -> None:
+    async def forget_stages(partitions: Any) -> None:
         """Stages of these partitions are read again from their changelogs when next needed
-        (a partition revoked, or assigned anew, may have moved on elsewhere meanwhile)."""
+        (a partition revoked, or assigned anew, may have moved on elsewhere meanwhile); their
+        writers close once a commit under way is done, so the next owner fences none."""
+        closing = []
         for tp in partitions:
             if tp.topic == names.ordered:
                 state.identity = None
+                closing.append(state.writers.pop(("identity", 0), None))
             elif tp.topic == names.journeys:
                 state.journeys.pop(tp.partition, None)
+                closing.append(state.writers.pop(("journeys", tp.partition), None))
+        await asyncio.gather(*(w.close() for w in closing if w is not None))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        forget_stages(assigned)
+        await forget_stages(assigned)
+        state.assigned |= {(tp.topic, tp.partition) for tp in assigned}
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        forget_stages(revoked)
+        state.assigned -= {(tp.topic, tp.partition) for tp in revoked}
+        await forget_stages(revoked)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close_changelogs(app: faust.App, **kwargs: Any) -> None:
-        await batches.close()
+    async def close_writers(app: faust.App, **kwargs: Any) -> None:
+        writers = list(state.writers.values())
+        state.writers.clear()
+        await asyncio.gather(*(w.close() for w in writers))
 
     app.journeys_state = state  # type: ignore[attr-defined]
     return app
@@ -316,30 +388,64 @@ def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else bytes(value or b"")
 
 
-async def _publish(
-    out: Output,
-    rows: Any,
-    batches: Batches,
-    names: Topics,
-    partition: int,
-) -> list[Any]:
-    """Send a journey partition's rows to its partition of the rows topic, packed, and the
-    public transitions and alerts, one message each, keyed by account. Returns the sends'
-    futures, to be awaited before anything is acknowledged. (The identity stage's links
-    travel in its outbox: `IdentityStage.seal`.)"""
-    encoded = [encode_row(row) for row in out.events]
-    encoded += [encode_row(row) for row in out.transitions]
-    encoded += [encode_row(row) for row in out.journeys]
-    encoded += [encode_row(row) for row in out.alerts]
-    encoded += [encode_row(row) for row in out.links]
-    sends = [await rows.send(value=message, partition=partition) for message in pack(encoded)]
-    if out.transitions:
-        public = [(t.account_id.encode(), transition_json(t)) for t in out.transitions]
-        sends += await batches.send_keyed(names.transitions, public)
-    if out.alerts:
-        public = [(a.account_id.encode(), alert_json(a)) for a in out.alerts]
-        sends += await batches.send_keyed(names.alerts, public)
-    return sends
+def _publish(out: Outgoing, rows: Output, names: Topics, partition: int) -> None:
+    """A journey partition's rows, packed, for its partition of the rows topic, and the
+    public transitions and alerts, one message each, keyed by account. (The identity
+    stage's links travel with its commands: `IdentityStage.seal`.)"""
+    encoded = [encode_row(row) for row in rows.events]
+    encoded += [encode_row(row) for row in rows.transitions]
+    encoded += [encode_row(row) for row in rows.journeys]
+    encoded += [encode_row(row) for row in rows.alerts]
+    encoded += [encode_row(row) for row in rows.links]
+    out.add_values(names.rows, partition, pack(encoded))
+    if rows.transitions:
+        out.add_keyed(
+            names.transitions,
+            [(t.account_id.encode(), transition_json(t)) for t in rows.transitions],
+        )
+    if rows.alerts:
+        out.add_keyed(names.alerts, [(a.account_id.encode(), alert_json(a)) for a in rows.alerts])
+
+
+def _add_commands(out: Outgoing, commands: list[tuple[int, Command]], topic: str) -> None:
+    """Commands (absorbs) packed per journeys partition."""
+    by_partition: dict[int, list[bytes]] = {}
+    for partition, command in commands:
+        by_partition.setdefault(partition, []).append(to_wire(command))
+    for partition, items in sorted(by_partition.items()):
+        out.add_values(topic, partition, pack(items))
+
+
+def _add_sealed(out: Outgoing, sealed: list[Sealed], names: Topics) -> None:
+    """The identity stage's messages (`IdentityStage.seal`) for their topics."""
+    for message in sealed:
+        topic = names.journeys if message.journeys else names.rows
+        out.add_values(topic, message.partition, [message.value])
+
+
+def _tp(topic: str, partition: int) -> TopicPartition:
+    from aiokafka.structs import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+def _read_committed() -> None:
+    """Make Faust's worker consumer read `read_committed` (Faust sets it only with its own
+    `processing_guarantee="exactly_once"`, which this app does not use): the stages'
+    topics then never show records of an aborted or open transaction."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "read_committed", False):
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"  # read by start(), into its fetcher
+        return consumer
+
+    create_worker_consumer.read_committed = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 def _fetched(app: faust.App, topic: str, partitions: set[int]) -> dict[int, Fetched]:
@@ -407,7 +513,12 @@ def _stop(agent: str, exc: Exception, settings: Settings) -> NoReturn:
     process exits at once (no graceful shutdown that could let Faust commit
     more), with status `EXIT_SEND_FAILED`.
     """
-    why = explain(settings.kafka_bootstrap, agent, exc) if unreachable(exc) else repr(exc)
+    if isinstance(exc, Fenced):
+        why = f"fenced: another worker owns the partition now ({exc})"
+    elif unreachable(exc):
+        why = explain(settings.kafka_bootstrap, agent, exc)
+    else:
+        why = repr(exc)
     log.critical("%s failed, stopping the worker (its input will be read again): %s", agent, why)
     for handler in logging.getLogger().handlers:
         handler.flush()

@@ -1,35 +1,32 @@
-"""Stage state in Kafka, and record batches: a compacted changelog topic per stage.
+"""Stage state in Kafka, written with the stage's output in one Kafka transaction.
 
 `Batches` sends many records to a partition as few record batches (one
-request each), without Faust's per-message path: the stages use it for the
-public transitions and alerts topics (one message per row, keyed by account,
-placed by Kafka's default partitioner) and for their changelogs.
+request each), without Faust's per-message path.
 
-One compacted changelog topic per stage, a partition per stage partition.
-
-A stage's state is key-value pairs (`IdentityRouter.changes`,
+One compacted changelog topic per stage, a partition per stage partition. A
+stage's state is key-value pairs (`IdentityRouter.changes`,
 `PartitionEngine.changes`, plus the stage's own meta key with the input
-offset it reflects). `save` appends what changed since the last save to the
-stage's changelog partition, in as few record batches as fit a request (a
-record batch is appended whole or not at all), and waits for Kafka's
-acknowledgement; `load` reads the partition from its beginning to its end, so
-any worker can take a stage partition over with no disk of its own.
-Compaction keeps the last value of every key and drops deleted keys
-(tombstones).
+offset it reflects).
 
-A save is all or nothing. Its last record is the stage's meta key (the
-*commit key*, with the input offset the state reflects); when a save takes
-several record batches, that record goes alone, after Kafka has acknowledged
-the others. `load` applies records only up to the last commit record: the
-records of a save cut short (a worker killed between two of its batches) are
-left out, and `load` writes their keys' saved values back before the stage
-goes on, so no later save can make them count. Without this, a journey saved
-with an absorbed merge but without the offset it reflects would absorb it
-again when its input is read again.
+**Exactly once, fenced.** Each stage partition has a `StageWriter`: a
+transactional producer whose `transactional_id` names the app, the stage and
+the partition. Per batch, `StageWriter.commit` sends, in one transaction, the
+stage's output (rows, commands and absorbs, public transitions and alerts),
+its changelog records, and the input offsets the batch consumed (to the
+Faust consumer group, `send_offsets_to_transaction`). Kafka makes all of it
+visible at once or none of it (readers use `read_committed`). A worker that
+takes a partition over opens its writer before it loads the state: the
+broker then aborts whatever the previous owner left open and refuses that
+owner's producer from then on (`ProducerFenced`), so a revoked owner, frozen
+and let go again, cannot write beside the new one; its commit fails and the
+worker stops.
 
-A crash between the stage's output and its save re-reads input the saved
-state does not reflect: it is applied again, and the engine's dedupe (which
-travels with each journey) makes that harmless.
+`Changelog.load` reads the partition (`read_committed`) from its beginning to
+its end, so any worker can take a stage partition over with no disk of its
+own. Compaction keeps the last value of every key and drops deleted keys
+(tombstones). A save is still applied only up to its last meta record
+(`committed`): with transactions no save can be cut short, so this only
+guards against records written outside a writer.
 """
 
 from __future__ import annotations
@@ -38,10 +35,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
@@ -54,25 +52,42 @@ log = logging.getLogger(__name__)
 LOAD_FETCH_WAIT_MS = 20
 #: Record batches are closed before this size (a request carries one per partition).
 BATCH_BYTES = 1024 * 1024
-#: A batch Kafka keeps refusing with retriable errors fails after this long (as Faust's
-#: `producer_request_timeout`): the worker stops and its input is read again.
+#: A batch (or a transaction) Kafka keeps refusing with retriable errors fails after
+#: this long (as Faust's `producer_request_timeout`): the worker stops and its input is
+#: read again.
 SEND_PATIENCE = 1200.0
+#: A transaction left open longer than this by a producer that went silent is aborted by
+#: the broker (the new owner's `init_transactions` aborts it sooner).
+TRANSACTION_TIMEOUT_MS = 60_000
+
+Record = tuple[bytes | None, bytes | None]
 
 
 class Batches:
-    """An aiokafka producer that sends lists of records as record batches."""
+    """An aiokafka producer that sends lists of records as record batches; transactional
+    when given a `transactional_id` (then only inside a `StageWriter`'s transaction)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transactional_id: str | None = None) -> None:
         self.settings = settings
+        self.transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
     async def _started(self) -> AIOKafkaProducer:
+        """The producer, started (a transactional one has its producer id and epoch: the
+        broker fenced every older producer of its `transactional_id`)."""
         if self._producer is None:
             options = {**aio_producer_options(self.settings), "max_batch_size": BATCH_BYTES}
+            if self.transactional_id is not None:
+                options["transactional_id"] = self.transactional_id
+                options["transaction_timeout_ms"] = TRANSACTION_TIMEOUT_MS
             producer = AIOKafkaProducer(**options)
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         return self._producer
 
@@ -80,17 +95,18 @@ class Batches:
         self,
         topic: str,
         partition: int,
-        records: Iterable[tuple[bytes | None, bytes | None]],
+        records: Iterable[Record],
         last_alone: bool = False,
     ) -> list[Awaitable[Any]]:
         """Send (key, value) records to one partition, in order; the batches' deliveries
-        (each retried while Kafka answers with a retriable error, up to `SEND_PATIENCE`).
+        (outside a transaction, each retried while Kafka answers with a retriable error,
+        up to `SEND_PATIENCE`).
 
         With `last_alone`, records that take more than one batch keep their last record
         back until Kafka has all the others: no retry can put it before them.
         """
         chunks = await self._chunks(records)
-        last: list[tuple[bytes | None, bytes | None]] = []
+        last: list[Record] = []
         if last_alone and len(chunks) > 1:
             _, kept = chunks.pop()
             last = kept[-1:]
@@ -105,24 +121,18 @@ class Batches:
         return sent
 
     async def _after(
-        self,
-        sent: list[Awaitable[Any]],
-        topic: str,
-        partition: int,
-        records: list[tuple[bytes | None, bytes | None]],
+        self, sent: list[Awaitable[Any]], topic: str, partition: int, records: list[Record]
     ) -> None:
         for future in sent:
             await future
         await self._deliver(topic, partition, None, records)
 
-    async def _chunks(
-        self, records: Iterable[tuple[bytes | None, bytes | None]]
-    ) -> list[tuple[Any, list[tuple[bytes | None, bytes | None]]]]:
+    async def _chunks(self, records: Iterable[Record]) -> list[tuple[Any, list[Record]]]:
         """Records split into record batches that fit a request, with the records of each."""
         producer = await self._started()
-        chunks: list[tuple[Any, list[tuple[bytes | None, bytes | None]]]] = []
+        chunks: list[tuple[Any, list[Record]]] = []
         batch = producer.create_batch()
-        kept: list[tuple[bytes | None, bytes | None]] = []
+        kept: list[Record] = []
         for key, value in records:
             if batch.append(key=key, value=value, timestamp=None) is None:
                 chunks.append((batch, kept))
@@ -134,16 +144,11 @@ class Batches:
             chunks.append((batch, kept))
         return chunks
 
-    async def _deliver(
-        self,
-        topic: str,
-        partition: int,
-        batch: Any,
-        records: list[tuple[bytes | None, bytes | None]],
-    ) -> None:
+    async def _deliver(self, topic: str, partition: int, batch: Any, records: list[Record]) -> None:
         """One record batch, built again from `records` and sent again after a retriable
         error (a broker restarting, a leader moving) until Kafka has it; other errors, or
-        patience run out, raise."""
+        patience run out, raise. In a transaction nothing is sent again here: the
+        transaction is (`StageWriter.commit`)."""
         producer = await self._started()
         deadline = time.monotonic() + SEND_PATIENCE
         delay = 0.2
@@ -156,6 +161,8 @@ class Batches:
                 await (await producer.send_batch(batch, topic, partition=partition))
                 return
             except KafkaError as exc:
+                if self.transactional_id is not None:
+                    raise
                 if not exc.retriable or time.monotonic() > deadline:
                     raise
                 log.info("sending to %s[%d] again after %r", topic, partition, exc)
@@ -163,30 +170,169 @@ class Batches:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def send_keyed(
-        self, topic: str, records: Iterable[tuple[bytes, bytes]]
-    ) -> list[Awaitable[Any]]:
-        """Send keyed records to the partitions Kafka's default partitioner gives their keys
-        (as any Kafka producer would); the batches' futures."""
+    async def partitions_of(self, topic: str) -> list[int]:
+        """The topic's partitions (asked once)."""
         partitions = self._partitions.get(topic)
         if partitions is None:
             producer = await self._started()
             known = await producer.partitions_for(topic)
             partitions = self._partitions[topic] = sorted(known)
-        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        return partitions
+
+    async def by_key(
+        self, topic: str, records: Iterable[tuple[bytes, bytes]]
+    ) -> dict[int, list[Record]]:
+        """Keyed records by the partition Kafka's default partitioner gives their keys (as
+        any Kafka producer would)."""
+        partitions = await self.partitions_of(topic)
+        by_partition: dict[int, list[Record]] = {}
         for key, value in records:
             target = self._partitioner(key, partitions, partitions)
             by_partition.setdefault(target, []).append((key, value))
+        return by_partition
+
+    async def send_keyed(
+        self, topic: str, records: Iterable[tuple[bytes, bytes]]
+    ) -> list[Awaitable[Any]]:
+        """Send keyed records to the partitions their keys give (`by_key`); the batches'
+        futures."""
         futures = []
-        for target, items in sorted(by_partition.items()):
+        for target, items in sorted((await self.by_key(topic, records)).items()):
             futures += await self.send(topic, target, items)
         return futures
 
     async def close(self) -> None:
         """Stop the producer."""
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+
+@dataclass
+class Outgoing:
+    """What one batch of a stage partition writes: records per (topic, partition), in
+    order, and keyed records placed by Kafka's default partitioner."""
+
+    records: dict[tuple[str, int], list[Record]] = field(default_factory=dict)
+    keyed: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+
+    def add(self, topic: str, partition: int, records: Iterable[Record]) -> None:
+        """Append records for one partition."""
+        self.records.setdefault((topic, partition), []).extend(records)
+
+    def add_values(self, topic: str, partition: int, values: Iterable[bytes]) -> None:
+        """Append unkeyed values for one partition."""
+        self.add(topic, partition, ((None, value) for value in values))
+
+    def add_keyed(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Append keyed records (their partition is their key's)."""
+        self.keyed.setdefault(topic, []).extend(records)
+
+
+class Fenced(Exception):
+    """Another worker's writer took this stage partition over: this one must not write."""
+
+
+class StageWriter:
+    """The transactional producer of one stage partition (see the module docstring).
+
+    `commit` sends a batch's `Outgoing` records and its input offsets in one
+    transaction. A transaction refused with a retriable error (a broker
+    restarting) is aborted and sent again whole, up to `SEND_PATIENCE`; a fenced
+    producer raises `Fenced`; anything else raises as it is. A closed writer
+    (its partition revoked) commits nothing and says so.
+    """
+
+    def __init__(self, settings: Settings, transactional_id: str, group_id: str) -> None:
+        self.batches = Batches(settings, transactional_id)
+        self.transactional_id = transactional_id
+        self.group_id = group_id
+        self.closed = False
+        self.transactions = 0
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Take the partition over: the broker aborts what an older producer of the same
+        `transactional_id` left open, and fences it."""
+        async with self._lock:
+            if self.closed:  # revoked before it opened
+                return
+            try:
+                await self.batches._started()  # noqa: SLF001 (init_transactions)
+            except ProducerFenced as exc:
+                raise Fenced(f"{self.transactional_id} fenced while opening") from exc
+
+    async def commit(self, out: Outgoing, offsets: dict[TopicPartition, int]) -> bool:
+        """Write `out` and commit `offsets` (the next offset to read, per input partition)
+        for the group, all in one transaction; False (nothing written) if closed."""
+        async with self._lock:
+            if self.closed:
+                return False
+            deadline = time.monotonic() + SEND_PATIENCE
+            delay = 0.2
+            while True:
+                try:
+                    await self._transaction(out, offsets)
+                    self.transactions += 1
+                    return True
+                except ProducerFenced as exc:
+                    raise Fenced(f"{self.transactional_id} was fenced: {exc!r}") from exc
+                except KafkaError as exc:
+                    if not exc.retriable or time.monotonic() > deadline:
+                        raise
+                    log.info("transaction of %s again after %r", self.transactional_id, exc)
+                    await self._abort()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _transaction(self, out: Outgoing, offsets: dict[TopicPartition, int]) -> None:
+        batches = self.batches
+        producer = await batches._started()  # noqa: SLF001 (the writer owns it)
+        manager = producer._txn_manager  # noqa: SLF001 (no public state accessor)
+        if manager.is_fatal_error():  # fenced (or broken) by an earlier request
+            raise Fenced(
+                f"{self.transactional_id} was fenced (or broke) earlier: it writes no more"
+            )
+        if manager.is_in_transaction():  # a transaction left open by an error
+            await producer.abort_transaction()
+        await producer.begin_transaction()
+        records = dict(out.records)
+        for topic, keyed in out.keyed.items():
+            for partition, items in (await batches.by_key(topic, keyed)).items():
+                records[(topic, partition)] = records.get((topic, partition), []) + items
+        sent: list[Awaitable[Any]] = []
+        for (topic, partition), items in records.items():
+            sent += await batches.send(topic, partition, items)
+        try:
+            await asyncio.gather(*sent)
+        finally:
+            for future in sent:  # none left pending or unretrieved
+                if isinstance(future, asyncio.Future) and not future.done():
+                    future.cancel()
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+        await producer.commit_transaction()
+
+    async def _abort(self) -> None:
+        """Abort a failed transaction, if the producer is still able to."""
+        producer = self.batches._producer  # noqa: SLF001
+        if producer is None:
+            return
+        manager = producer._txn_manager  # noqa: SLF001 (no public state accessor)
+        if manager is None or manager.is_fatal_error() or not manager.is_in_transaction():
+            if manager is not None and manager.is_fatal_error():
+                raise Fenced(f"{self.transactional_id} is in a fatal state; stopping")
+            return
+        try:
+            await producer.abort_transaction()
+        except ProducerFenced as exc:
+            raise Fenced(f"{self.transactional_id} was fenced: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """Commit nothing more (after a commit under way) and stop the producer."""
+        async with self._lock:
+            self.closed = True
+            await self.batches.close()
 
 
 def committed(
@@ -212,30 +358,27 @@ def committed(
 class Changelog:
     """The changelog topic of one stage (see the module docstring)."""
 
-    def __init__(self, batches: Batches, topic: str, commit_key: bytes) -> None:
-        self.settings = batches.settings
-        self.batches = batches
+    def __init__(self, settings: Settings, topic: str, commit_key: bytes) -> None:
+        self.settings = settings
         self.topic = topic
         self.commit_key = commit_key
 
-    async def save(self, partition: int, changes: dict[bytes, bytes | None]) -> None:
-        """Append `changes` (None deletes a key), the commit key last, and wait until Kafka
-        has them all."""
+    def save(self, out: Outgoing, partition: int, changes: dict[bytes, bytes | None]) -> None:
+        """Add `changes` (None deletes a key), the commit key last, to a transaction's
+        records."""
         if next(reversed(changes), None) != self.commit_key:
             raise ValueError(f"a save to {self.topic} must end with {self.commit_key!r}")
-        sent = await self.batches.send(self.topic, partition, changes.items(), last_alone=True)
-        for future in sent:
-            await future
+        out.add(self.topic, partition, changes.items())
 
     async def load(self, partition: int) -> dict[bytes, bytes]:
-        """The partition's state: the last saved value of every key not deleted. The
-        records of a save cut short are left out, and their keys' saved values written
-        again (see the module docstring)."""
+        """The partition's committed state: the last saved value of every key not deleted
+        (records of aborted or open transactions are not read)."""
         started = time.monotonic()
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
+            isolation_level="read_committed",
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             fetch_max_bytes=PARTITION_FETCH_BYTES,
             # A fetch at the end of the log waits this long, and holds up the requests
@@ -246,6 +389,7 @@ class Changelog:
         await consumer.start()
         read: list[tuple[bytes, bytes | None]] = []
         try:
+            # The last stable offset under read_committed: what is committed so far.
             end = (await consumer.end_offsets([tp]))[tp]  # before any fetch is under way
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
@@ -259,12 +403,9 @@ class Changelog:
         state, torn = committed(read, self.commit_key)
         if torn:
             log.warning(
-                "%s[%d] ends with a save cut short (%d keys): its records are left out and "
-                "the keys' saved values written again", self.topic, partition, len(torn),
+                "%s[%d] ends with records after its last save (%d keys): left out",
+                self.topic, partition, len(torn),
             )  # fmt: skip
-            repair = {key: state.get(key) for key in sorted(torn - {self.commit_key})}
-            repair[self.commit_key] = state.get(self.commit_key)
-            await self.save(partition, repair)
         log.info(
             "restored %s[%d]: %d keys from %d records in %.1fs",
             self.topic, partition, len(state), len(read), time.monotonic() - started,

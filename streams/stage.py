@@ -39,17 +39,14 @@ Both keep their state as key-value pairs for a changelog (`state_changes`,
 `restore`), with the input offset it reflects: a message at or below it is
 skipped when read again.
 
-**What the identity stage sends is saved before it is sent.** `seal` packs a
+**What the identity stage sends commits with its state.** `seal` packs a
 batch's commands (per journeys partition) and identity links (per rows
-partition) into numbered messages: the *outbox*, saved with the state; the
-worker sends the outbox only once the save is acknowledged, and a stage
-restored with an outbox sends it again first. A journey stage applies a
-numbered message once (it keeps the last number applied, in its state), so a
-crash between the save and the sends changes nothing. Without this, a batch
-read again after a crash would be routed again, from older state and in other
-batches: its events, routed twice, would count twice wherever the dedupe
-window no longer holds them (a late event beyond the window, the events of a
-journey released meanwhile).
+partition) into numbered messages; the worker sends them in the same Kafka
+transaction as the stage's changed state and the input offsets
+(`journeys.streams.changelog.StageWriter`), so they become visible together
+or not at all, and a batch is never routed twice. The numbers stay as a
+guard: a journey stage applies a numbered message once (it keeps the last
+number applied, in its state), whatever writes it outside a transaction.
 """
 
 from __future__ import annotations

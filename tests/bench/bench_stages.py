@@ -17,7 +17,8 @@ measured on its own, over input made by the real identity stage:
   core of its own and assigned its share of the partitions: a plain aiokafka
   consumer, `JourneyStage.handle`, rows and absorbs encoded as the journey
   agent encodes them (`--send` also produces them, `--save` also saves each
-  partition's state to a changelog topic after every batch). Figures: events/s
+  partition's state to a changelog topic after every batch; either commits each
+  partition's batch in a transaction of its own, as the journey agent does). Figures: events/s
   from the first fetch to the last partition's end (wall), and events per
   second of the process's own CPU time, which does not depend on what else
   runs on the core. The scaling ratio is given both ways: wall (2 processes'
@@ -45,7 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,8 @@ from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json, pack
 from journeys.schemas.errors import InvalidEvent
 from journeys.schemas.event import parse_event
 from journeys.schemas.settings import Settings
-from journeys.streams.app import INGEST_BATCH, STAGE_BATCH, _publish
-from journeys.streams.changelog import Batches, Changelog
+from journeys.streams.app import INGEST_BATCH, STAGE_BATCH, _add_commands, _publish
+from journeys.streams.changelog import Changelog, Outgoing, StageWriter
 from journeys.streams.config import engine_config
 from journeys.streams.engine.commands import Command, to_wire
 from journeys.streams.stage import STAGE_META, IdentityStage, JourneyStage
@@ -177,33 +178,6 @@ class Drained:
     cores: list[int] = field(default_factory=list)
 
 
-class _Sender:
-    """What `streams.app._publish` needs of a Faust topic: `send` returning a future."""
-
-    def __init__(self, producer: AIOKafkaProducer | None, topic: str) -> None:
-        self.producer, self.topic = producer, topic
-
-    async def send(
-        self, key: bytes | None = None, value: bytes = b"", partition: int | None = None
-    ) -> Awaitable[Any]:
-        if self.producer is None:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        return await self.producer.send(self.topic, value, key=key, partition=partition)
-
-
-class _Unsent(Batches):
-    """Public messages encoded but not sent (the stage's own cost, without Kafka's)."""
-
-    async def send_keyed(
-        self, topic: str, records: Iterable[tuple[bytes, bytes]]
-    ) -> list[Awaitable[Any]]:
-        for _ in records:
-            pass
-        return []
-
-
 async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Drained:
     """Read the job's partitions of the journeys topic from the beginning to their current
     end through `JourneyStage`s, as the journey agent does; `ready` is called once set up."""
@@ -217,13 +191,14 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
         enable_auto_commit=False,
         max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
     )
-    producer = None
-    if job.send:
-        producer = AIOKafkaProducer(**aio_producer_options(settings))
-        await producer.start()
-    batches = Batches(settings) if job.send or job.save else _Unsent(settings)
-    changelog = Changelog(batches, settings.topic(BENCH_STATE), STAGE_META) if job.save else None
-    rows, journeys = _Sender(producer, names.rows), _Sender(producer, names.journeys)
+    # One transactional writer per partition, as the journey agent commits (no offsets).
+    writers: dict[int, StageWriter] = {}
+    if job.send or job.save:
+        run = uuid.uuid4().hex[:8]
+        for p in job.partitions:
+            writers[p] = StageWriter(settings, f"bench-{run}:journeys:{p}", f"bench-{run}")
+            await writers[p].open()
+    changelog = Changelog(settings, settings.topic(BENCH_STATE), STAGE_META) if job.save else None
     await consumer.start()
     result = Drained(job.partitions, cores=sorted(os.sched_getaffinity(0)))
     try:
@@ -236,7 +211,7 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
         result.started, cpu = time.monotonic(), time.process_time()
         while left:
             polled = await consumer.getmany(*tps, timeout_ms=1000, max_records=STAGE_BATCH)
-            sends: list[Any] = []
+            commits = []
             for tp, messages in sorted(polled.items()):
                 stage = stages[tp.partition]
                 before = stage.commands
@@ -245,24 +220,22 @@ async def drain(job: DrainJob, ready: Callable[[], object] = lambda: None) -> Dr
                 result.events += len(out.events)
                 result.rows += len(out)
                 result.absorbs += len(absorbs)
-                sends += await _publish(out, rows, batches, names, tp.partition)
-                for partition, message in encode_commands(absorbs):
-                    sends.append(await journeys.send(value=message, partition=partition))
+                outgoing = Outgoing()  # encoded whether sent or not
+                _publish(outgoing, out, names, tp.partition)
+                _add_commands(outgoing, absorbs, names.journeys)
+                if not job.send:
+                    outgoing = Outgoing()
+                if changelog is not None:
+                    changelog.save(outgoing, tp.partition, stage.state_changes())
+                if tp.partition in writers:
+                    commits.append(writers[tp.partition].commit(outgoing, {}))
                 if messages[-1].offset + 1 >= end[tp.partition]:
                     left.discard(tp.partition)
-            await asyncio.gather(*sends)
-            if changelog is not None:
-                saves = [
-                    changelog.save(tp.partition, stages[tp.partition].state_changes())
-                    for tp in polled
-                ]
-                await asyncio.gather(*saves)
+            await asyncio.gather(*commits)
         result.ended, result.cpu = time.monotonic(), time.process_time() - cpu
     finally:
         await consumer.stop()
-        if producer is not None:
-            await producer.stop()
-        await batches.close()
+        await asyncio.gather(*(writer.close() for writer in writers.values()))
     return result
 
 

@@ -158,6 +158,7 @@ def uncommitted(settings: Settings) -> int | None:
     does not answer."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from journeys.producers.kafka import unread
     from journeys.producers.topics import Topics
 
     names = Topics.of(settings)
@@ -173,6 +174,7 @@ def uncommitted(settings: Settings) -> int | None:
                 group_id=group,
                 enable_auto_commit=False,
                 bootstrap_timeout_ms=3000,
+                isolation_level="read_committed",
             )
             try:
                 tps = [
@@ -181,7 +183,8 @@ def uncommitted(settings: Settings) -> int | None:
                     for p in sorted(consumer.partitions_for_topic(topic) or ())
                 ]
                 ends = consumer.end_offsets(tps)
-                total += sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in tps)
+                done = {tp: consumer.committed(tp) or 0 for tp in tps}
+                total += sum(unread(consumer, tp, done[tp], ends[tp]) for tp in tps)
             finally:
                 consumer.close()
     except Exception:
