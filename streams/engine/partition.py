@@ -871,7 +871,8 @@ class PartitionEngine:
             if command.parts:  # a copy: the command may be applied again (a redelivery)
                 loser = Holder.from_bytes(loser.to_bytes(), loser.key)
                 loser.load_chunks(self._take_parts(command.loser))
-                command = replace(command, parts=0)
+                # Whole from here on: a winner that merged on gets the chunks too.
+                command = replace(command, holder=loser, parts=0)
             # A redelivery carries the same state (a partition that crashed after sending it
             # releases the same journey again); a journey released anew with other events is
             # not one: it is folded in too. Checked before following the winner: a state
