@@ -6,8 +6,9 @@ with a chunk. Once the other has taken every partition over and written output,
 the frozen one is let go with whatever it held in memory: a batch handled, a
 transaction open. Its next commit is refused (it stops, saying it was fenced), or
 its consumer learns first that its partitions moved and it drops the batch
-unwritten (it says so, and goes on as a fresh member). Either way every table
-equals `journeys replay`.
+unwritten (it says so, and goes on as a fresh member); frozen between two
+batches it has nothing to write and rejoins. Whichever, every table equals
+`journeys replay`.
 """
 
 from __future__ import annotations
@@ -115,5 +116,17 @@ def test_a_frozen_owner_let_go_after_its_partitions_moved_writes_nothing(fleet: 
     feed(fleet.settings, history.chunks, history.invalid, pause=FREEZE_AFTER, before=before)
     settle_and_compare(fleet, history, timeout=240, minimum=20)
     code = fleet.processes[frozen].returncode
-    assert (code == 1 and FENCED in said) or DROPPED in said, (code, said[-3000:])
-    print(f"\nthe frozen worker {'was fenced and stopped' if code == 1 else 'dropped its batch'}")
+    fenced, dropped = code == 1 and FENCED in said, DROPPED in said
+    # Frozen between two batches, it had nothing to write: it went on as a fresh member
+    # until the fleet stopped it (exit 0); the refusal itself is shown deterministically
+    # in test_changelog.py.
+    idle = code in (None, 0)
+    assert fenced or dropped or idle, (code, said[-3000:])
+    outcome = (
+        "was fenced and stopped"
+        if fenced
+        else "dropped its batch"
+        if dropped
+        else ("had nothing in flight and rejoined")
+    )
+    print(f"\nthe frozen worker {outcome}")
