@@ -43,7 +43,7 @@ from tests.unit.engine.journey import (
     view,
 )
 from tests.unit.engine.test_arrival import SHORT, arrival, histories
-from tests.unit.engine.test_checkpoint import Store, checkpoint_round_trip
+from tests.unit.engine.test_checkpoint import Store, checkpoint_round_trip, restored_view
 
 #: A window of two hours over histories of 25 days: almost everything late is older than it.
 NARROW = {**SHORT, "window": 2 * HOUR}
@@ -138,17 +138,7 @@ def test_restored_mid_stream_far_beyond_the_window_gives_the_sorted_tables(
 ) -> None:
     """Checkpoints (`changes` / `restore`) anywhere: the sorted tables all the same."""
     deliveries = arrival(far_copies(events, rnd), rnd, 0)
-    cuts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
-    store: Store = {}
-    out, current = Output(), engine(rnd.choice([1, 3]), **NARROW)
-    for i, event in enumerate(deliveries):
-        if i in cuts:
-            out.extend(current.take())
-            current = checkpoint_round_trip(current, store)
-        current.process(event) if i % 3 else current.process_late(event)
-    current.advance_to(max(e.ts for e in deliveries))
-    out.extend(current.take())
-    assert view(final_tables(out)) == view(run(deliveries, **NARROW)[0])
+    assert restored_view(deliveries, rnd, data, NARROW) == view(run(deliveries, **NARROW)[0])
 
 
 #: Who may be erased without changing who the others are: these people's events carry
