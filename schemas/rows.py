@@ -39,6 +39,11 @@ class TransitionRow:
     channel: str
     version: int
     deleted: bool = False
+    #: The generation of derived rows it belongs to (see `GenerationRow`).
+    generation: int = 0
+    #: A copy into a new generation of a transition the previous one had as it is: stored,
+    #: not published again on the public topic.
+    restated: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,6 +75,8 @@ class JourneyRow:
     engagement_half_life_ms: int = 0
     engagement_warm: float = 0.0
     engagement_hot: float = 0.0
+    #: The generation of derived rows it belongs to (see `GenerationRow`).
+    generation: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,6 +95,11 @@ class AlertRow:
     version: int
     resolved_at: int | None = None
     withdrawn: bool = False
+    #: The generation of derived rows it belongs to (see `GenerationRow`).
+    generation: int = 0
+    #: A copy into a new generation of an alert the previous one had as it is: stored, not
+    #: delivered again (only what new rules raise, move or withdraw is).
+    restated: bool = False
 
     @property
     def status(self) -> str:
@@ -153,6 +165,24 @@ class DeadLetterRow:
         return "request:" + secrets.token_hex(12)
 
 
+@dataclass(slots=True, frozen=True)
+class GenerationRow:
+    """Journey partition `partition` (of `partitions`) holds generation `generation`: every
+    journey, transition and alert it derives is computed with the rules `rules` (TOML
+    text; `rules_hash` its SHA-256) and written under that generation from now on.
+
+    Derived rows (transitions, journeys, alerts) carry the generation of the rules they
+    were computed with. `journeys rebuild --rules FILE` starts a new one; the `_current`
+    views show the newest generation every partition has reached, so they switch to it
+    at once when the last partition reports."""
+
+    generation: int
+    partition: int
+    partitions: int
+    rules_hash: str
+    rules: str
+
+
 @dataclass(slots=True)
 class Output:
     """Everything one engine step produced, in the order it happened."""
@@ -163,6 +193,7 @@ class Output:
     alerts: list[AlertRow] = field(default_factory=list)
     links: list[IdentityLink] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    generations: list[GenerationRow] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         """Append another step's output to this one."""
@@ -172,6 +203,7 @@ class Output:
         self.alerts.extend(other.alerts)
         self.links.extend(other.links)
         self.dead_letters.extend(other.dead_letters)
+        self.generations.extend(other.generations)
 
     def __len__(self) -> int:
         return (
@@ -181,4 +213,5 @@ class Output:
             + len(self.alerts)
             + len(self.links)
             + len(self.dead_letters)
+            + len(self.generations)
         )

@@ -47,6 +47,7 @@ from journeys.schemas.errors import BrokerError, SinkUnavailable
 from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
+    GenerationRow,
     IdentityLink,
     JourneyRow,
     Output,
@@ -125,6 +126,8 @@ def rows_output(rows: list[object]) -> Output:
             out.links.append(row)
         elif isinstance(row, DeadLetterRow):
             out.dead_letters.append(row)
+        elif isinstance(row, GenerationRow):
+            out.generations.append(row)
     return out
 
 

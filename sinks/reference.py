@@ -17,7 +17,9 @@ Which row of a key wins:
   `identity_links_current` names the account each alias ends at, following
   the `account` links of merged accounts (`FinalTables.links_followed`).
 - transitions, journeys, alerts: the highest version (the engine's), ties to
-  the last written; dead letters: the last written.
+  the last written; dead letters: the last written. Of several generations
+  (`journeys rebuild`), only the live one's rows count (`live_generation`):
+  the newest every partition reported, as the `_current` views show.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
+    GenerationRow,
     IdentityLink,
     JourneyRow,
     Output,
@@ -102,13 +105,31 @@ def event_rank(row: StoredEvent) -> tuple[int, int]:
     return (-row.record.ts, 0 if row.late else 1)
 
 
+def live_generation(generations: list[GenerationRow]) -> int:
+    """The newest generation every partition reported, 0 when none (`generation_current`)."""
+    reported: dict[int, set[int]] = {}
+    needed: dict[int, int] = {}
+    for row in generations:
+        reported.setdefault(row.generation, set()).add(row.partition)
+        needed[row.generation] = max(needed.get(row.generation, 0), row.partitions)
+    return max((g for g, parts in reported.items() if len(parts) >= needed[g]), default=0)
+
+
 def final_tables(output: Output) -> FinalTables:
-    """Collapse rows the way the ClickHouse tables do (ReplacingMergeTree read with FINAL)."""
+    """Collapse rows the way the ClickHouse tables do (ReplacingMergeTree read with FINAL).
+
+    When the output reports generations, derived rows of the live one only; without
+    any, every derived row (one engine run makes one generation)."""
     links = newest(output.links, lambda r: (r.kind, r.alias), lambda r: -r.linked_at)
+    live = live_generation(output.generations)
+
+    def derived(rows: list[Any]) -> list[Any]:
+        return [r for r in rows if r.generation == live] if output.generations else rows
+
     transitions = newest(
-        output.transitions, lambda r: (r.account_id, r.to_phase), lambda r: r.version
+        derived(output.transitions), lambda r: (r.account_id, r.to_phase), lambda r: r.version
     )
-    journeys = newest(output.journeys, lambda r: r.account_id, lambda r: r.version)
+    journeys = newest(derived(output.journeys), lambda r: r.account_id, lambda r: r.version)
     events = {
         event_id: replace(row, account_id=attributed_account(row, links))
         for event_id, row in newest(output.events, lambda r: r.record.event_id, event_rank).items()
@@ -117,7 +138,7 @@ def final_tables(output: Output) -> FinalTables:
         events=events,
         transitions={k: r for k, r in transitions.items() if not r.deleted},
         journeys={k: r for k, r in journeys.items() if not r.deleted},
-        alerts=newest(output.alerts, lambda r: r.alert_id, lambda r: r.version),
+        alerts=newest(derived(output.alerts), lambda r: r.alert_id, lambda r: r.version),
         links=links,
         dead_letters=newest(output.dead_letters, lambda r: r.dead_letter_id, lambda r: 0),
     )

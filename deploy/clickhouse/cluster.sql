@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0009), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0010), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -33,7 +33,7 @@
 --     merge, the resolving version of an open alert carries the surviving
 --     account.
 --   * identity_links: cityHash64(kind, alias); dead_letters:
---     cityHash64(dead_letter_id).
+--     cityHash64(dead_letter_id); generations: cityHash64(generation, partition).
 --
 -- Settings for the journeys user (a settings profile, or users.d XML):
 --   distributed_foreground_insert = 1  -- an insert returns once the shards
@@ -816,6 +816,85 @@ CREATE TABLE IF NOT EXISTS journeys.privacy_suppressions ON CLUSTER '{cluster}'
 AS journeys.privacy_suppressions_local
 ENGINE = Distributed('{cluster}', journeys, privacy_suppressions_local, cityHash64(identifier_hash));
 
+-- Migration 0010: generations of derived rows (`journeys rebuild`; see the migration).
+-- generation is the last column of the derived tables' sorting keys; their sharding keys
+-- (account_id, alert_id) stay, so every generation of a key sits on the key's shard and
+-- FINAL stays exact. The Distributed tables get the column (a sorting key is the local
+-- tables' business). generation_current reads `generations` through its Distributed
+-- table, so it counts the reports of every shard.
+ALTER TABLE journeys.journeys_local ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32,
+    MODIFY ORDER BY (account_id, generation);
+
+ALTER TABLE journeys.journeys ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32;
+
+ALTER TABLE journeys.phase_transitions_local ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32,
+    MODIFY ORDER BY (account_id, to_phase, generation);
+
+ALTER TABLE journeys.phase_transitions ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32;
+
+ALTER TABLE journeys.alerts_local ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32,
+    MODIFY ORDER BY (alert_id, generation);
+
+ALTER TABLE journeys.alerts ON CLUSTER '{cluster}'
+    ADD COLUMN IF NOT EXISTS generation UInt32;
+
+CREATE TABLE IF NOT EXISTS journeys.generations_local ON CLUSTER '{cluster}'
+(
+    generation    UInt32,
+    partition     UInt32,
+    partitions    UInt32,
+    rules_hash    String,
+    rules         String,
+    completed_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
+ORDER BY (generation, partition);
+
+CREATE TABLE IF NOT EXISTS journeys.generations ON CLUSTER '{cluster}'
+AS journeys.generations_local
+ENGINE = Distributed('{cluster}', journeys, generations_local, cityHash64(generation, partition));
+
+CREATE OR REPLACE VIEW journeys.generation_current ON CLUSTER '{cluster}' AS
+SELECT toUInt32(if(count() = 0, 0, max(complete))) AS generation,
+       if(count() = 0, '', argMax(hash, complete)) AS rules_hash,
+       if(count() = 0, NULL, argMax(last_report, complete)) AS completed_at
+FROM
+(
+    SELECT generation AS complete, any(rules_hash) AS hash, max(completed_at) AS last_report
+    FROM journeys.generations FINAL
+    GROUP BY generation
+    HAVING uniqExact(partition) >= max(partitions)
+);
+
+CREATE OR REPLACE VIEW journeys.phase_transitions_current ON CLUSTER '{cluster}' AS
+SELECT account_id, from_phase, to_phase, transitioned_at, event_id, event_type, channel
+FROM journeys.phase_transitions FINAL
+WHERE is_deleted = 0 AND generation = (SELECT generation FROM journeys.generation_current);
+
+CREATE OR REPLACE VIEW journeys.journeys_current ON CLUSTER '{cluster}' AS
+SELECT account_id, phase, phase_since, first_seen, last_seen, last_activity, events, contacts,
+       dmu_roles, segment, engagement, engagement_at, engagement_half_life_ms, engagement_warm,
+       engagement_hot
+FROM journeys.journeys FINAL
+WHERE is_deleted = 0 AND generation = (SELECT generation FROM journeys.generation_current);
+
+CREATE OR REPLACE VIEW journeys.alerts_current ON CLUSTER '{cluster}' AS
+SELECT alert_id, kind, account_id, raised_at, details, resolved_at,
+       if(resolved_at IS NULL, 'raised', 'resolved') AS status
+FROM journeys.alerts FINAL
+WHERE withdrawn = 0 AND generation = (SELECT generation FROM journeys.generation_current);
+
+CREATE OR REPLACE VIEW journeys.open_alerts ON CLUSTER '{cluster}' AS
+SELECT alert_id, kind, account_id, raised_at, details
+FROM journeys.alerts FINAL
+WHERE resolved_at IS NULL AND withdrawn = 0
+  AND generation = (SELECT generation FROM journeys.generation_current);
+
 -- `journeys migrate` and the sink's own migration step read which migrations a database
 -- has: this schema is every migration's, so record them all, once, on a table every node
 -- replicates (one Keeper path for all shards).
@@ -831,4 +910,4 @@ INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
        ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at'),
        ('0006_customer_pyramid'), ('0007_attribution'),
-       ('0008_engagement'), ('0009_privacy');
+       ('0008_engagement'), ('0009_privacy'), ('0010_generations');

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from journeys.schemas.errors import SinkUnavailable
 from journeys.sinks.clickhouse.errors import clickhouse_errors, embedded_path, held_elsewhere
 
-__all__ = ["connect", "dsn_of", "held_elsewhere", "run", "select"]
+__all__ = ["connect", "dsn_of", "held_elsewhere", "is_open", "run", "select"]
 
 _clients: dict[str, Client] = {}
 _dsns: dict[int, str] = {}
@@ -38,6 +38,12 @@ def connect(dsn: str) -> Client:
         _clients[dsn] = client
         _dsns[id(client)] = dsn
         return client
+
+
+def is_open(dsn: str) -> bool:
+    """Whether this process has a client for the DSN open already (`connect` returns it)."""
+    with _lock:
+        return dsn in _clients
 
 
 def _one_embedded_path(dsn: str) -> None:

@@ -1,8 +1,9 @@
 """Read-side queries: what `journeys demo` prints and what tests compare.
 
-Every query reads current state (a `_current` view, or a table with FINAL)
-and binds its values as parameters; the database name is an identifier
-checked by `Settings`.
+Every query reads current state (a `_current` view, or a table with FINAL,
+of journeys, transitions and alerts the live generation's rows only) and
+binds its values as parameters; the database name is an identifier checked
+by `Settings`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from journeys.sinks.clickhouse.client import select
+from journeys.sinks.clickhouse.generations import DERIVED, live_filter
 
 TABLES = ("events", "phase_transitions", "journeys", "alerts", "dead_letters", "identity_links")
 #: The contract's default phases, in journey order (rules files may define others).
@@ -26,7 +28,8 @@ def accounts_per_phase(
     rows = select(
         client,
         "SELECT phase, count() AS n, indexOf({phases:Array(String)}, phase) AS i "
-        f"FROM {db}.journeys FINAL GROUP BY phase ORDER BY i = 0, i, phase",
+        f"FROM {db}.journeys FINAL WHERE {live_filter(db)} GROUP BY phase "
+        "ORDER BY i = 0, i, phase",
         parameters={"phases": list(phases)},
     )
     return [(str(phase), int(n)) for phase, n, _ in rows]
@@ -37,7 +40,7 @@ def funnel(client: Client, db: str, phases: list[str]) -> list[tuple[str, int]]:
     rows = select(
         client,
         f"SELECT indexOf({{phases:Array(String)}}, phase) AS i, count() "
-        f"FROM {db}.journeys FINAL GROUP BY i",
+        f"FROM {db}.journeys FINAL WHERE {live_filter(db)} GROUP BY i",
         parameters={"phases": phases},
     )
     current = {int(i): int(n) for i, n in rows}
@@ -56,9 +59,9 @@ def median_days_between_phases(client: Client, db: str) -> list[tuple[str, str, 
         f"min(t.transitioned_at) AS first "
         f"FROM {db}.phase_transitions AS t FINAL "
         f"INNER JOIN (SELECT account_id, to_phase AS phase, transitioned_at "
-        f"FROM {db}.phase_transitions FINAL) AS p "
+        f"FROM {db}.phase_transitions FINAL WHERE {live_filter(db)}) AS p "
         f"ON t.account_id = p.account_id AND t.from_phase = p.phase "
-        "WHERE t.from_phase != '' GROUP BY from_phase, to_phase "
+        f"WHERE t.from_phase != '' AND t.{live_filter(db)} GROUP BY from_phase, to_phase "
         "ORDER BY days, from_phase, to_phase",
     )
     return [(str(a), str(b), float(days)) for a, b, days, _ in rows]
@@ -74,9 +77,11 @@ def open_alerts(client: Client, db: str) -> list[tuple[str, int]]:
 
 
 def table_counts(client: Client, db: str) -> dict[str, int]:
-    """Rows per table as read with FINAL."""
+    """Rows per table as read with FINAL (derived tables: the live generation's)."""
     parts = " UNION ALL ".join(
-        f"SELECT '{name}' AS t, count() AS n FROM {db}.{name} FINAL" for name in TABLES
+        f"SELECT '{name}' AS t, count() AS n FROM {db}.{name} FINAL"
+        + (f" WHERE {live_filter(db)}" if name in DERIVED else "")
+        for name in TABLES
     )
     return {str(t): int(n) for t, n in select(client, parts)}
 

@@ -11,6 +11,11 @@ stored row of the account; keys that no longer exist get a tombstone
 deleted, so nothing derived from the erased events stays on disk. An
 account left without events is erased whole.
 
+On a rebuilt database (`journeys rebuild`) all of this happens in the live
+generation, the one the `_current` views show: the engine tags its rows
+with it, and versions, tombstones and deletions look at that generation
+only (a rebuild under way writes a newer one, which it brings with it).
+
 For databases built by `journeys replay` (no stream running). A running
 stream keeps its own state and may publish rows of the account again with
 its own (lower) versions, which these rows hide: see docs/privacy.md.
@@ -27,6 +32,7 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import AlertRow, Output, TransitionRow
 from journeys.sinks.clickhouse.client import select
 from journeys.sinks.clickhouse.forget import delete_where
+from journeys.sinks.clickhouse.generations import live_generation
 from journeys.sinks.clickhouse.writer import ClickHouseSink
 from journeys.sinks.reference import FinalTables, final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine
@@ -75,7 +81,8 @@ def rebuilt(events: Iterable[EventRecord], config: EngineConfig, clock: int) -> 
 def recompute_accounts(
     client: Client, dsn: str, db: str, config: EngineConfig, accounts: Iterable[str]
 ) -> int:
-    """Rebuild each account's derived rows from its remaining events; how many."""
+    """Rebuild each account's derived rows from its remaining events, in the live
+    generation; how many."""
     todo = sorted(accounts)
     if not todo:
         return 0
@@ -84,6 +91,7 @@ def recompute_accounts(
     )
     sink = ClickHouseSink(dsn, db)
     sink.setup()
+    config = replace(config, generation=live_generation(client, db))
     for account in todo:
         recompute_account(client, sink, db, config, account, clock)
     return len(todo)
@@ -92,77 +100,91 @@ def recompute_accounts(
 def recompute_account(
     client: Client, sink: ClickHouseSink, db: str, config: EngineConfig, account: str, clock: int
 ) -> None:
-    """Rebuild one account (see the module docstring)."""
+    """Rebuild one account in `config.generation` (see the module docstring)."""
     events = stored_events(client, db, account)
-    params = {"account": account}
     if not events:
         for table in DERIVED:
-            delete_where(client, db, table, "account_id = {account:String}", params)
+            delete_where(client, db, table, "account_id = {account:String}", {"account": account})
         return
+    params = {"account": account, "generation": config.generation}
     tables = rebuilt(events, config, clock)
-    base = _max_version(client, db, account) + 1
-    sink.add(_shifted(tables, account, base))
-    sink.add(_tombstones(client, db, account, tables, base))
+    base = _max_version(client, db, account, config.generation) + 1
+    sink.add(_shifted(tables, account, base, config.generation))
+    sink.add(_tombstones(client, db, account, tables, base, config.generation))
     sink.flush()
     for table in DERIVED:
         delete_where(
-            client, db, table, "account_id = {account:String} AND version < {base:UInt64}",
+            client, db, table,
+            f"account_id = {{account:String}} AND {_IN_GENERATION} AND version < {{base:UInt64}}",
             {**params, "base": base},
         )  # fmt: skip
 
 
-def _max_version(client: Client, db: str, account: str) -> int:
+#: Rows of the generation being recomputed (parameter `generation`).
+_IN_GENERATION = "generation = {generation:UInt32}"
+
+
+def _max_version(client: Client, db: str, account: str, generation: int) -> int:
     parts = " UNION ALL ".join(
-        f"SELECT max(version) AS v FROM {db}.{t} WHERE account_id = {{account:String}}"
+        f"SELECT max(version) AS v FROM {db}.{t} "
+        f"WHERE account_id = {{account:String}} AND {_IN_GENERATION}"
         for t in DERIVED
     )
-    return int(select(client, f"SELECT max(v) FROM ({parts})", {"account": account})[0][0] or 0)
+    params = {"account": account, "generation": generation}
+    return int(select(client, f"SELECT max(v) FROM ({parts})", params)[0][0] or 0)
 
 
-def _shifted(tables: FinalTables, account: str, base: int) -> Output:
-    """The account's rebuilt rows, with versions above every stored one."""
+def _shifted(tables: FinalTables, account: str, base: int, generation: int) -> Output:
+    """The account's rebuilt rows, with versions above every stored one, in `generation`."""
     return Output(
         transitions=[
-            replace(t, version=base + t.version)
+            replace(t, version=base + t.version, generation=generation)
             for t in tables.transitions.values()
             if t.account_id == account
         ],
         journeys=[
-            replace(j, version=base + j.version)
+            replace(j, version=base + j.version, generation=generation)
             for j in tables.journeys.values()
             if j.account_id == account
         ],
         alerts=[
-            replace(a, version=base + a.version)
+            replace(a, version=base + a.version, generation=generation)
             for a in tables.alerts.values()
             if a.account_id == account
         ],
     )
 
 
-def _tombstones(client: Client, db: str, account: str, tables: FinalTables, base: int) -> Output:
-    """Deletions of the account's stored transitions and alerts the rebuild has not."""
-    params = {"account": account}
+def _tombstones(
+    client: Client, db: str, account: str, tables: FinalTables, base: int, generation: int
+) -> Output:
+    """Deletions of the account's stored transitions and alerts (of `generation`) the
+    rebuild has not."""
+    params = {"account": account, "generation": generation}
     phases = select(
         client,
         f"SELECT to_phase FROM {db}.phase_transitions FINAL "
-        "WHERE account_id = {account:String} AND is_deleted = 0",
+        f"WHERE account_id = {{account:String}} AND is_deleted = 0 AND {_IN_GENERATION}",
         params,
     )
     alerts = select(
         client,
         f"SELECT alert_id, kind, raised_at FROM {db}.alerts FINAL "
-        "WHERE account_id = {account:String} AND withdrawn = 0",
+        f"WHERE account_id = {{account:String}} AND withdrawn = 0 AND {_IN_GENERATION}",
         params,
     )
     return Output(
         transitions=[
-            TransitionRow(account, None, phase, 0, "", "", "", base, deleted=True)
+            TransitionRow(
+                account, None, phase, 0, "", "", "", base, deleted=True, generation=generation
+            )
             for (phase,) in phases
             if (account, phase) not in tables.transitions
         ],
         alerts=[
-            AlertRow(aid, kind, account, _ms(raised), "{}", base, withdrawn=True)
+            AlertRow(
+                aid, kind, account, _ms(raised), "{}", base, withdrawn=True, generation=generation
+            )
             for aid, kind, raised in alerts
             if aid not in tables.alerts
         ],

@@ -17,6 +17,13 @@ the earlier one is kept, whichever came first.
 No table is partitioned, so an insert of any time span is one insert (a
 backfill of many years never meets ClickHouse's partitions-per-insert limit).
 
+Derived rows carry their generation (`journeys rebuild`, migration 0010).
+A batch's `generations` rows (a journey partition reporting that it holds a
+generation) are inserted after its derived rows, so a generation is never
+complete before its rows are stored; after such a batch, and at setup, the
+rows of generations older than the live one are deleted
+(`sinks.clickhouse.generations.prune_generations`).
+
 `add()` only buffers: the caller decides when to write, and `flush()` is the
 one write path, so that the sink process's retry waits out an outage on
 every write (`sinks.consumer`). A failed flush keeps its batch for the retry.
@@ -43,10 +50,11 @@ from clickhouse_connect.driver.client import Client
 
 from journeys.schemas.codec import Row, encode_row, fit_dead_letter
 from journeys.schemas.errors import SinkUnavailable
-from journeys.schemas.rows import DeadLetterRow, Output
+from journeys.schemas.rows import AlertRow, DeadLetterRow, JourneyRow, Output, TransitionRow
 from journeys.sinks.clickhouse.attribution import candidates, reattribute
 from journeys.sinks.clickhouse.client import connect
 from journeys.sinks.clickhouse.errors import RowsRejected, clickhouse_errors
+from journeys.sinks.clickhouse.generations import prune_generations
 from journeys.sinks.clickhouse.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,10 @@ ON_TIME, LATE = 2, 1
 
 def _strings(values: list[Any]) -> pa.Array:
     return pa.array([v or "" for v in values], type=pa.string())
+
+
+def _generation(rows: Sequence[TransitionRow | JourneyRow | AlertRow]) -> pa.Array:
+    return pa.array([r.generation for r in rows], pa.uint32())
 
 
 def _events(out: Output) -> pa.Table:
@@ -95,6 +107,7 @@ def _transitions(out: Output) -> pa.Table:
             "channel": pa.array([r.channel for r in rows], pa.string()),
             "version": pa.array([r.version for r in rows], pa.uint64()),
             "is_deleted": pa.array([1 if r.deleted else 0 for r in rows], pa.uint8()),
+            "generation": _generation(rows),
         }
     )
 
@@ -122,6 +135,7 @@ def _journeys(out: Output) -> pa.Table:
             ),
             "engagement_warm": pa.array([r.engagement_warm for r in rows], pa.float64()),
             "engagement_hot": pa.array([r.engagement_hot for r in rows], pa.float64()),
+            "generation": _generation(rows),
         }
     )
 
@@ -138,6 +152,20 @@ def _alerts(out: Output) -> pa.Table:
             "resolved_at": pa.array([r.resolved_at for r in rows], _TS),
             "withdrawn": pa.array([1 if r.withdrawn else 0 for r in rows], pa.uint8()),
             "version": pa.array([r.version for r in rows], pa.uint64()),
+            "generation": _generation(rows),
+        }
+    )
+
+
+def _generations(out: Output) -> pa.Table:
+    rows = out.generations
+    return pa.table(
+        {
+            "generation": pa.array([r.generation for r in rows], pa.uint32()),
+            "partition": pa.array([r.partition for r in rows], pa.uint32()),
+            "partitions": pa.array([r.partitions for r in rows], pa.uint32()),
+            "rules_hash": pa.array([r.rules_hash for r in rows], pa.string()),
+            "rules": pa.array([r.rules for r in rows], pa.string()),
         }
     )
 
@@ -172,6 +200,8 @@ _TABLES: tuple[tuple[str, str, Callable[[Output], pa.Table]], ...] = (
     ("transitions", "phase_transitions", _transitions),
     ("journeys", "journeys", _journeys),
     ("alerts", "alerts", _alerts),
+    # After the derived rows: a generation is never reported before its rows are stored.
+    ("generations", "generations", _generations),
     ("dead_letters", "dead_letters", _dead_letters),
     ("links", "identity_links", _links),
 )
@@ -209,11 +239,13 @@ class ClickHouseSink:
         return len(self._pending) >= self._batch_rows
 
     def setup(self) -> None:
-        """Connect and apply pending migrations."""
+        """Connect, apply pending migrations, and delete the rows of generations older than
+        the live one (left if the last run stopped between a generation and its pruning)."""
         self._client = connect(self._dsn)
         applied = migrate(self._client, self._database)
         if applied:
             log.info("applied migrations %s to %s", applied, self._database)
+        self._prune(self._client)
 
     def add(self, output: Output) -> None:
         """Buffer rows; never writes (the caller flushes, inside its retry; see `due`)."""
@@ -221,7 +253,8 @@ class ClickHouseSink:
 
     def flush(self) -> None:
         """Write everything buffered: one insert per table (refused rows dead-lettered),
-        then re-attribution. On any error the batch stays buffered for a retry."""
+        then re-attribution, then, when partitions reported a generation, the pruning of
+        generations it made old. On any error the batch stays buffered for a retry."""
         out, self._pending = self._pending, Output()
         if not len(out):
             return
@@ -230,9 +263,17 @@ class ClickHouseSink:
             self._write(client, out)
             with clickhouse_errors(self._dsn, "write"):
                 reattribute(client, self._database, candidates(out))
+            if out.generations:
+                self._prune(client)
         except BaseException:
             self._pending = _merged(out, self._pending)  # keep the batch for a retry
             raise
+
+    def _prune(self, client: Client) -> None:
+        """Delete the rows of generations older than the live one (`prune_generations`)."""
+        deleted = prune_generations(client, self._database)
+        if any(deleted.values()):
+            log.info("deleted rows of old generations from %s: %s", self._database, deleted)
 
     def close(self) -> None:
         """Flush what is left (the shared client stays open for this process)."""

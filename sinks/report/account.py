@@ -186,7 +186,7 @@ def _alerts(client: Client, tables: Tables, params: dict[str, Any]) -> list[dict
         client,
         "SELECT alert_id, kind, toUnixTimestamp64Milli(raised_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
-        f"{withdrawn}, details FROM {tables.database}.alerts FINAL WHERE account_id = {{a:String}} "
+        f"{withdrawn}, details FROM {tables.final('alerts')} WHERE account_id = {{a:String}} "
         "ORDER BY raised_at, alert_id",
         params,
     )

@@ -193,7 +193,7 @@ def account_alerts(client: Client, tables: Tables, ids: dict[str, int]) -> dict[
         client,
         "SELECT account_id, kind, toUnixTimestamp64Milli(raised_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
-        f"{withdrawn} FROM {tables.database}.alerts FINAL ORDER BY raised_at, alert_id",
+        f"{withdrawn} FROM {tables.final('alerts')} ORDER BY raised_at, alert_id",
     )
     out: dict[str, Any] = {
         "kinds": kinds,

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from journeys.schemas.errors import SinkUnavailable
 from journeys.schemas.settings import Settings
-from journeys.sinks.clickhouse.client import connect, select
+from journeys.sinks.clickhouse.client import connect, is_open, select
 from journeys.sinks.clickhouse.errors import held_elsewhere
 from journeys.sinks.clickhouse.read_access import read_access
 
@@ -30,6 +30,8 @@ def open_reader(settings: Settings) -> Client:
     if not dsn.startswith("chdb://"):
         return connect(dsn)
     path = os.path.realpath(dsn.removeprefix("chdb://").split("?", 1)[0])
+    if is_open(dsn):  # this process holds it (a sink in this process)
+        return connect(dsn)
     if not held_elsewhere(path):
         if not os.path.isdir(path):
             raise SinkUnavailable(
@@ -108,6 +110,14 @@ class Tables:
             return f"{self.database}.{view}"
         where = " WHERE NOT withdrawn" if "withdrawn" in self.columns.get(table, set()) else ""
         return f"(SELECT * FROM {self.database}.{table} FINAL{where})"
+
+    def final(self, table: str) -> str:
+        """`db.<table> FINAL`, every key's newest row (deleted or withdrawn ones too); of a
+        table whose rows carry a generation, the live one's only (`generation_current`)."""
+        if "generation_current" in self.names and self.has_column(table, "generation"):
+            live = f"(SELECT generation FROM {self.database}.generation_current)"
+            return f"(SELECT * FROM {self.database}.{table} FINAL WHERE generation = {live})"
+        return f"{self.database}.{table} FINAL"
 
     def open_alerts(self) -> str:
         """Alerts raised and neither resolved nor withdrawn."""

@@ -71,6 +71,7 @@ def test_twenty_years_of_monthly_events_are_one_insert(
             "derived_settings",
             "privacy_requests",
             "privacy_suppressions",
+            "generations",
         ],
         "",
     )

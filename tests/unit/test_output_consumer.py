@@ -14,10 +14,10 @@ from kafka import TopicPartition
 
 from journeys.schemas.codec import dead_letter_json, encode_row, pack
 from journeys.schemas.errors import SinkUnavailable
-from journeys.schemas.rows import DeadLetterRow, StoredEvent
+from journeys.schemas.rows import DeadLetterRow, GenerationRow, StoredEvent
 from journeys.schemas.settings import Settings
 from journeys.sinks import consumer as consumer_module
-from journeys.sinks.consumer import Backoff, OutputConsumer
+from journeys.sinks.consumer import Backoff, OutputConsumer, rows_output
 from journeys.sinks.memory import MemorySink
 from tests.unit.engine.journey import ev
 
@@ -148,3 +148,11 @@ def test_the_topics_partitions_are_known_before_the_first_poll_and_asked_for_whi
 
 def test_backoff_doubles_up_to_its_cap() -> None:
     assert [Backoff(0.5, 10).delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_generation_reports_reach_the_sink() -> None:
+    """A partition's report that it holds a generation is written, not dropped."""
+    report = GenerationRow(3, 1, 4, "abc", "[phases]")
+    event = StoredEvent(ev("page_view", 0, event_id="e1"), "acme")
+    out = rows_output([event, report])
+    assert (out.events, out.generations) == ([event], [report])
