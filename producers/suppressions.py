@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+from journeys.producers.control import ORDERED, publish_ordered
 from journeys.producers.kafka import kafka_errors, new_producer
 from journeys.producers.topics import ensure_topics
 from journeys.schemas.errors import BrokerError
@@ -39,8 +40,6 @@ from journeys.schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 TOPIC = "internal.suppressions"
-#: The identity stage's input, where `forget` control messages go (`publish_forget`).
-ORDERED = "internal.ordered"
 #: How long one poll of the follower waits (also how soon it notices `close`).
 POLL_SECONDS = 0.5
 
@@ -96,18 +95,7 @@ def publish_forget(
     from journeys.schemas.codec import forget_json
 
     messages = forget_json(request_id, hashes, accounts, event_ids, version)
-    ensure_topics(settings, {ORDERED: 1})  # the pipeline's layout: one partition
-    producer = new_producer(settings, timeout=timeout)
-    try:
-        with kafka_errors(settings.kafka_bootstrap, "telling the workers to forget"):
-            topic = settings.topic(ORDERED)
-            sent = [producer.send(topic, value=message, partition=0) for message in messages]
-            producer.flush(timeout=timeout)
-            for future in sent:  # raises what the broker refused
-                future.get(timeout=timeout)
-    finally:
-        producer.close(timeout=timeout)
-    return len(messages)
+    return publish_ordered(settings, messages, "telling the workers to forget", timeout)
 
 
 class SuppressionFollower:

@@ -42,6 +42,7 @@ from journeys.schemas.record import EventRecord, format_ms, new_record
 from journeys.schemas.rows import (
     AlertRow,
     DeadLetterRow,
+    GenerationRow,
     IdentityLink,
     JourneyRow,
     StoredEvent,
@@ -55,7 +56,15 @@ DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 #: Longer reasons are cut (a reason quoting its input must not carry the input).
 REASON_CHARS = 2_000
 
-Row = StoredEvent | TransitionRow | JourneyRow | AlertRow | IdentityLink | DeadLetterRow
+Row = (
+    StoredEvent
+    | TransitionRow
+    | JourneyRow
+    | AlertRow
+    | IdentityLink
+    | DeadLetterRow
+    | GenerationRow
+)
 
 # ------------------------------------------------------------------ event record
 
@@ -136,6 +145,8 @@ class Control:
     them; `event_ids` their stored events that `forget` erased, `accounts` the hashes
     (kind `account_id`) of the accounts those events were stored under, and `version`
     the highest row version `forget` wrote for them (see `forget_json`).
+    `rebuild`: derive everything again with the rules `rules` (TOML text) as generation
+    `generation` (`journeys rebuild`, see `rebuild_json`).
     """
 
     kind: str
@@ -146,6 +157,8 @@ class Control:
     accounts: tuple[str, ...] = ()
     event_ids: tuple[str, ...] = ()
     version: int = 0
+    generation: int = 0
+    rules: str = ""
 
 
 def forwarded_json(record: EventRecord, partition: int, partitions: int, offset: int) -> bytes:
@@ -191,6 +204,12 @@ def forget_json(
     return [orjson.dumps({**head, "event_ids": piece}) for piece in pieces or [[]]]
 
 
+def rebuild_json(generation: int, rules: str) -> bytes:
+    """Control message: every journey partition derives its journeys again with `rules`
+    (the rules file's TOML text) and writes them as generation `generation` from then on."""
+    return orjson.dumps({"control": "rebuild", "generation": generation, "rules": rules})
+
+
 def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
     """The forwarded events and control messages in one message of the ordered topic."""
     for body in unpack(raw):
@@ -210,6 +229,10 @@ def decode_ordered(raw: bytes) -> Iterator[Forwarded | Control]:
                 accounts=tuple(body.get("accounts", ())),
                 event_ids=tuple(body.get("event_ids", ())),
                 version=int(body.get("version", 0)),
+            )
+        elif control == "rebuild":
+            yield Control(
+                control, generation=int(body["generation"]), rules=str(body.get("rules", ""))
             )
         else:
             yield Control(control, int(body.get("partition", -1)), int(body.get("partitions", 0)))
@@ -231,6 +254,7 @@ def transition_json(row: TransitionRow) -> bytes:
             "channel": row.channel,
             "version": row.version,
             "deleted": row.deleted,
+            "generation": row.generation,
         }
     )
 
@@ -248,6 +272,7 @@ def alert_json(row: AlertRow) -> bytes:
             "details": orjson.Fragment(row.details),
             "version": row.version,
             "withdrawn": row.withdrawn,
+            "generation": row.generation,
         }
     )
 
@@ -327,6 +352,7 @@ _CLASSES: dict[str, type] = {
     "journey": JourneyRow,
     "alert": AlertRow,
     "link": IdentityLink,
+    "generation": GenerationRow,
 }
 _KINDS = {cls: kind for kind, cls in _CLASSES.items()}
 _VALUES = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in _CLASSES.values()}

@@ -397,14 +397,17 @@ def _publish(out: Outgoing, rows: Output, names: Topics, partition: int) -> None
     encoded += [encode_row(row) for row in rows.journeys]
     encoded += [encode_row(row) for row in rows.alerts]
     encoded += [encode_row(row) for row in rows.links]
+    encoded += [encode_row(row) for row in rows.generations]  # after the rows they report
     out.add_values(names.rows, partition, pack(encoded))
-    if rows.transitions:
+    # A rebuild's copies of what did not change (`restated`) are stored, not published.
+    transitions = [t for t in rows.transitions if not t.restated]
+    if transitions:
         out.add_keyed(
-            names.transitions,
-            [(t.account_id.encode(), transition_json(t)) for t in rows.transitions],
+            names.transitions, [(t.account_id.encode(), transition_json(t)) for t in transitions]
         )
-    if rows.alerts:
-        out.add_keyed(names.alerts, [(a.account_id.encode(), alert_json(a)) for a in rows.alerts])
+    alerts = [a for a in rows.alerts if not a.restated]
+    if alerts:
+        out.add_keyed(names.alerts, [(a.account_id.encode(), alert_json(a)) for a in alerts])
 
 
 def _add_commands(out: Outgoing, commands: list[tuple[int, Command]], topic: str) -> None:

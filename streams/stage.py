@@ -230,6 +230,8 @@ class IdentityStage:
         elif item.kind == "forget":
             held, _ = self.erasure.apply(item, self.router, self.sequencer)
             self.stats.suppressed += held
+        elif item.kind == "rebuild":
+            self.router.rebuild(item.generation, item.rules)
 
     def all_idle(self) -> bool:
         """Whether every source partition is marked idle."""

@@ -15,6 +15,7 @@ fields (`schemas.codec.record_values`).
     Contacts ["c", seq, key, contacts]                      router -> key's partition
     Advance  ["t", seq, ts]                                 router -> every partition
     Erase    ["d", seq, key, event_ids]                     router -> key's partition
+    Rebuild  ["g", seq, generation, rules]                  router -> every partition
 
 An absorb's `holder` is the released journey's small record (`Holder.to_bytes`);
 its archive travels ahead of it as `parts` `AbsorbPart`s, one chunk each, so no
@@ -151,7 +152,19 @@ class Erase:
     event_ids: tuple[str, ...]
 
 
-Command = Route | Release | Expect | Absorb | AbsorbPart | Forget | Contacts | Advance | Erase
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """Derive every journey again with `rules` (a rules file's TOML text) and write it, and
+    everything after, as generation `generation` (`journeys rebuild`)."""
+
+    seq: int
+    generation: int
+    rules: str
+
+
+Command = (
+    Route | Release | Expect | Absorb | AbsorbPart | Forget | Contacts | Advance | Erase | Rebuild
+)
 
 
 def to_wire(command: Command) -> bytes:
@@ -175,6 +188,8 @@ def to_wire(command: Command) -> bytes:
         body = ["f", c.seq, c.key]
     elif isinstance(c, Erase):
         body = ["d", c.seq, c.key, list(c.event_ids)]
+    elif isinstance(c, Rebuild):
+        body = ["g", c.seq, c.generation, c.rules]
     else:
         body = ["c", c.seq, c.key, c.contacts]
     return orjson.dumps(body)
@@ -206,4 +221,6 @@ def from_wire(body: list[Any]) -> Command:
         return Contacts(body[1], body[2], body[3])
     if kind == "d":
         return Erase(body[1], body[2], tuple(body[3]))
+    if kind == "g":
+        return Rebuild(body[1], body[2], body[3])
     raise ValueError(f"unknown journey command {kind!r}")

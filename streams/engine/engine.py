@@ -122,6 +122,13 @@ class JourneyEngine:
         seq = max(self.router.seq, max(part.seq for part in self.parts)) + 1
         self._apply([(partition, Erase(seq, key, tuple(event_ids)))])
 
+    def rebuild(self, generation: int, rules: str) -> None:
+        """Derive every journey again with `rules` (a rules file's TOML text) as generation
+        `generation`, and everything after it too (`journeys rebuild`)."""
+        self._deliver()
+        self.router.rebuild(generation, rules)
+        self._deliver()
+
     def take(self) -> Output:
         """Everything produced since the last call, journey rows included."""
         self._deliver()

@@ -47,15 +47,25 @@ that comes older than that costs a fold of its journey from the start.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
+from journeys.schemas.errors import ConfigError
 from journeys.schemas.record import DMU_ROLES, EventRecord
-from journeys.schemas.rows import JourneyRow, Output, StoredEvent, TransitionRow
+from journeys.schemas.rows import (
+    AlertRow,
+    GenerationRow,
+    JourneyRow,
+    Output,
+    StoredEvent,
+    TransitionRow,
+)
 from journeys.streams.engine.alerts import Alerts
 from journeys.streams.engine.commands import (
     Absorb,
@@ -66,12 +76,13 @@ from journeys.streams.engine.commands import (
     Erase,
     Expect,
     Forget,
+    Rebuild,
     Release,
     Route,
     partition_of,
 )
 from journeys.streams.engine.phases import Phases
-from journeys.streams.engine.rules import Rules, load_rules
+from journeys.streams.engine.rules import Rules, load_rules, rules_from_text
 from journeys.streams.engine.state import (
     ACCOUNT_RANK,
     CART_ABANDONED,
@@ -106,6 +117,8 @@ RESTART_GAP = 2**32
 # State keys (see `changes`): holders, their archive chunks, forwards, absorbed losers,
 # expected ones, archive chunks of absorbs on their way in, the engine's meta.
 _HOLDER, _FORWARD, _ABSORBED, _EXPECTED, META = b"h:", b"f:", b"x:", b"e:", b"m:engine"
+#: The rules a rebuild gave the engine (TOML text; absent: the configured ones).
+_RULES = b"m:rules"
 #: The layout of the state `changes()` writes. 2: every journey keeps its archive (before
 #: it, events that left the window were forgotten, and a re-fold from them cannot be exact).
 STATE_FORMAT = 2
@@ -135,6 +148,22 @@ def _part_name(key: str, number: int) -> bytes:
     return f"{key}{_SEPARATOR}{number}".encode()
 
 
+def _restated(
+    rows: list[Any], before: dict[tuple[str, str], Any], key: Any, gone: Any
+) -> list[Any]:
+    """A rebuild's rows of one kind (transitions or alerts), each marked `restated` when
+    the previous generation published it as it is (`before`, by `key(row)`), then
+    `gone(row)` of each row the previous generation published and the new one has not."""
+    out: list[Any] = []
+    for row in rows:
+        old = before.pop(key(row), None)
+        if old is not None and replace(old, version=row.version, generation=row.generation) == row:
+            row = replace(row, restated=True)
+        out.append(row)
+    out += [gone(old) for _, old in sorted(before.items())]
+    return out
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything that shapes the engine's answers; durations in milliseconds."""
@@ -149,6 +178,8 @@ class EngineConfig:
     window: int = 3 * 86_400_000
     #: A loyal account's next order is due after its usual interval times this.
     reorder_factor: float = 1.5
+    #: The generation of derived rows these rules make (`journeys rebuild`; rows carry it).
+    generation: int = 0
 
     @classmethod
     def default(cls) -> EngineConfig:
@@ -170,15 +201,10 @@ class PartitionEngine:
         self.config = config or EngineConfig.default()
         self.partition = partition
         self.partitions = partitions
-        rules = self.config.rules
-        self._phase_names = rules.phases
-        self._alerts = Alerts(
-            rules,
-            self.config.cart_abandon_after,
-            self.config.deal_stall_after,
-            self.config.reorder_factor,
-        )
-        self._logic = Phases(rules, self._alerts)
+        self._use(self.config)
+        #: The TOML text of the rules a rebuild gave (None: the configured ones).
+        self.rules_text: str | None = None
+        self._rules_touched = False
         self.holders: dict[str, Holder] = {}
         #: Journeys released from here -> the journey they went to, and when (for absorbs
         #: still on their way). Kept for good: however far event time runs ahead of an
@@ -216,8 +242,6 @@ class PartitionEngine:
         self._next_sweep = 0
         self._dirty: dict[str, Holder] = {}
         self._changed: list[str] = []
-        self._kinds = self._logic.by_name
-        self._step = self._logic.step
         self._out = Output()
         #: State keys changed since the last `changes()`.
         self._touched: set[str] = set()
@@ -228,6 +252,19 @@ class PartitionEngine:
         self._incoming: dict[str, dict[int, bytes]] = {}
         #: The journey a run of late events marked, folded when the run ends.
         self._run: str | None = None
+
+    def _use(self, config: EngineConfig) -> None:
+        """Derive with `config` (its rules and generation) from now on."""
+        self.config = config
+        rules = config.rules
+        self._phase_names = rules.phases
+        self._alerts = Alerts(
+            rules, config.cart_abandon_after, config.deal_stall_after, config.reorder_factor
+        )
+        self._logic = Phases(rules, self._alerts)
+        self._kinds = self._logic.by_name
+        self._step = self._logic.step
+        self._generation = config.generation
 
     @property
     def seq(self) -> int:
@@ -269,6 +306,8 @@ class PartitionEngine:
             self._part(command)
         elif isinstance(command, Erase):
             self._erase(command)
+        elif isinstance(command, Rebuild):
+            self._rebuild(command)
 
     def apply_all(self, commands: Iterable[Command]) -> None:
         """Carry out many commands."""
@@ -330,6 +369,12 @@ class PartitionEngine:
                 out.journeys.append(self._journey_row(holder))
         self._dirty = {}
         self._out = Output()
+        generation = self._generation
+        if generation:
+            out.alerts = [
+                a if a.generation == generation else replace(a, generation=generation)
+                for a in out.alerts
+            ]
         return out
 
     def take_outbox(self) -> list[tuple[int, Command]]:
@@ -797,6 +842,84 @@ class PartitionEngine:
         else:
             self._tailed.pop(h.key, None)
 
+    # ------------------------------------------------------------------ rebuild
+
+    def _rebuild(self, command: Rebuild) -> None:
+        """Derive every journey again with new rules, as a new generation.
+
+        Every account's rows are published again under the new generation (its journey
+        row, every transition, every alert, closed ones too), then a `GenerationRow`
+        says this partition holds the generation. Transitions and alerts the previous
+        generation had as they are come `restated` (stored, not published again); what
+        the new rules withdraw comes as a deletion or a withdrawal, so alert receivers
+        get the corrections and nothing else. A generation not above the current one is
+        a request read again: ignored. Rules that do not compile (checked before they
+        are sent) are ignored too, and the partition reports nothing.
+        """
+        if command.generation <= self._generation:
+            return
+        try:
+            rules = rules_from_text(command.rules, f"generation {command.generation}")
+        except ConfigError:
+            return
+        transitions: dict[tuple[str, str], TransitionRow] = {}
+        alerts: dict[tuple[str, str], AlertRow] = {}
+        for h in self.holders.values():
+            if h.rank >= ACCOUNT_RANK:
+                self._published_rows(h, transitions, alerts)
+        self._use(replace(self.config, rules=rules, generation=command.generation))
+        self.rules_text = command.rules
+        self._rules_touched = True
+        for key, h in self.holders.items():
+            h.closed = None
+            h.foreign = None
+            h.was = ({}, [])  # the new generation has nothing yet
+            h.pending = FULL
+            self._pending[key] = h
+            self._touched.add(key)
+        out = self._out
+        first_transition, first_alert = len(out.transitions), len(out.alerts)
+        self._settle(_AT_EVENT)
+        version, generation = self._version(_AT_EVENT), self._generation
+        out.transitions[first_transition:] = _restated(
+            out.transitions[first_transition:],
+            transitions,
+            lambda t: (t.account_id, t.to_phase),
+            lambda t: replace(t, version=version, deleted=True, generation=generation),
+        )
+        out.alerts[first_alert:] = _restated(
+            out.alerts[first_alert:],
+            alerts,
+            lambda a: (a.account_id, a.alert_id),
+            lambda a: replace(a, version=version, withdrawn=True, generation=generation),
+        )
+        digest = hashlib.sha256(command.rules.encode()).hexdigest()
+        out.generations.append(
+            GenerationRow(
+                command.generation, self.partition, self.partitions, digest, command.rules
+            )
+        )
+
+    def _published_rows(
+        self,
+        h: Holder,
+        transitions: dict[tuple[str, str], TransitionRow],
+        alert_rows: dict[tuple[str, str], AlertRow],
+    ) -> None:
+        """The transitions (by account and phase) and alerts (by account and id) journey `h`
+        has published, added to `transitions` and `alert_rows`."""
+        if h.was is not None:
+            alerts, traj = h.was
+            if h.pending != FULL:
+                alerts = {**self._closed(h), **alerts}
+        else:
+            alerts, traj = self._published(h)
+        names = self._phase_names
+        for phase, (previous, step) in trajectory_rows(traj).items():
+            transitions[h.key, names[phase]] = self._transition(h.key, previous, step, 0, False)
+        for aid, alert in alerts.items():
+            alert_rows[h.key, aid] = self._alerts.row(aid, alert, h.key, 0)
+
     # ------------------------------------------------------------------ merges
 
     def _release(self, command: Release) -> None:
@@ -1071,6 +1194,7 @@ class PartitionEngine:
             channel=channel,
             version=version,
             deleted=deleted,
+            generation=self._generation,
         )
 
     def _emit_trajectory(self, h: Holder, old: list[Step], new: list[Step], version: int) -> None:
@@ -1105,6 +1229,7 @@ class PartitionEngine:
             engagement_half_life_ms=rules.half_life,
             engagement_warm=rules.warm,
             engagement_hot=rules.hot,
+            generation=self._generation,
         )
 
     # ------------------------------------------------------------ checkpoints
@@ -1153,6 +1278,9 @@ class PartitionEngine:
             else:
                 at = self.absorbed.get(key)
                 out[name] = None if at is None else orjson.dumps(at)
+        if self._rules_touched:
+            out[_RULES] = None if self.rules_text is None else self.rules_text.encode()
+            self._rules_touched = False
         out[META] = orjson.dumps(self.meta())
         self._touched = set()
         self._touched_links = set()
@@ -1163,7 +1291,7 @@ class PartitionEngine:
         return {
             "clock": self.clock, "until": self._until, "seq": self._seq, "late": self.late,
             "duplicates": self.duplicates, "sweep": self._next_sweep,
-            "format": STATE_FORMAT,
+            "format": STATE_FORMAT, "generation": self._generation,
         }  # fmt: skip
 
     @classmethod
@@ -1176,8 +1304,17 @@ class PartitionEngine:
     ) -> PartitionEngine:
         """An engine continuing from its state (`changes()` applied in order); current folds
         and timers are rebuilt. Sequences jump by `RESTART_GAP`, so rows published after the
-        state was saved, by the run that stopped, are superseded by what this one publishes."""
+        state was saved, by the run that stopped, are superseded by what this one publishes.
+        A state a rebuild gave other rules (`journeys rebuild`) continues with those rules
+        and their generation, whatever `config` names."""
+        text = state.get(_RULES)
+        generation = int(orjson.loads(state.get(META, b"{}")).get("generation", 0))
+        if text is not None and generation:
+            rules = rules_from_text(text.decode(), f"generation {generation}")
+            config = replace(config, rules=rules, generation=generation)
         engine = cls(config, partition, partitions)
+        if text is not None and generation:
+            engine.rules_text = text.decode()
         meta: dict[str, int] = {}
         holders = engine.holders
         chunks: dict[str, dict[int, bytes]] = {}
@@ -1201,6 +1338,8 @@ class PartitionEngine:
                 engine._arrived.add(key.split(_SEPARATOR, 1)[0])
             elif name == META:
                 meta = orjson.loads(value)
+            elif name == _RULES:
+                pass  # read first (above)
         if holders and int(meta.get("format", 1)) < STATE_FORMAT:
             raise StateFormatError(
                 f"the state of journey partition {partition} was saved by an older version that "

@@ -44,6 +44,7 @@ from journeys.streams.engine.commands import (
     Erase,
     Expect,
     Forget,
+    Rebuild,
     Release,
     Route,
     partition_of,
@@ -438,6 +439,13 @@ class IdentityRouter:
                 self._send(key, Erase(seq, key, ids))
                 erased.erased_in += 1
         return erased
+
+    def rebuild(self, generation: int, rules: str) -> None:
+        """Every journey partition derives its journeys again with `rules` as generation
+        `generation` (`journeys rebuild`), at this point of the sequenced input."""
+        self._seq += 1
+        command = Rebuild(self._seq, generation, rules)
+        self._commands += [(p, command) for p in range(self.partitions)]
 
     def _unlink(self, alias: str, root: str, forgotten: set[str], recount: set[str]) -> None:
         """Remove an alias; the surviving journey it counted as a contact counts one less."""

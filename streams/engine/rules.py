@@ -111,14 +111,24 @@ def default_rules_text() -> str:
 
 def load_rules(path: Path | None = None) -> Rules:
     """Rules from a TOML file, or the built-in defaults; `ConfigError` says what is wrong."""
+    return rules_from_text(rules_text(path), str(path or "default rules"))
+
+
+def rules_text(path: Path | None = None) -> str:
+    """The TOML text of a rules file, or of the built-in defaults."""
     try:
-        text = path.read_text("utf-8") if path else default_rules_text()
-        data = tomllib.loads(text)
+        return path.read_text("utf-8") if path else default_rules_text()
     except OSError as exc:
         raise ConfigError(f"cannot read rules file {path}: {exc.strerror}") from exc
+
+
+def rules_from_text(text: str, source: str = "rules") -> Rules:
+    """Rules from the TOML text of a rules file; `ConfigError` says what is wrong."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"rules file {path or 'default'} is not valid TOML: {exc}") from exc
-    return compile_rules(data, source=str(path or "default rules"))
+        raise ConfigError(f"rules file {source} is not valid TOML: {exc}") from exc
+    return compile_rules(data, source=source)
 
 
 def _names(data: dict[str, Any], key: str, source: str) -> list[str]:
