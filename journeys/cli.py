@@ -32,6 +32,7 @@ def _register() -> None:
         cmd_notify,
         cmd_privacy,
         cmd_read,
+        cmd_rebuild,
         cmd_simulate,
         cmd_stream,
     )
@@ -44,6 +45,7 @@ def _register() -> None:
         cmd_notify,
         cmd_privacy,
         cmd_read,
+        cmd_rebuild,
         cmd_simulate,
         cmd_stream,
     )

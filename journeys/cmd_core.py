@@ -76,7 +76,7 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
         summary = replaying.replay(
             _all_lines(files),
             sink,
-            engine_config(settings),
+            _live_config(settings),
             received_at=int(time.time() * 1000),
             on_line=progress.update,
             on_events=progress.update,
@@ -94,6 +94,19 @@ def replay_files(files: tuple[str, ...], settings: Settings, quiet: bool = False
     if not quiet:
         _print_summary(summary, time.monotonic() - started, _current(settings))
     return summary
+
+
+def _live_config(settings: Settings) -> Any:
+    """The engine's settings, writing into the database's live generation (the one the
+    `_current` views show; see `journeys rebuild`)."""
+    from dataclasses import replace
+
+    from journeys.sinks.clickhouse.client import connect
+    from journeys.sinks.clickhouse.generations import live_generation
+
+    client = connect(settings.clickhouse_dsn)
+    generation = live_generation(client, settings.clickhouse_database)
+    return replace(engine_config(settings), generation=generation)
 
 
 def _on_terminal() -> bool:
