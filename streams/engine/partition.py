@@ -748,7 +748,6 @@ class PartitionEngine:
             for loser, (_, at) in list(self.expected.items()):
                 if at < horizon - _GIVE_UP * self._window:  # lost for good: wait no longer
                     self._expected(loser)
-                    self._take_parts(loser)  # and its archive chunks that came ahead of it
             waiting = [at for _, at in self.expected.values()]
             horizon = min([horizon, *(at - 1 - self._window for at in waiting)])
         for h in list(self._tailed.values()):

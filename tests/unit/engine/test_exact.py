@@ -24,7 +24,6 @@ from journeys.streams.engine.commands import (
     Absorb,
     AbsorbPart,
     Command,
-    Expect,
     Release,
     Route,
     from_wire,
@@ -312,27 +311,6 @@ def test_an_absorb_in_parts_survives_a_restart_between_them() -> None:
     assert sorted(a.history()) == sorted(b.history())
     assert a.to_bytes() == b.to_bytes()
     assert not any(k.startswith(b"i:") for k, v in split.changes().items() if v is not None)
-
-
-def test_archive_chunks_of_an_absorb_that_never_comes_are_given_up() -> None:
-    """Chunks that came ahead of an absorb lost for good (a partition restored from an
-    older state sends its release anew, under another digest) go when the absorb is
-    given up: the partition does not keep them forever."""
-    config = EngineConfig(rules=load_rules(), window=HOUR)
-    events = bulk(1_500, 4 * DAY, anonymous_id="v")
-    home = PartitionEngine(config, 0, 2)
-    for i, event in enumerate(events):
-        home.apply(Route(i + 1, "?a:v", 0, 0, False, event))
-    home.apply(Release(len(events) + 1, "?a:v", "x", 4, events[-1].ts))
-    parts = [c for _, c in home.take_outbox() if isinstance(c, AbsorbPart)]
-    winner = PartitionEngine(config, 1, 2)
-    winner.apply(Expect(1, "?a:v", "x", events[-1].ts))
-    winner.apply_all(parts)
-    assert sum(k.startswith(b"i:") for k in winner.changes()) == len(parts)
-    winner.advance_to(events[-1].ts + 40 * HOUR)  # beyond the give-up bound (30 windows)
-    gone = {k: v for k, v in winner.changes().items() if k.startswith(b"i:")}
-    assert len(gone) == len(parts) and all(v is None for v in gone.values())
-    assert not winner.expected
 
 
 def test_a_record_deleted_with_its_journey_leaves_no_chunk() -> None:
