@@ -47,6 +47,7 @@ that comes older than that costs a fold of its journey from the start.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import heapq
 from bisect import insort
@@ -185,6 +186,11 @@ class EngineConfig:
     def default(cls) -> EngineConfig:
         """The contract's defaults."""
         return cls(rules=load_rules())
+
+
+def _due_before(deadline: int | None, until: int) -> bool:
+    """Whether a deadline falls before `until` (folding up to it would fire it)."""
+    return deadline is not None and deadline < until
 
 
 class PartitionEngine:
@@ -1306,7 +1312,22 @@ class PartitionEngine:
         and timers are rebuilt. Sequences jump by `RESTART_GAP`, so rows published after the
         state was saved, by the run that stopped, are superseded by what this one publishes.
         A state a rebuild gave other rules (`journeys rebuild`) continues with those rules
-        and their generation, whatever `config` names."""
+        and their generation, whatever `config` names.
+
+        The garbage collector pauses meanwhile: restoring makes millions of objects and
+        frees none, so its passes over them are a third of the time (`bench_state.py`)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._restore(config, state, partition, partitions)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @classmethod
+    def _restore(
+        cls, config: EngineConfig, state: dict[bytes, bytes], partition: int, partitions: int
+    ) -> PartitionEngine:
         text = state.get(_RULES)
         generation = int(orjson.loads(state.get(META, b"{}")).get("generation", 0))
         if text is not None and generation:
@@ -1353,15 +1374,17 @@ class PartitionEngine:
         engine.late = int(meta.get("late", 0))
         engine.duplicates = int(meta.get("duplicates", 0))
         engine._next_sweep = int(meta.get("sweep", 0))
+        until, logic, alerts = engine._until, engine._logic, engine._alerts
         for key, holder in holders.items():
             holder.load_chunks(chunks.get(key, {}))
             if holder.pending:  # its published state was stored; folded when time moves
                 engine._pending[key] = holder
-            else:
-                account = key if holder.rank >= ACCOUNT_RANK else None
-                holder.cur = engine._logic.fold(
-                    holder.base.copy(), holder.tail, account, engine._until
-                )
+            elif holder.rank < ACCOUNT_RANK:
+                if holder.tail:
+                    holder.cur = logic.fold(holder.base.copy(), holder.tail, None, until)
+            elif holder.tail or _due_before(alerts.next_deadline(holder.base), until):
+                holder.cur = logic.fold(holder.base.copy(), holder.tail, key, until)
+            # else nothing to fold and nothing due: `cur` stays `base` (shared until changed)
             holder.wake = None
             for ts, event_id, *_ in holder.tail:
                 engine._ids[event_id] = ts

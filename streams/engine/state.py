@@ -34,6 +34,7 @@ order.
 from __future__ import annotations
 
 import hashlib
+import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -150,10 +151,22 @@ def type_code(channel: str, type_: str) -> Code:
 
 
 def type_name(code: Code) -> tuple[str, str]:
-    """(channel, type) of a code."""
-    name = TYPE_CODES[code] if isinstance(code, int) else code
-    channel, _, type_ = name.partition(".")
-    return channel, type_
+    """(channel, type) of a code: the same two strings for every entry of a type (a
+    restored engine holds one copy per type, not one per trajectory step)."""
+    names = _TYPE_NAMES.get(code)
+    if names is None:
+        name = TYPE_CODES[code] if isinstance(code, int) else code
+        channel, _, type_ = name.partition(".")
+        names = (sys.intern(channel), sys.intern(type_))
+        if isinstance(code, int) or len(_TYPE_NAMES) < _MAX_TYPE_NAMES:
+            _TYPE_NAMES[code] = names
+    return names
+
+
+#: (channel, type) by code, shared; custom types ("channel.type" codes) up to a bound, so a
+#: sender inventing types cannot grow it without end.
+_TYPE_NAMES: dict[Code, tuple[str, str]] = {}
+_MAX_TYPE_NAMES = 10_000
 
 
 def entry_list(entry: Cand) -> list[Any]:
