@@ -188,3 +188,30 @@ def test_restored_state_keeps_the_rebuilt_rules_and_generation() -> None:
     out.extend(restored.take())
     expected, _ = run(first + later, rules=rules_from_text(OTHER), generation=1, **NARROW)
     assert derived(out, 1) == {k: v for k, v in view(expected).items() if k != "events"}
+
+
+@given(histories(hours=SPAN, size=40), st.randoms(use_true_random=False))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_rebuild_read_again_after_a_crash_publishes_the_same_generation(
+    events: list[EventRecord], rnd: random.Random
+) -> None:
+    """A worker killed before the rebuild's transaction committed: its successor restores
+    the last committed state and reads the rebuild again; the new generation is the one
+    an uninterrupted run publishes."""
+    deliveries = arrival(events, rnd, 0)
+    config = EngineConfig(rules=load_rules(), **NARROW)
+    partitions = rnd.choice([1, 2])
+    first = JourneyEngine(config, partitions)
+    first.process_all(deliveries)
+    first.take()
+    state = {
+        part: {k: v for k, v in records.items() if v is not None}
+        for part, records in first.changes().items()
+    }
+    first.rebuild(1, OTHER)
+    whole = first.take()
+    again = JourneyEngine.restore(config, state)
+    again.rebuild(1, OTHER)
+    retried = again.take()
+    assert derived(retried, 1) == derived(whole, 1)
+    assert {g.partition for g in retried.generations} == set(range(partitions))
