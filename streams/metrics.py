@@ -92,6 +92,15 @@ def worker_registry(state: Any) -> CollectorRegistry:
             lambda: sum(stage.commands for stage in list(state.journeys.values())),
         ),
         (
+            "journeys_partitions_generation",
+            "The oldest generation of derived rows (`journeys rebuild`) this worker's journey "
+            "partitions hold",
+            lambda: min(
+                (stage.engine.config.generation for stage in list(state.journeys.values())),
+                default=0,
+            ),
+        ),
+        (
             "journeys_stage_released_events",
             "Events routed in event-time order",
             stage(lambda s: s.stats.released),

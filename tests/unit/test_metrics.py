@@ -7,12 +7,13 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json, pack
+from journeys.schemas.codec import DRAIN_JSON, forwarded_json, idle_json, pack, rebuild_json
 from journeys.schemas.settings import Settings
 from journeys.sinks.consumer import SinkProgress
 from journeys.streams.app import WorkerState
 from journeys.streams.engine import EngineConfig
 from journeys.streams.engine.commands import to_wire
+from journeys.streams.engine.rules import default_rules_text
 from journeys.streams.ingest import IdleWatch
 from journeys.streams.metrics import report, serve, sink_registry, worker_registry
 from journeys.streams.stage import IdentityStage, JourneyStage
@@ -70,6 +71,11 @@ def test_worker_metrics_follow_the_stages() -> None:
     assert value(registry, "journeys_partitions_owned") == len(by_partition) == 3
     applied = sum(len(items) for items in by_partition.values())
     assert value(registry, "journeys_partition_commands") == applied
+    assert value(registry, "journeys_partitions_generation") == 0
+    rebuild = identity.handle([(6, rebuild_json(7, default_rules_text()))])[0]
+    for partition, command in rebuild:
+        state.journeys[partition].handle([(99, next(pack([to_wire(command)])))])
+    assert value(registry, "journeys_partitions_generation") == 7
     state.identity = None  # revoked
     assert value(registry, "journeys_stage_owned") == 0
     assert value(registry, "journeys_stage_released_events") == 0
