@@ -87,8 +87,11 @@ class Alerts:
         cart_abandon_after: int,
         deal_stall_after: int,
         reorder_factor: float = 1.5,
+        generation: int = 0,
     ) -> None:
         self.cart_after = cart_abandon_after
+        #: The generation of the rows `row` makes (`journeys rebuild`).
+        self.generation = generation
         self.stall_after = deal_stall_after
         self.reorder_factor = reorder_factor
         self._stall_phases = rules.stall_phases
@@ -358,7 +361,7 @@ class Alerts:
             }
         return AlertRow(
             aid, kind, account, raised_at, orjson.dumps(details).decode(), version,
-            resolved_at=resolved_at, withdrawn=withdrawn,
+            resolved_at=resolved_at, withdrawn=withdrawn, generation=self.generation,
         )  # fmt: skip
 
     @staticmethod

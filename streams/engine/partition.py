@@ -48,7 +48,6 @@ that comes older than that costs a fold of its journey from the start.
 from __future__ import annotations
 
 import gc
-import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
@@ -83,7 +82,7 @@ from journeys.streams.engine.commands import (
     partition_of,
 )
 from journeys.streams.engine.phases import Phases
-from journeys.streams.engine.rules import Rules, load_rules, rules_from_text
+from journeys.streams.engine.rules import Rules, load_rules, rules_from_text, rules_hash
 from journeys.streams.engine.state import (
     ACCOUNT_RANK,
     CART_ABANDONED,
@@ -265,7 +264,11 @@ class PartitionEngine:
         rules = config.rules
         self._phase_names = rules.phases
         self._alerts = Alerts(
-            rules, config.cart_abandon_after, config.deal_stall_after, config.reorder_factor
+            rules,
+            config.cart_abandon_after,
+            config.deal_stall_after,
+            config.reorder_factor,
+            config.generation,
         )
         self._logic = Phases(rules, self._alerts)
         self._kinds = self._logic.by_name
@@ -375,12 +378,6 @@ class PartitionEngine:
                 out.journeys.append(self._journey_row(holder))
         self._dirty = {}
         self._out = Output()
-        generation = self._generation
-        if generation:
-            out.alerts = [
-                a if a.generation == generation else replace(a, generation=generation)
-                for a in out.alerts
-            ]
         return out
 
     def take_outbox(self) -> list[tuple[int, Command]]:
@@ -899,7 +896,7 @@ class PartitionEngine:
             lambda a: (a.account_id, a.alert_id),
             lambda a: replace(a, version=version, withdrawn=True, generation=generation),
         )
-        digest = hashlib.sha256(command.rules.encode()).hexdigest()
+        digest = rules_hash(command.rules)
         out.generations.append(
             GenerationRow(
                 command.generation, self.partition, self.partitions, digest, command.rules

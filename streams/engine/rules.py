@@ -15,6 +15,7 @@ thresholds. A rules file without it gets the built-in defaults;
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -120,6 +121,12 @@ def rules_text(path: Path | None = None) -> str:
         return path.read_text("utf-8") if path else default_rules_text()
     except OSError as exc:
         raise ConfigError(f"cannot read rules file {path}: {exc.strerror}") from exc
+
+
+def rules_hash(text: str) -> str:
+    """The SHA-256 (hex) of a rules file's text: how a generation names its rules
+    (`generations.rules_hash`)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def rules_from_text(text: str, source: str = "rules") -> Rules:
