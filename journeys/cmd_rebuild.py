@@ -23,7 +23,6 @@ from the old tables to the new ones at once when the new ones are complete.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -37,22 +36,17 @@ from journeys.schemas.errors import ConfigError
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import GenerationRow, Output
 from journeys.schemas.settings import Settings
+from journeys.streams.engine.rules import rules_hash
 
 #: How often the progress is read while the workers rebuild (seconds).
 POLL_SECONDS = 1.0
 
 _STORED_EVENTS = """
-SELECT event_id, channel, type, toUnixTimestamp64Milli(occurred_at), account_id, contact_id,
-       anonymous_id, email, dmu_role, segment, properties, context
+SELECT {columns}, account_id
 FROM {db}.events FINAL
 WHERE toYYYYMM(occurred_at) = {{month:UInt32}}
 ORDER BY occurred_at, event_id
 """
-
-
-def rules_digest(text: str) -> str:
-    """The SHA-256 of a rules file's text, as `generations.rules_hash` keeps it."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def new_generation(client: Any, db: str) -> int:
@@ -144,7 +138,7 @@ def _through_workers(text: str, wait: bool, timeout: float, settings: Settings) 
     from journeys.sinks.report.source import open_reader
 
     db = settings.clickhouse_database
-    digest = rules_digest(text)
+    digest = rules_hash(text)
     unattended = _no_sink_holds(settings)
     client = open_reader(settings)
     pending = pending_generation(client, db, digest)
@@ -238,18 +232,15 @@ def stored_events(client: Any, db: str) -> Iterator[EventRecord]:
     account it is stored under (none for a visitor never identified). Read a month (a
     partition of the events table) at a time, so memory holds one month."""
     from journeys.sinks.clickhouse.client import select
+    from journeys.sinks.clickhouse.recompute import STORED_COLUMNS, stored_record
 
     months = select(
         client, f"SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM {db}.events ORDER BY m"
     )
+    query = _STORED_EVENTS.format(db=db, columns=STORED_COLUMNS)
     for (month,) in months:
-        rows = select(client, _STORED_EVENTS.format(db=db), {"month": int(month)})
-        for r in rows:
-            yield EventRecord(
-                event_id=r[0], channel=r[1], type=r[2], ts=int(r[3]), account_id=r[4] or None,
-                contact_id=r[5] or None, anonymous_id=r[6] or None, email=r[7] or None,
-                dmu_role=r[8] or None, segment=r[9] or None, properties=r[10], context=r[11],
-            )  # fmt: skip
+        for r in select(client, query, {"month": int(month)}):
+            yield stored_record(r, r[11] or None)
 
 
 class _Derived:
@@ -306,7 +297,7 @@ def _here(text: str, settings: Settings) -> None:
         engine = JourneyEngine(config, settings.journey_partitions)
         run_engine(stored_events(client, db), engine, _Derived(sink), summary, progress.update)
         progress.stage("writing", 0)
-        sink.add(Output(generations=[GenerationRow(generation, 0, 1, rules_digest(text), text)]))
+        sink.add(Output(generations=[GenerationRow(generation, 0, 1, rules_hash(text), text)]))
     finally:
         try:
             sink.close()

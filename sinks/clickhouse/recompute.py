@@ -23,8 +23,9 @@ its own (lower) versions, which these rows hide: see docs/privacy.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -32,16 +33,13 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import AlertRow, Output, TransitionRow
 from journeys.sinks.clickhouse.client import select
 from journeys.sinks.clickhouse.forget import delete_where
-from journeys.sinks.clickhouse.generations import live_generation
+from journeys.sinks.clickhouse.generations import DERIVED, live_generation
 from journeys.sinks.clickhouse.writer import ClickHouseSink
 from journeys.sinks.reference import FinalTables, final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine
 
-DERIVED = ("journeys", "phase_transitions", "alerts")
-
 _EVENTS = """
-SELECT event_id, channel, type, toUnixTimestamp64Milli(occurred_at), contact_id,
-       anonymous_id, email, dmu_role, segment, properties, context
+SELECT {columns}
 FROM {db}.events FINAL
 WHERE account_id = {{account:String}}
 ORDER BY occurred_at, event_id
@@ -50,24 +48,24 @@ ORDER BY occurred_at, event_id
 
 def stored_events(client: Client, db: str, account: str) -> list[EventRecord]:
     """The account's current events, in event-time order, each naming the account."""
-    rows = select(client, _EVENTS.format(db=db), {"account": account})
-    return [
-        EventRecord(
-            event_id=r[0],
-            channel=r[1],
-            type=r[2],
-            ts=int(r[3]),
-            contact_id=r[4] or None,
-            anonymous_id=r[5] or None,
-            email=r[6] or None,
-            account_id=account,
-            dmu_role=r[7] or None,
-            segment=r[8] or None,
-            properties=r[9],
-            context=r[10],
-        )  # fmt: skip
-        for r in rows
-    ]
+    rows = select(client, _EVENTS.format(db=db, columns=STORED_COLUMNS), {"account": account})
+    return [stored_record(r, account) for r in rows]
+
+
+#: The columns `stored_record` reads, in its order.
+STORED_COLUMNS = (
+    "event_id, channel, type, toUnixTimestamp64Milli(occurred_at), contact_id, anonymous_id, "
+    "email, dmu_role, segment, properties, context"
+)
+
+
+def stored_record(r: Sequence[Any], account: str | None) -> EventRecord:
+    """The record of a stored event's row (`STORED_COLUMNS`), naming `account` as its own."""
+    return EventRecord(
+        event_id=r[0], channel=r[1], type=r[2], ts=int(r[3]), contact_id=r[4] or None,
+        anonymous_id=r[5] or None, email=r[6] or None, account_id=account,
+        dmu_role=r[7] or None, segment=r[8] or None, properties=r[9], context=r[10],
+    )  # fmt: skip
 
 
 def rebuilt(events: Iterable[EventRecord], config: EngineConfig, clock: int) -> FinalTables:
