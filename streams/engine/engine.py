@@ -27,6 +27,7 @@ from journeys.streams.engine.partition import (
 )
 from journeys.streams.engine.router import IdentityRouter
 from journeys.streams.engine.state import Holder
+from journeys.streams.engine.store import MemoryStore
 
 __all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineConfig", "JourneyEngine"]
 
@@ -44,10 +45,17 @@ class JourneyEngine:
     since the last call, with a journey row of every account that changed.
     """
 
-    def __init__(self, config: EngineConfig | None = None, partitions: int = 1) -> None:
+    def __init__(
+        self, config: EngineConfig | None = None, partitions: int = 1, capacity: int = 0
+    ) -> None:
         self.config = config or EngineConfig.default()
         self.router = IdentityRouter(self.config, partitions)
-        self.parts = [PartitionEngine(self.config, p, partitions) for p in range(partitions)]
+        #: With a capacity, each partition keeps its journeys in a `MemoryStore` and at most
+        #: that many in memory after `changes()` (as the workers do on disk).
+        self.capacity = capacity
+        self.parts = [
+            PartitionEngine(self.config, p, partitions, *self._store()) for p in range(partitions)
+        ]
         self._links: list[IdentityLink] = []
 
     @property
@@ -65,9 +73,14 @@ class JourneyEngine:
         """account key merged away -> the account it merged into."""
         return self.router.identity.redirects
 
+    def _store(self) -> tuple[MemoryStore | None, int]:
+        """A partition's store and capacity (none: every journey stays in memory)."""
+        return (MemoryStore(), self.capacity) if self.capacity else (None, 0)
+
     @property
     def holders(self) -> dict[str, Holder]:
-        """Every journey of every partition, by key."""
+        """Every journey in memory of every partition, by key (all of them without a
+        capacity)."""
         if len(self.parts) == 1:
             return self.parts[0].holders
         return {k: h for part in self.parts for k, h in part.holders.items()}
@@ -169,12 +182,15 @@ class JourneyEngine:
         return state
 
     @classmethod
-    def restore(cls, config: EngineConfig, state: dict[str, dict[bytes, bytes]]) -> JourneyEngine:
+    def restore(
+        cls, config: EngineConfig, state: dict[str, dict[bytes, bytes]], capacity: int = 0
+    ) -> JourneyEngine:
         """An engine continuing from a checkpoint (`changes()` applied in order)."""
         partitions = len(state) - 1
-        engine = cls(config, partitions)
+        engine = cls(config, partitions, capacity)
         engine.router = IdentityRouter.restore(config, state["router"], partitions)
         engine.parts = [
-            PartitionEngine.restore(config, state[str(p)], p, partitions) for p in range(partitions)
+            PartitionEngine.restore(config, state[str(p)], p, partitions, *engine._store())
+            for p in range(partitions)
         ]
         return engine

@@ -101,6 +101,7 @@ from journeys.streams.engine.state import (
     fingerprint,
     trajectory_rows,
 )
+from journeys.streams.engine.store import Store
 
 __all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineConfig", "PartitionEngine"]
 
@@ -129,6 +130,8 @@ class StateFormatError(RuntimeError):
 
 
 _CHUNK, _INCOMING = b"k:", b"i:"
+#: The records of journeys themselves (what a `Store` keeps).
+_HELD = (_HOLDER, _CHUNK)
 _SEPARATOR = "\x1f"
 
 
@@ -202,7 +205,14 @@ class PartitionEngine:
     key-value pairs, for a changelog.
     """
 
-    def __init__(self, config: EngineConfig | None = None, partition: int = 0, partitions: int = 1):
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        partition: int = 0,
+        partitions: int = 1,
+        store: Store | None = None,
+        capacity: int = 0,
+    ):
         self.config = config or EngineConfig.default()
         self.partition = partition
         self.partitions = partitions
@@ -210,7 +220,20 @@ class PartitionEngine:
         #: The TOML text of the rules a rebuild gave (None: the configured ones).
         self.rules_text: str | None = None
         self._rules_touched = False
+        #: The journeys in memory, by key: all of them, or (with a `store`) the ones used
+        #: last and every one with work pending; the others are read back when needed.
         self.holders: dict[str, Holder] = {}
+        #: Where every journey's saved records are kept (None: all stay in memory).
+        self.store = store
+        #: With a store, how many journeys stay in memory after `changes()` (at least).
+        self.capacity = max(capacity, 1)
+        #: Journeys out of memory whose deadline is scheduled -> that deadline.
+        self._parked: dict[str, int] = {}
+        #: Journeys out of memory with a tail -> (first, last tail time, tail length), for
+        #: the sweep (see `_sweep`).
+        self._cold_tails: dict[str, tuple[int, int, int]] = {}
+        #: Journeys read back from the store since this engine started.
+        self.loads = 0
         #: Journeys released from here -> the journey they went to, and when (for absorbs
         #: still on their way). Kept for good: however far event time runs ahead of an
         #: absorb (a backlog moves it days in seconds), the absorb still finds its way.
@@ -237,7 +260,8 @@ class PartitionEngine:
         #: older than the window.
         self._slack = max(self._window // 4, 1)
         self._wakes: list[tuple[int, str]] = []
-        #: event_id -> time of every event in a tail (the dedupe window).
+        #: event_id -> time of every event in the tail of a journey in memory (the dedupe
+        #: window; a journey read back brings its own, see `_load`).
         self._ids: dict[str, int] = {}
         #: event_id -> fingerprint of tail events whose fingerprint was computed already.
         self._fps: dict[str, int] = {}
@@ -301,13 +325,13 @@ class PartitionEngine:
         elif isinstance(command, Expect):
             self._expect(command.loser, command.winner, command.at)
         elif isinstance(command, Contacts):
-            h = self.holders.get(command.key)
+            h = self._get(command.key)
             if h is not None and h.contacts != command.contacts:
                 h.contacts = command.contacts
                 self._dirty[h.key] = h
                 self._touched.add(h.key)
         elif isinstance(command, Forget):
-            h = self.holders.get(command.key)
+            h = self._get(command.key)
             if h is not None:
                 self._forget(h)
             self._forget_links(command.key)
@@ -387,7 +411,7 @@ class PartitionEngine:
 
     def _holder(self, key: str, rank: int, contacts: int, ts: int) -> Holder:
         """Journey `key` as the router sees it: created, or its rank and contacts updated."""
-        h = self.holders.get(key)
+        h = self._get(key)
         if h is None:
             h = self.holders[key] = Holder(key, rank, ts)
             h.contacts = contacts
@@ -411,9 +435,9 @@ class PartitionEngine:
     def _ingest(self, event: EventRecord, late: bool, command: Route) -> None:
         """Dedupe, and add one event to its journey (applied at once if in order)."""
         event_id, ts = event.event_id, event.ts
+        h = self._get(command.key)  # first: a journey read back brings its tail's ids
         ids = self._ids
         known = ids.get(event_id)
-        h = self.holders.get(command.key)
         archived = fp = None
         if known is None and h is not None and h.archive.count:
             fp = fingerprint(event_id)
@@ -720,7 +744,7 @@ class PartitionEngine:
         wakes = self._wakes
         while wakes and wakes[0][0] < until:
             deadline, key = heapq.heappop(wakes)
-            h = self.holders.get(key)
+            h = self._get(key)
             if h is None or h.wake != deadline:
                 continue
             h.wake = None
@@ -753,6 +777,9 @@ class PartitionEngine:
                     self._expected(loser)
             waiting = [at for _, at in self.expected.values()]
             horizon = min([horizon, *(at - 1 - self._window for at in waiting)])
+        for key, (first, last, n) in list(self._cold_tails.items()):
+            if last <= horizon or (first <= horizon and n > _KEEP):
+                self._get(key)  # back in memory (and in `_tailed`) to be rolled below
         for h in list(self._tailed.values()):
             tail = h.tail
             if tail[-1][0] <= horizon or (tail[0][0] <= horizon and len(tail) > _KEEP):
@@ -782,6 +809,8 @@ class PartitionEngine:
         del self.holders[key]
         self._pending.pop(key, None)
         self._tailed.pop(key, None)
+        self._cold_tails.pop(key, None)
+        self._parked.pop(key, None)
         self._dirty.pop(key, None)
         self._touched.add(key)
         self._gone[key] = max(self._gone.get(key, 0), h.archive.saved)
@@ -796,7 +825,7 @@ class PartitionEngine:
 
     def _erase(self, command: Erase) -> None:
         """Forget events of a journey: it becomes what it would be had they never come."""
-        h = self.holders.get(command.key)
+        h = self._get(command.key)
         if h is None:
             forward = self.forwards.get(command.key)
             if forward is not None:  # the journey merged on: the erasure follows it
@@ -867,6 +896,7 @@ class PartitionEngine:
             return
         transitions: dict[tuple[str, str], TransitionRow] = {}
         alerts: dict[tuple[str, str], AlertRow] = {}
+        self._load_all()  # every journey is folded again: all in memory until saved
         for h in self.holders.values():
             if h.rank >= ACCOUNT_RANK:
                 self._published_rows(h, transitions, alerts)
@@ -927,7 +957,7 @@ class PartitionEngine:
 
     def _release(self, command: Release) -> None:
         """Journey `loser` is `winner`'s: retract its rows, send its state to the winner."""
-        loser = self.holders.get(command.loser)
+        loser = self._get(command.loser)
         expects = tuple(
             (k, at) for k, (winner, at) in sorted(self.expected.items()) if winner == command.loser
         )
@@ -1006,12 +1036,12 @@ class PartitionEngine:
             seen = f"{command.loser}{_SEPARATOR}{loser.digest()}"
             if seen in self.absorbed:
                 self._expected(command.loser)
-                winner = self.holders.get(key)
+                winner = self._get(key)
                 if winner is not None:
                     self._reassert(winner)
                 return
         forward = self.forwards.get(key)
-        if forward is not None and key not in self.holders:
+        if forward is not None and self._get(key) is None:
             # The winner merged on meanwhile: the state follows it.
             self._expected(command.loser)
             self._send(replace(command, winner=forward[0], seq=self._seq + 1), forward[0])
@@ -1021,7 +1051,7 @@ class PartitionEngine:
             self._expect(k, key, at)
         if loser is None or seen is None:
             return
-        winner = self.holders.get(key)
+        winner = self._get(key)
         if winner is None:
             winner = self.holders[key] = Holder(key, command.rank, loser.first_seen)
             self.forwards.pop(key, None)
@@ -1285,8 +1315,11 @@ class PartitionEngine:
             out[_RULES] = None if self.rules_text is None else self.rules_text.encode()
             self._rules_touched = False
         out[META] = orjson.dumps(self.meta())
-        self._touched = set()
+        touched, self._touched = self._touched, set()
         self._touched_links = set()
+        if self.store is not None:
+            self.store.write({k: v for k, v in out.items() if k[:2] in _HELD})
+            self._evict(touched)
         return out
 
     def meta(self) -> dict[str, object]:
@@ -1304,6 +1337,8 @@ class PartitionEngine:
         state: dict[bytes, bytes],
         partition: int = 0,
         partitions: int = 1,
+        store: Store | None = None,
+        capacity: int = 0,
     ) -> PartitionEngine:
         """An engine continuing from its state (`changes()` applied in order); current folds
         and timers are rebuilt. Sequences jump by `RESTART_GAP`, so rows published after the
@@ -1312,34 +1347,47 @@ class PartitionEngine:
         and their generation, whatever `config` names.
 
         The garbage collector pauses meanwhile: restoring makes millions of objects and
-        frees none, so its passes over them are a third of the time (`bench_state.py`)."""
+        frees none, so its passes over them are a third of the time (`bench_state.py`).
+
+        With a `store` (empty: a cache of this state, never the truth), the journeys' records
+        go there and at most `capacity` journeys stay in memory, besides those with work
+        pending: each is read, its timers and tail noted, and let go."""
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return cls._restore(config, state, partition, partitions)
+            return cls._restore(config, state, partition, partitions, store, capacity)
         finally:
             if collecting:
                 gc.enable()
 
     @classmethod
     def _restore(
-        cls, config: EngineConfig, state: dict[bytes, bytes], partition: int, partitions: int
+        cls,
+        config: EngineConfig,
+        state: dict[bytes, bytes],
+        partition: int,
+        partitions: int,
+        store: Store | None,
+        capacity: int,
     ) -> PartitionEngine:
         text = state.get(_RULES)
         generation = int(orjson.loads(state.get(META, b"{}")).get("generation", 0))
         if text is not None and generation:
             rules = rules_from_text(text.decode(), f"generation {generation}")
             config = replace(config, rules=rules, generation=generation)
-        engine = cls(config, partition, partitions)
+        engine = cls(config, partition, partitions, store, capacity)
+        if store is not None:
+            store.write({name: value for name, value in state.items() if name[:2] in _HELD})
         if text is not None and generation:
             engine.rules_text = text.decode()
         meta: dict[str, int] = {}
         holders = engine.holders
+        records: dict[str, bytes] = {}  # read one by one below (with a store, let go too)
         chunks: dict[str, dict[int, bytes]] = {}
         for name, value in state.items():
             prefix, key = name[:2], name[2:].decode()
             if prefix == _HOLDER:
-                holders[key] = Holder.from_bytes(value, key)
+                records[key] = value
             elif prefix == _CHUNK or prefix == _INCOMING:
                 owner, _, number = key.rpartition(_SEPARATOR)
                 into = chunks if prefix == _CHUNK else engine._incoming
@@ -1358,7 +1406,7 @@ class PartitionEngine:
                 meta = orjson.loads(value)
             elif name == _RULES:
                 pass  # read first (above)
-        if holders and int(meta.get("format", 1)) < STATE_FORMAT:
+        if records and int(meta.get("format", 1)) < STATE_FORMAT:
             raise StateFormatError(
                 f"the state of journey partition {partition} was saved by an older version that "
                 "kept no archive of events older than the dedupe window, so it cannot be "
@@ -1371,21 +1419,117 @@ class PartitionEngine:
         engine.late = int(meta.get("late", 0))
         engine.duplicates = int(meta.get("duplicates", 0))
         engine._next_sweep = int(meta.get("sweep", 0))
-        until, logic, alerts = engine._until, engine._logic, engine._alerts
-        for key, holder in holders.items():
+        until, ids = engine._until, engine._ids
+        for key, value in records.items():
+            holder = holders[key] = Holder.from_bytes(value, key)
             holder.load_chunks(chunks.get(key, {}))
-            if holder.pending:  # its published state was stored; folded when time moves
-                engine._pending[key] = holder
-            elif holder.rank < ACCOUNT_RANK:
-                if holder.tail:
-                    holder.cur = logic.fold(holder.base.copy(), holder.tail, None, until)
-            elif holder.tail or _due_before(alerts.next_deadline(holder.base), until):
-                holder.cur = logic.fold(holder.base.copy(), holder.tail, key, until)
-            # else nothing to fold and nothing due: `cur` stays `base` (shared until changed)
+            engine._revive(holder, until)
             holder.wake = None
             for ts, event_id, *_ in holder.tail:
-                engine._ids[event_id] = ts
-            if holder.tail:
-                engine._tailed[key] = holder
+                ids[event_id] = ts
             engine._schedule(holder)
+            if store is not None and len(holders) > engine.capacity and not holder.pending:
+                engine._park(holder)
         return engine
+
+    # ------------------------------------------------------------ journeys out of memory
+
+    def _revive(self, h: Holder, until: int) -> None:
+        """A journey read from its records: its current fold rebuilt (deadlines before
+        `until` fired, as they were when it was saved), its pending work and tail noted."""
+        key = h.key
+        if h.pending:  # its published state was stored; folded when time moves
+            self._pending[key] = h
+        elif h.rank < ACCOUNT_RANK:
+            if h.tail:
+                h.cur = self._logic.fold(h.base.copy(), h.tail, None, until)
+        elif h.tail or _due_before(self._alerts.next_deadline(h.base), until):
+            h.cur = self._logic.fold(h.base.copy(), h.tail, key, until)
+        # else nothing to fold and nothing due: `cur` stays `base` (shared until changed)
+        if h.tail:
+            self._tailed[key] = h
+
+    def _get(self, key: str) -> Holder | None:
+        """Journey `key`, read back from the store if it is out of memory; None if none."""
+        h = self.holders.get(key)
+        if h is None and self.store is not None and key not in self._touched:
+            h = self._load(key)  # (touched and not in memory: it went since the last save)
+        return h
+
+    def _load(self, key: str) -> Holder | None:
+        """Journey `key` read back from its records, as it was when it left memory.
+
+        Its deadlines fired up to the clock when it left, and none came due since (the timer
+        it left in `_wakes` reads it back when one does): its current fold is its base
+        folded over its tail up to the clock, or up to that deadline when it is the timer
+        that reads it."""
+        store = self.store
+        assert store is not None
+        name = key.encode()
+        data = store.get(_HOLDER + name)
+        if data is None:
+            return None
+        h = Holder.from_bytes(data, key)
+        count = h.archive.expected
+        if count:
+            chunks = {n: store.get(_CHUNK + _part_name(key, n)) for n in range(count)}
+            h.load_chunks({n: chunk for n, chunk in chunks.items() if chunk is not None})
+        wake = self._parked.pop(key, None)
+        self._cold_tails.pop(key, None)
+        self._revive(h, self._until if wake is None else min(self._until, wake))
+        h.wake = wake
+        ids = self._ids
+        for entry in h.tail:
+            ids.setdefault(entry[1], entry[0])
+        self.holders[key] = h
+        self.loads += 1
+        return h
+
+    def _load_all(self) -> None:
+        """Every journey in memory (a rebuild folds them all)."""
+        if self.store is None:
+            return
+        holders = self.holders
+        for name in self.store.keys(_HOLDER):
+            key = name[len(_HOLDER) :].decode()
+            if key not in holders and key not in self._touched:
+                self._load(key)
+
+    def _park(self, h: Holder) -> None:
+        """Let a saved journey with no work pending go from memory (its records stay in the
+        store): what the engine needs of it meanwhile (its timer, its tail's times) stays."""
+        key = h.key
+        del self.holders[key]
+        if h.wake is not None:
+            self._parked[key] = h.wake
+        tail = h.tail
+        if tail:
+            del self._tailed[key]
+            self._cold_tails[key] = (tail[0][0], tail[-1][0], len(tail))
+            ids, fps = self._ids, self._fps
+            for entry in tail:
+                fps.pop(entry[1], None)
+                if ids.get(entry[1]) == entry[0]:
+                    del ids[entry[1]]
+
+    def _evict(self, touched: set[str]) -> None:
+        """After a save: journeys used in it count as used last; beyond `capacity`, those
+        used longest ago with no work pending leave memory."""
+        live = self.holders
+        for key in touched:
+            h = live.pop(key, None)
+            if h is not None:
+                live[key] = h
+        excess = len(live) - self.capacity
+        if excess <= 0:
+            return
+        pending, dirty, run = self._pending, self._dirty, self._run
+        victims: list[Holder] = []
+        for key, h in live.items():
+            if len(victims) >= excess:
+                break
+            if h.pending or h.was is not None or key in pending or key in dirty or key == run:
+                continue
+            victims.append(h)
+        for h in victims:
+            self._park(h)

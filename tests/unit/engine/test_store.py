@@ -1,0 +1,146 @@
+"""Journeys out of memory: an engine that keeps only a few journeys in memory (the rest in
+its store, read back when needed) publishes exactly what one holding all of them does."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note
+from hypothesis import strategies as st
+
+from journeys.schemas.record import EventRecord
+from journeys.schemas.rows import Output
+from journeys.sinks.reference import final_tables
+from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
+from journeys.streams.engine.partition import PartitionEngine
+from journeys.streams.engine.store import MemoryStore
+from tests.unit.engine.journey import DAY, HOUR, ev, run, view
+from tests.unit.engine.test_arrival import arrival, histories
+from tests.unit.engine.test_checkpoint import Store
+from tests.unit.engine.test_exact import NARROW, SPAN, far_copies
+from tests.unit.engine.test_rebuild import OTHER
+
+RULES = load_rules()
+
+
+def stream(
+    deliveries: list[EventRecord],
+    partitions: int,
+    capacity: int,
+    saves: list[int],
+    restarts: set[int],
+    knobs: dict[str, Any],
+) -> tuple[Output, int]:
+    """Deliveries through an engine keeping `capacity` journeys in memory per partition
+    (0: all), every third one late, saved after every `saves[i % len(saves)]` events and
+    restored from the saves at `restarts`; its output and how many journeys it read back."""
+    config = EngineConfig(rules=RULES, **knobs)
+    eng = JourneyEngine(config, partitions, capacity)
+    out, loads = Output(), 0
+    store: Store = {}
+    since = 0
+    for i, event in enumerate(deliveries):
+        eng.process(event) if i % 3 else eng.process_late(event)
+        since += 1
+        if since < saves[i % len(saves)]:
+            continue
+        since = 0
+        out.extend(eng.take())
+        for name, changes in eng.changes().items():
+            kept = store.setdefault(name, {})
+            for key, value in changes.items():
+                if value is None:
+                    kept.pop(key, None)
+                else:
+                    kept[key] = value
+        for part in eng.parts:
+            if capacity:  # only journeys with work pending stay beyond the capacity
+                pinned = len(part._pending) + len(part._dirty) + 1
+                assert len(part.holders) <= capacity + pinned
+        if i in restarts:
+            loads += sum(part.loads for part in eng.parts)
+            eng = JourneyEngine.restore(config, {k: dict(v) for k, v in store.items()}, capacity)
+    eng.advance_to(max(e.ts for e in deliveries))
+    out.extend(eng.take())
+    return out, loads + sum(part.loads for part in eng.parts)
+
+
+@given(histories(hours=SPAN, size=40), st.randoms(use_true_random=False), st.data())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_journeys_read_back_from_the_store_publish_what_journeys_kept_in_memory_do(
+    events: list[EventRecord], rnd: random.Random, data: st.DataObject
+) -> None:
+    """Any order, copies days apart, saves and restarts anywhere, one partition or three:
+    with one or two journeys in memory the rows, their versions and their order are those
+    of an engine that keeps every journey, and the tables those of sorted replay."""
+    deliveries = arrival(far_copies(events, rnd), rnd, 0)
+    partitions = rnd.choice([1, 3])
+    saves = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    restarts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=2)))
+    capacity = rnd.choice([1, 2])
+    held, _ = stream(deliveries, partitions, 0, saves, restarts, NARROW)
+    bounded, loads = stream(deliveries, partitions, capacity, saves, restarts, NARROW)
+    assert bounded == held
+    assert view(final_tables(bounded)) == view(run(deliveries, **NARROW)[0])
+    note("journeys read back", "some" if loads else "none")
+
+
+def test_a_deadline_of_a_journey_out_of_memory_fires_on_time() -> None:
+    """An abandoned cart whose account left memory is raised when its deadline passes,
+    exactly as for one kept in memory."""
+    knobs = {"cart_abandon_after": 2 * HOUR, "deal_stall_after": 10 * DAY}
+    events = [
+        ev("add_to_cart", 0, account_id="cart"),
+        *(ev("page_view", 0.1 * n, account_id=f"other-{n}") for n in range(1, 9)),
+        ev("page_view", 5, account_id="late-comer"),
+    ]
+    held, _ = stream(events, 1, 0, [1], set(), knobs)
+    bounded, loads = stream(events, 1, 1, [1], set(), knobs)
+    assert loads >= 1
+    assert bounded == held
+    alerts = [a for a in bounded.alerts if a.account_id == "cart"]
+    assert [a.kind for a in alerts] == ["cart_abandoned"]
+
+
+def test_a_partition_restored_into_a_store_keeps_only_its_capacity_in_memory() -> None:
+    """A restore with a store reads every journey once and keeps `capacity` of them (and
+    those with work pending); the others are read back, whole, when their events come."""
+    config = EngineConfig(rules=RULES)
+    whole = PartitionEngine(config)
+    eng = JourneyEngine(config)
+    eng.parts = [whole]
+    eng.process_all(ev("page_view", n / 10, account_id=f"acct-{n}") for n in range(50))
+    eng.take()
+    state = {k: v for k, v in whole.changes().items() if v is not None}
+    store = MemoryStore()
+    restored = PartitionEngine.restore(config, state, store=store, capacity=5)
+    assert len(restored.holders) == 5
+    assert len(list(store.keys(b"h:"))) == 50
+    eng.parts = [restored]
+    eng.process(ev("page_view", 6, account_id="acct-42"))
+    assert restored.holders["acct-42"].events == 2
+    assert restored.loads == 1
+
+
+@given(histories(hours=SPAN, size=30), st.randoms(use_true_random=False))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_rebuild_reads_every_journey_back_and_publishes_what_one_in_memory_does(
+    events: list[EventRecord], rnd: random.Random
+) -> None:
+    """A rebuild folds every journey, those out of memory too: the same rows."""
+    deliveries = arrival(events, rnd, 0)
+    outs, partitions = [], rnd.choice([1, 2])
+    for capacity in (0, 1):
+        eng = JourneyEngine(EngineConfig(rules=RULES, **NARROW), partitions, capacity)
+        out = Output()
+        for event in deliveries:
+            eng.process(event)
+            out.extend(eng.take())
+            eng.changes()
+        eng.rebuild(1, OTHER)
+        out.extend(eng.take())
+        eng.changes()
+        outs.append(out)
+    assert outs[0] == outs[1]
