@@ -56,7 +56,9 @@ IDLE_AFTER = click.option(
 @click.command()
 @IDLE_AFTER
 @click.option("--loglevel", default="warning", show_default=True, help="Faust's log level.")
-@settings_options("data_dir", "metrics_port", *KAFKA_SETTINGS, *ENGINE_SETTINGS, *PRIVACY_SETTINGS)
+@settings_options(
+    "data_dir", "metrics_port", "state_cache", *KAFKA_SETTINGS, *ENGINE_SETTINGS, *PRIVACY_SETTINGS
+)
 def worker(idle_after: float, loglevel: str, settings: Settings) -> None:
     """One Faust worker: validates input, runs the journey stage when it owns it."""
     from journeys.processes import run_worker

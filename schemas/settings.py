@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         "exactly, folding its journey again from its archive)",
     )
 
+    state_cache: int = Field(
+        default=50_000,
+        ge=0,
+        description="journeys a worker keeps in memory per journey partition; the others "
+        "wait in a RocksDB store under the data dir, read back when their events come (0: "
+        "every journey in memory)",
+    )
+
     kafka_bootstrap: str = Field(default="127.0.0.1:9092")
     topic_prefix: str = Field(default="")
     topic_partitions: int = Field(default=4, ge=1)

@@ -310,9 +310,11 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         writer = await open_writer("journeys", partition)
         if writer is None:
             return
-        stage = JourneyStage(config, partition, partitions)
+        folder = state.settings.data_dir / "state" / "journeys"
+        stage = JourneyStage(config, partition, partitions, folder, state.settings.state_cache)
         stage.restore(await journeys_log.load(partition))
         if writer.closed:
+            stage.close()
             return  # revoked while it loaded
         state.journeys[partition] = stage
         log.info("journey partition %d opened at offset %s", partition, stage.offset)
@@ -360,7 +362,9 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 state.identity = None
                 closing.append(state.writers.pop(("identity", 0), None))
             elif tp.topic == names.journeys:
-                state.journeys.pop(tp.partition, None)
+                stage = state.journeys.pop(tp.partition, None)
+                if stage is not None:
+                    stage.close()
                 closing.append(state.writers.pop(("journeys", tp.partition), None))
         await asyncio.gather(*(w.close() for w in closing if w is not None))
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
@@ -69,6 +70,7 @@ from journeys.schemas.codec import (
 )
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
+from journeys.streams.disk import RocksStore
 from journeys.streams.engine import EngineConfig, IdentityRouter, PartitionEngine, Sequencer
 from journeys.streams.engine.commands import (
     MARK,
@@ -345,9 +347,21 @@ class IdentityStage:
 class JourneyStage:
     """The engine of one journey partition and the input offset its state reflects."""
 
-    def __init__(self, config: EngineConfig, partition: int, partitions: int) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        partition: int,
+        partitions: int,
+        folder: Path | None = None,
+        capacity: int = 0,
+    ) -> None:
         self._config = config
         self.partition = partition
+        #: Where the partition's journeys out of memory wait (None, or no capacity: every
+        #: journey stays in memory), and how many stay in memory.
+        self._folder = folder if capacity else None
+        self._capacity = capacity
+        self._store: RocksStore | None = None
         self.engine = PartitionEngine(config, partition, partitions)
         self.offset = -1
         self.commands = 0
@@ -357,10 +371,19 @@ class JourneyStage:
         self.resent = 0
 
     def restore(self, state: dict[bytes, bytes]) -> None:
-        """Continue from saved state (or start empty)."""
+        """Continue from saved state (or start empty); with a folder, into a new store
+        there (the state is the truth; a store is its cache)."""
         engine = self.engine
+        self.close()
+        if self._folder is not None:
+            self._store = RocksStore(self._folder)
         self.engine = PartitionEngine.restore(
-            self._config, state, engine.partition, engine.partitions
+            self._config,
+            state,
+            engine.partition,
+            engine.partitions,
+            self._store,
+            self._capacity,
         )
         meta = orjson.loads(state.get(STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
@@ -387,6 +410,12 @@ class JourneyStage:
                 engine.apply(from_wire(body))
                 self.commands += 1
         return engine.take(), engine.take_outbox()
+
+    def close(self) -> None:
+        """Remove the partition's store, if it has one (the stage is no longer used)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def state_changes(self) -> dict[bytes, bytes | None]:
         """The engine's changes and the input offset they reflect."""

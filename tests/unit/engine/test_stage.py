@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,8 +83,17 @@ class Pipeline:
     saves the state; a `Crash` replaces the stage by one restored from its changelog.
     """
 
-    def __init__(self, partitions: int, lateness: int = 0, config: EngineConfig = CONFIG):
+    def __init__(
+        self,
+        partitions: int,
+        lateness: int = 0,
+        config: EngineConfig = CONFIG,
+        folder: Path | None = None,
+        capacity: int = 0,
+    ):
         self.config = config
+        #: Where journey stages keep journeys out of memory (RocksDB), and how many not.
+        self.folder, self.capacity = folder, capacity
         self.lateness = lateness
         self.partitions = partitions
         self.ordered: list[bytes] = []
@@ -106,7 +116,7 @@ class Pipeline:
         return stage
 
     def _part(self, partition: int) -> JourneyStage:
-        stage = JourneyStage(self.config, partition, self.partitions)
+        stage = JourneyStage(self.config, partition, self.partitions, self.folder, self.capacity)
         stage.restore(dict(self.journey_logs[partition]))
         return stage
 
@@ -383,6 +393,32 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(sent: bool) -> None:
     pipeline.settle()
     assert pipeline.crashes == 4
     assert view(final_tables(pipeline.out)) == expected(history())
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["after-sending", "before-sending"])
+def test_journeys_out_of_memory_on_disk_give_the_same_tables_through_crashes(
+    sent: bool, tmp_path: Path
+) -> None:
+    """Journey stages keeping one journey in memory and the rest in RocksDB, crashed and
+    restored (each restore a new store beside the one left open): the tables of replay,
+    and a stage let go leaves no store behind."""
+    events = [*history(), *(ev("page_view", n, account_id=f"other-{n}") for n in range(9))]
+    pipeline = Pipeline(3, folder=tmp_path, capacity=1)
+    pipeline.feed([*messages(events, 3), *idle(3)])
+    pipeline.step_identity(batch=8)
+    for p in range(3):
+        pipeline.step_journeys(p, 5, Crash(sent, rewind=1))
+    pipeline.settle()
+    assert view(final_tables(pipeline.out)) == expected(events)
+    on_disk = [
+        len(list(stage.engine.store.keys(b"h:"))) for stage in pipeline.parts if stage.engine.store
+    ]
+    assert sum(on_disk) > sum(len(stage.engine.holders) for stage in pipeline.parts)
+    stores = list(tmp_path.glob("*/*"))
+    assert len(stores) == 6  # one per restore: three at start, three after the crashes
+    for stage in pipeline.parts:
+        stage.close()
+    assert len(list(tmp_path.glob("*/*"))) == 3  # those the crashed stages left open
 
 
 def test_a_journey_stage_skips_input_its_saved_state_reflects() -> None:

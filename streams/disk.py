@@ -1,0 +1,94 @@
+"""A journey partition's store on disk: RocksDB (through `rocksdict`, the binding Faust's
+own RocksDB tables use), so a worker holds more journeys than fit in its memory.
+
+The store is a cache of the partition's changelog, never the truth: each stage
+opens a new one when it reads its state from the changelog, and removes it when
+it lets the partition go. Nothing in it has to survive a crash (its writes skip
+the write-ahead log), and two workers on one machine, or one partition opened
+twice while a rebalance settles, never share one: each store is a folder of its
+own, named by the machine and the process. Folders left by processes of this
+machine that died are removed when the next store opens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+#: Memory RocksDB may use for writes before it flushes them to files (per store).
+WRITE_BUFFER = 16 * 1024 * 1024
+
+
+class RocksStore:
+    """A `streams.engine.store.Store` in a RocksDB folder under `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = folder / socket.gethostname()  # containers sharing a volume see other pids
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_orphans(folder)
+        self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(WRITE_BUFFER)
+        options.set_max_write_buffer_number(2)
+        self._db = Rdict(str(self.path), options, access_type=AccessType.read_write())
+        writes = WriteOptions()
+        # A cache of the changelog: a crash starts a new one. (A property; the stubs say method.)
+        writes.disable_wal = True  # type: ignore[assignment,method-assign]
+        self._db.set_write_options(writes)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The record under `key`, None if there is none."""
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def write(self, records: Mapping[bytes, bytes | None]) -> None:
+        """Put every record at once (None: delete the key)."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self._db.write(batch)
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        """Every key that starts with `prefix`, in order."""
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                return
+            yield key
+            it.next()
+
+    def close(self) -> None:
+        """Close the database and remove its folder."""
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_orphans(folder: Path) -> None:
+    """Remove the stores of processes that are gone (a worker killed before it closed them)."""
+    for path in folder.iterdir():
+        pid, _, _ = path.name.partition("-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
