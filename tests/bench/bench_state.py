@@ -1,7 +1,7 @@
 """Benchmark: how the journey engine's partition state scales ("Exact forever"), run on demand.
 
     .venv/bin/python tests/bench/bench_state.py [--accounts 10000 50000 ...] [--days 30]
-        [--profile]
+        [--cache 20000] [--profile]
 
 For each size, simulated events (`simulate(accounts=N, days=D, seed=11)`, parsed
 as `bench_engine.records` does) go through a `JourneyEngine` of one partition in
@@ -22,6 +22,12 @@ batch; then it prints, each figure beside a baseline from the same run:
   extrapolated linearly to 250,000 accounts (target: 30 s), beside the time to
   only parse its holders (`Holder.from_bytes`, and `orjson.loads` alone) and a
   pickle round trip of the floor's dict;
+- on disk: the same events folded, and the state restored, by a partition that
+  keeps at most `--cache` journeys in memory and the rest in RocksDB
+  (`streams.disk.RocksStore`, as a worker does with `JOURNEYS_STATE_CACHE`):
+  RSS growth per account and extrapolated to 10**6 accounts, events/s beside
+  the in-memory build, restore time, the RocksDB folder's size; and, apart, the
+  identity router's RSS restored alone (the other stage a worker may hold);
 - a summary: least-squares lines over the sizes, extrapolated.
 
 Each size is built in a child process and restored in another, so one size's
@@ -53,6 +59,7 @@ import orjson
 
 from journeys.producers.simulator import simulate
 from journeys.schemas.record import EventRecord
+from journeys.streams.disk import RocksStore
 from journeys.streams.engine import EngineConfig, IdentityRouter, JourneyEngine
 from journeys.streams.engine.partition import PartitionEngine
 from journeys.streams.engine.state import Holder
@@ -123,10 +130,12 @@ def build(accounts: int, days: int, batch: int, folder: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def fold(events: list[EventRecord], batch: int, path: Path) -> tuple[JourneyEngine, int, int]:
+def fold(
+    events: list[EventRecord], batch: int, path: Path, engine: JourneyEngine | None = None
+) -> tuple[JourneyEngine, int, int]:
     """The engine fed `events` in batches, `changes()` after each (appended to `path`);
     with the bytes written (keys and values, a delete counting its key) and the batches."""
-    engine = JourneyEngine(EngineConfig.default())
+    engine = engine or JourneyEngine(EngineConfig.default())
     written = batches = 0
     with path.open("wb") as out:
         for start in range(0, len(events), batch):
@@ -232,6 +241,62 @@ def restore(folder: Path, profile: int) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------ on disk (children)
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of the files under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def build_on_disk(accounts: int, days: int, batch: int, cache: int, folder: Path) -> dict[str, Any]:
+    """The same events folded by a partition keeping `cache` journeys in memory, the rest
+    in RocksDB: RSS growth (the router's included, as in `build`) and events/s."""
+    lines = list(simulate(accounts=accounts, days=days, seed=SEED))
+    events = records(lines)
+    before = rss()
+    engine = JourneyEngine(EngineConfig.default())
+    store = RocksStore(folder / "rocks")
+    engine.parts = [PartitionEngine(engine.config, 0, 1, store, cache)]
+    start = time.process_time()
+    fold(events, batch, folder / "changelog-disk.bin", engine)
+    took = time.process_time() - start
+    part = engine.parts[0]
+    result = {
+        "disk_build_rss": rss() - before, "disk_build_cpu": took,
+        "disk_live": len(part.holders), "disk_loads": part.loads,
+        "disk_files": disk_size(store.path), "disk_build_peak": peak(),
+    }  # fmt: skip
+    store.close()
+    return result
+
+
+def restore_on_disk(folder: Path, cache: int) -> dict[str, Any]:
+    """The compacted state restored into RocksDB keeping `cache` journeys in memory: RSS
+    growth from before the state is read to after it is dropped, and the time; then the
+    identity router restored alone, and its RSS growth."""
+    config = EngineConfig.default()
+    before = rss()
+    state = load(folder)
+    identity = state.pop("router")
+    store = RocksStore(folder / "rocks")
+    start = time.perf_counter()
+    part = PartitionEngine.restore(config, state["0"], 0, 1, store, cache)
+    took = time.perf_counter() - start
+    del state
+    result = {"disk_restore": took, "disk_restore_rss": rss() - before,
+              "disk_restore_live": len(part.holders)}  # fmt: skip
+    store.close()
+    del part
+    gc.collect()
+    before = rss()
+    router = IdentityRouter.restore(config, identity, 1)
+    del identity
+    result["router_rss"] = rss() - before
+    result["router_keys"] = len(router.shadows)
+    return result
+
+
 def load(folder: Path) -> State:
     """The compacted state the parent wrote."""
     state: State = marshal.loads((folder / "state.bin").read_bytes())
@@ -273,7 +338,7 @@ def child(*args: str) -> dict[str, Any]:
     return data
 
 
-def measure(accounts: int, days: int, batch: int, profile: int) -> dict[str, Any]:
+def measure(accounts: int, days: int, batch: int, profile: int, cache: int) -> dict[str, Any]:
     """Every figure of one size."""
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         figures = child("--step", "build", "--accounts", str(accounts), "--days", str(days),
@@ -285,6 +350,11 @@ def measure(accounts: int, days: int, batch: int, profile: int) -> dict[str, Any
         del state
         gc.collect()
         figures.update(child("--step", "restore", "--top", str(profile), tmp))
+        figures.update(child("--step", "disk", "--cache", str(cache), tmp))
+        figures.update(child("--step", "build-disk", "--accounts", str(accounts),
+                             "--days", str(days), "--batch", str(batch),
+                             "--cache", str(cache), tmp))  # fmt: skip
+    figures["cache"] = cache
     figures["simulated"] = accounts
     return figures
 
@@ -335,6 +405,29 @@ def report(f: dict[str, Any], days: int, batch: int) -> None:
     )
 
 
+def report_disk(f: dict[str, Any]) -> None:
+    """Print one size's figures on disk."""
+    n, events = f["accounts"], f["events"]
+
+    def gb(name: str) -> str:
+        return f"{f[name] / n * RSS_AT / 1024**3:,.2f} GB"
+
+    print(
+        f"on disk   at most {f['cache']:,} journeys in memory, the rest in RocksDB: building "
+        f"+{f['disk_build_rss'] / MB:,.0f} MB, {f['disk_build_rss'] / n:,.0f} bytes/account "
+        f"-> {gb('disk_build_rss')} at {RSS_AT:,} (in memory {gb('build_rss')}), "
+        f"{events / f['disk_build_cpu']:,.0f} events/s (in memory "
+        f"{events / f['build_cpu']:,.0f}), {f['disk_loads']:,} journeys read back, RocksDB "
+        f"{f['disk_files'] / MB:,.0f} MB on disk; restored: {f['disk_restore']:,.2f} s "
+        f"({f['disk_restore'] / n * RESTORE_AT:,.1f} s at {RESTORE_AT:,}), "
+        f"+{f['disk_restore_rss'] / MB:,.0f} MB once the state read is dropped "
+        f"-> {gb('disk_restore_rss')} (target <= {RSS_TARGET / 1024**3:.0f} GB); the identity "
+        f"router restored alone +{f['router_rss'] / MB:,.0f} MB -> {gb('router_rss')}; peak "
+        f"RSS building on disk {f['disk_build_peak'] / MB:,.0f} MB",
+        flush=True,
+    )
+
+
 def line(xs: list[float], ys: list[float], at: float) -> float:
     """The least-squares line through (xs, ys), at `at` (the only point's ratio if one)."""
     if len(xs) < 2:
@@ -367,7 +460,13 @@ def summary(all_figures: list[dict[str, Any]]) -> None:
         f"{RESTORE_TARGET:.0f} s); Holder.from_bytes alone {at('parse', RESTORE_AT):,.1f} s; "
         f"floor pickle round trip {trip:,.1f} s\n"
         f"changelog compacted {ratio:.2f}x "
-        f"the input over all sizes (target <= {RATIO_TARGET:.0f}x)",
+        f"the input over all sizes (target <= {RATIO_TARGET:.0f}x)\n"
+        f"on disk   at {RSS_AT:,} accounts, at most {all_figures[0]['cache']:,} journeys in "
+        f"memory: building {at('disk_build_rss', RSS_AT) / 1024**3:,.2f} GB (router "
+        f"included), restored {at('disk_restore_rss', RSS_AT) / 1024**3:,.2f} GB, the "
+        f"identity router alone {at('router_rss', RSS_AT) / 1024**3:,.2f} GB (target <= "
+        f"{RSS_TARGET / 1024**3:.0f} GB for the worker); restore at {RESTORE_AT:,} accounts "
+        f"{at('disk_restore', RESTORE_AT):,.1f} s (target <= {RESTORE_TARGET:.0f} s)",
         flush=True,
     )
 
@@ -384,13 +483,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000, help="events between changes()")
     parser.add_argument("--profile", action="store_true", help="profile the largest size's restore")
     parser.add_argument("--top", type=int, default=15, help="functions the profile prints")
-    parser.add_argument("--step", choices=("build", "restore"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cache", type=int, default=20_000, help="journeys in memory, on disk (the setting "
+        "state_cache)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--step", choices=("build", "restore", "disk", "build-disk"), help=argparse.SUPPRESS
+    )
     parser.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step is not None:
         folder = Path(args.folder)
         if args.step == "build":
             result = build(args.accounts[0], args.days, args.batch, folder)
+        elif args.step == "build-disk":
+            result = build_on_disk(args.accounts[0], args.days, args.batch, args.cache, folder)
+        elif args.step == "disk":
+            result = restore_on_disk(folder, args.cache)
         else:
             result = restore(folder, args.top)
         (folder / "result.json").write_bytes(orjson.dumps(result))
@@ -399,8 +508,9 @@ def main() -> None:
     sizes_asked = sorted(args.accounts)
     for accounts in sizes_asked:
         profile = args.top if args.profile and accounts == sizes_asked[-1] else 0
-        figures = measure(accounts, args.days, args.batch, profile)
+        figures = measure(accounts, args.days, args.batch, profile, args.cache)
         report(figures, args.days, args.batch)
+        report_disk(figures)
         done.append(figures)
     summary(done)
 
