@@ -311,7 +311,14 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         if writer is None:
             return
         folder = state.settings.data_dir / "state" / "journeys"
-        stage = JourneyStage(config, partition, partitions, folder, state.settings.state_cache)
+        stage = JourneyStage(
+            config,
+            partition,
+            partitions,
+            folder,
+            state.settings.state_cache,
+            state.settings.erase_within / 4000,
+        )
         stage.restore(await journeys_log.load(partition))
         if writer.closed:
             stage.close()

@@ -19,7 +19,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    BottommostLevelCompaction,
+    CompactOptions,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 #: Memory RocksDB may use for writes before it flushes them to files (per store).
 WRITE_BUFFER = 16 * 1024 * 1024
@@ -68,6 +76,15 @@ class RocksStore:
                 return
             yield key
             it.next()
+
+    def purge(self) -> None:
+        """Rewrite every file, so values deleted or replaced (by an erasure) are gone from
+        disk: RocksDB otherwise keeps them in older files until they are compacted."""
+        self._db.flush()
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        options.set_exclusive_manual_compaction(True)
+        self._db.compact_range(None, None, options)
 
     def close(self) -> None:
         """Close the database and remove its folder."""

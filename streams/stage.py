@@ -51,6 +51,7 @@ number applied, in its state), whatever writes it outside a transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,6 +355,7 @@ class JourneyStage:
         partitions: int,
         folder: Path | None = None,
         capacity: int = 0,
+        purge_every: float = 6 * 3600.0,
     ) -> None:
         self._config = config
         self.partition = partition
@@ -362,6 +364,11 @@ class JourneyStage:
         self._folder = folder if capacity else None
         self._capacity = capacity
         self._store: RocksStore | None = None
+        #: A store is purged of erased journeys' old values at the first save at least this
+        #: many seconds after its last purge (a quarter of JOURNEYS_ERASE_WITHIN).
+        self._purge_every = purge_every
+        self._purged_at = 0.0
+        self._erasures = 0
         self.engine = PartitionEngine(config, partition, partitions)
         self.offset = -1
         self.commands = 0
@@ -419,6 +426,12 @@ class JourneyStage:
 
     def state_changes(self) -> dict[bytes, bytes | None]:
         """The engine's changes and the input offset they reflect."""
-        changes = self.engine.changes()
+        engine = self.engine
+        changes = engine.changes()
         changes[STAGE_META] = orjson.dumps({"offset": self.offset, "marked": self.marked})
+        if self._store is not None and engine.erasures != self._erasures:
+            now = time.monotonic()
+            if now - self._purged_at >= self._purge_every:
+                self._store.purge()
+                self._purged_at, self._erasures = now, engine.erasures
         return changes

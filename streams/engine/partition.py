@@ -234,6 +234,9 @@ class PartitionEngine:
         self._cold_tails: dict[str, tuple[int, int, int]] = {}
         #: Journeys read back from the store since this engine started.
         self.loads = 0
+        #: Journeys forgotten or erased since this engine started (a store on disk is
+        #: purged of what they replaced, see `JourneyStage.state_changes`).
+        self.erasures = 0
         #: Journeys released from here -> the journey they went to, and when (for absorbs
         #: still on their way). Kept for good: however far event time runs ahead of an
         #: absorb (a backlog moves it days in seconds), the absorb still finds its way.
@@ -334,6 +337,7 @@ class PartitionEngine:
             h = self._get(command.key)
             if h is not None:
                 self._forget(h)
+                self.erasures += 1
             self._forget_links(command.key)
         elif isinstance(command, AbsorbPart):
             self._part(command)
@@ -825,6 +829,7 @@ class PartitionEngine:
 
     def _erase(self, command: Erase) -> None:
         """Forget events of a journey: it becomes what it would be had they never come."""
+        self.erasures += 1
         h = self._get(command.key)
         if h is None:
             forward = self.forwards.get(command.key)

@@ -28,6 +28,9 @@ class Store(Protocol):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Every key that starts with `prefix`."""
 
+    def purge(self) -> None:
+        """Leave no trace of values deleted or replaced (after an erasure)."""
+
     def close(self) -> None:
         """Give back what the store holds (its files, for one on disk)."""
 
@@ -55,6 +58,9 @@ class MemoryStore:
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Every key that starts with `prefix`."""
         return iter([key for key in self.records if key.startswith(prefix)])
+
+    def purge(self) -> None:
+        """Nothing to do: a dict keeps no value it lost."""
 
     def close(self) -> None:
         """Forget every record."""

@@ -3,6 +3,7 @@ behind by a stage let go or a process that died."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,3 +36,22 @@ def test_stores_of_processes_that_died_are_removed_and_live_ones_kept(tmp_path: 
     assert {first.path, second.path} == set(here.iterdir())
     first.close()
     second.close()
+
+
+def test_a_purge_leaves_no_trace_of_a_deleted_value_on_disk(tmp_path: Path) -> None:
+    """After an erasure the stage purges its store: a value deleted is then in no file."""
+    secret = os.urandom(48).hex().encode()  # incompressible, found only where it was written
+
+    def on_disk() -> bool:
+        return any(secret in f.read_bytes() for f in store.path.rglob("*") if f.is_file())
+
+    store = RocksStore(tmp_path)
+    store.write({b"h:jan": secret, b"h:piet": b"kept"})
+    store._db.flush()
+    store.write({b"h:jan": None})
+    store._db.flush()
+    assert on_disk()  # RocksDB keeps it in the older file until compacted
+    store.purge()
+    assert not on_disk()
+    assert store.get(b"h:piet") == b"kept" and store.get(b"h:jan") is None
+    store.close()

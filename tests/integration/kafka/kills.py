@@ -45,6 +45,9 @@ def fleet_for(bootstrap: str, prefix: str, root: Path) -> Fleet:
         allowed_lateness=0,
         read_port=free_ports(1),
         kafka_session_timeout=SESSION_TIMEOUT,
+        # A few journeys in memory per partition, the rest in RocksDB: kills and freezes
+        # find journeys going out of memory and coming back.
+        state_cache=8,
     )
     ensure_pipeline_topics(settings)
     return Fleet(settings, root)
