@@ -92,6 +92,18 @@ def worker_registry(state: Any) -> CollectorRegistry:
             lambda: sum(stage.commands for stage in list(state.journeys.values())),
         ),
         (
+            "journeys_partition_journeys_in_memory",
+            "Journeys this worker's journey partitions hold in memory (the others wait in "
+            "RocksDB, see JOURNEYS_STATE_CACHE)",
+            lambda: sum(len(stage.engine.holders) for stage in list(state.journeys.values())),
+        ),
+        (
+            "journeys_partition_journeys_read_back",
+            "Journeys read back from RocksDB by this worker's journey partitions since they "
+            "were opened (many per event: JOURNEYS_STATE_CACHE is small for the active ones)",
+            lambda: sum(stage.engine.loads for stage in list(state.journeys.values())),
+        ),
+        (
             "journeys_partitions_generation",
             "The oldest generation of derived rows (`journeys rebuild`) this worker's journey "
             "partitions hold",

@@ -71,7 +71,7 @@ from journeys.schemas.codec import (
 )
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
-from journeys.streams.disk import RocksStore
+from journeys.streams.disk import RocksStore, give_back_memory
 from journeys.streams.engine import EngineConfig, IdentityRouter, PartitionEngine, Sequencer
 from journeys.streams.engine.commands import (
     MARK,
@@ -392,6 +392,8 @@ class JourneyStage:
             self._store,
             self._capacity,
         )
+        if self._store is not None:
+            give_back_memory()  # the state read is gone: so is the RSS it took
         meta = orjson.loads(state.get(STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
         self.marked = int(meta.get("marked", 0))

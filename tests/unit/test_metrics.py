@@ -72,6 +72,9 @@ def test_worker_metrics_follow_the_stages() -> None:
     applied = sum(len(items) for items in by_partition.values())
     assert value(registry, "journeys_partition_commands") == applied
     assert value(registry, "journeys_partitions_generation") == 0
+    held = sum(len(stage.engine.holders) for stage in state.journeys.values())
+    assert value(registry, "journeys_partition_journeys_in_memory") == held > 0
+    assert value(registry, "journeys_partition_journeys_read_back") == 0
     rebuild = identity.handle([(6, rebuild_json(7, default_rules_text()))])[0]
     for partition, command in rebuild:
         state.journeys[partition].handle([(99, next(pack([to_wire(command)])))])
