@@ -101,7 +101,7 @@ from journeys.streams.engine.state import (
     fingerprint,
     trajectory_rows,
 )
-from journeys.streams.engine.store import Store
+from journeys.streams.engine.store import Kept, Store
 
 __all__ = ["CART_ABANDONED", "DEAL_STALLED", "EngineConfig", "PartitionEngine"]
 
@@ -130,9 +130,23 @@ class StateFormatError(RuntimeError):
 
 
 _CHUNK, _INCOMING = b"k:", b"i:"
-#: The records of journeys themselves (what a `Store` keeps).
+#: The records of journeys themselves.
 _HELD = (_HOLDER, _CHUNK)
+#: The records a `Store` keeps: those of journeys, forwards and absorbed losers.
+_STORED = (*_HELD, _FORWARD, _ABSORBED)
 _SEPARATOR = "\x1f"
+
+
+def _forward_of(value: bytes) -> tuple[str, int]:
+    """A forward record: (the journey it went to, event time of the merge)."""
+    target, at = orjson.loads(value)
+    return target, at
+
+
+def _at_of(value: bytes) -> int:
+    """An absorbed record: the event time of the merge."""
+    at: int = orjson.loads(value)
+    return at
 
 
 def _capped(entries: list[Entry], bound: int) -> int:
@@ -240,13 +254,15 @@ class PartitionEngine:
         #: Journeys released from here -> the journey they went to, and when (for absorbs
         #: still on their way). Kept for good: however far event time runs ahead of an
         #: absorb (a backlog moves it days in seconds), the absorb still finds its way.
-        self.forwards: dict[str, tuple[str, int]] = {}
+        #: With a store, in memory only until saved (one per visitor identified).
+        self.forwards = Kept(_FORWARD, _forward_of, store)
         #: Losers absorbed here, with a digest of the state absorbed -> event time of the
-        #: merge (the same state absorbed again is a redelivery).
-        self.absorbed: dict[str, int] = {}
+        #: merge (the same state absorbed again is a redelivery). With a store, like forwards.
+        self.absorbed = Kept(_ABSORBED, _at_of, store)
         #: Losers whose state is on its way here -> (winner, event time of the merge).
         self.expected: dict[str, tuple[str, int]] = {}
-        #: Losers whose absorb arrived since this engine started.
+        #: Losers whose absorb arrived since this engine started. With a store, those with
+        #: an absorbed record leave it once it is saved (see `_arrival`).
         self._arrived: set[str] = set()
         #: Absorbs for other partitions: (partition, command).
         self.outbox: list[tuple[int, Command]] = []
@@ -420,7 +436,7 @@ class PartitionEngine:
             h = self.holders[key] = Holder(key, rank, ts)
             h.contacts = contacts
             self._touched.add(key)
-            self.forwards.pop(key, None)
+            self._unforward(key)
             return h
         if rank > h.rank:
             if h.rank < ACCOUNT_RANK <= rank:  # a visitor turns into an account
@@ -797,15 +813,22 @@ class PartitionEngine:
     def _forget_links(self, key: str) -> None:
         """What this partition keeps under a forgotten key besides its journey: the forward
         it left when merged away, the absorbs of it expected, received or in parts."""
-        if self.forwards.pop(key, None) is not None:
-            self._touched_links.add(_FORWARD + key.encode())
+        self._unforward(key)
         if self.expected.pop(key, None) is not None:
             self._touched_links.add(_EXPECTED + key.encode())
-        prefix = key + _SEPARATOR
-        for name in [n for n in self.absorbed if n.startswith(prefix)]:
-            del self.absorbed[name]
+        names = self.absorbed.prefixed(key + _SEPARATOR)
+        for name in names:
+            self.absorbed.pop(name)
             self._touched_links.add(_ABSORBED + name.encode())
+        if names:  # its absorb arrived all the same (see `_arrival`)
+            self._arrived.add(key)
         self._take_parts(key)
+
+    def _unforward(self, key: str) -> None:
+        """Journey `key` is here again (or forgotten): the forward it left goes, its record
+        too (else a restored engine, or one whose forwards are in a store, would follow it)."""
+        if self.forwards.pop(key, None) is not None:
+            self._touched_links.add(_FORWARD + key.encode())
 
     def _drop(self, h: Holder) -> None:
         """A journey's state goes (its records, archive chunks included, are deleted)."""
@@ -1059,7 +1082,7 @@ class PartitionEngine:
         winner = self._get(key)
         if winner is None:
             winner = self.holders[key] = Holder(key, command.rank, loser.first_seen)
-            self.forwards.pop(key, None)
+            self._unforward(key)
         # Marked before its rank changes, so what it published is known. Only a loser
         # with events at or before the winner's bound makes it fold from its start.
         full = bool(loser.archive.count) or bool(loser.tail and loser.tail[0][0] <= winner.bound)
@@ -1077,9 +1100,16 @@ class PartitionEngine:
 
     def _expect(self, loser: str, winner: str, at: int) -> None:
         """`loser`'s state is on its way to `winner`: its window is kept back till then."""
-        if loser not in self._arrived:  # else its absorb overtook this (a rare race)
+        if not self._arrival(loser):  # else its absorb overtook this (a rare race)
             self.expected[loser] = (winner, at)
             self._touched_links.add(_EXPECTED + loser.encode())
+
+    def _arrival(self, loser: str) -> bool:
+        """Whether `loser`'s absorb arrived here since this engine started, or before (its
+        absorbed records say so: with a store they are not in `_arrived`)."""
+        if loser in self._arrived:
+            return True
+        return self.store is not None and bool(self.absorbed.prefixed(loser + _SEPARATOR))
 
     def _expected(self, loser: str) -> None:
         """`loser`'s state arrived (or moved on)."""
@@ -1316,6 +1346,8 @@ class PartitionEngine:
             else:
                 at = self.absorbed.get(key)
                 out[name] = None if at is None else orjson.dumps(at)
+                if at is not None and self.store is not None:  # its record says it now
+                    self._arrived.discard(key.split(_SEPARATOR, 1)[0])
         if self._rules_touched:
             out[_RULES] = None if self.rules_text is None else self.rules_text.encode()
             self._rules_touched = False
@@ -1323,7 +1355,9 @@ class PartitionEngine:
         touched, self._touched = self._touched, set()
         self._touched_links = set()
         if self.store is not None:
-            self.store.write({k: v for k, v in out.items() if k[:2] in _HELD})
+            self.store.write({k: v for k, v in out.items() if k[:2] in _STORED})
+            self.forwards.saved()
+            self.absorbed.saved()
             self._evict(touched)
         return out
 
@@ -1356,7 +1390,8 @@ class PartitionEngine:
 
         With a `store` (empty: a cache of this state, never the truth), the journeys' records
         go there and at most `capacity` journeys stay in memory, besides those with work
-        pending: each is read, its timers and tail noted, and let go."""
+        pending: each is read, its timers and tail noted, and let go. Forwards and absorbed
+        losers go there too, and stay out of memory."""
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -1382,13 +1417,14 @@ class PartitionEngine:
             config = replace(config, rules=rules, generation=generation)
         engine = cls(config, partition, partitions, store, capacity)
         if store is not None:
-            store.write({name: value for name, value in state.items() if name[:2] in _HELD})
+            store.write({name: value for name, value in state.items() if name[:2] in _STORED})
         if text is not None and generation:
             engine.rules_text = text.decode()
         meta: dict[str, int] = {}
         holders = engine.holders
         records: dict[str, bytes] = {}  # read one by one below (with a store, let go too)
         chunks: dict[str, dict[int, bytes]] = {}
+        forwards, absorbed = engine.forwards.recent, engine.absorbed.recent
         for name, value in state.items():
             prefix, key = name[:2], name[2:].decode()
             if prefix == _HOLDER:
@@ -1398,15 +1434,17 @@ class PartitionEngine:
                 into = chunks if prefix == _CHUNK else engine._incoming
                 into.setdefault(owner, {})[int(number)] = value
             elif prefix == _FORWARD:
-                target, at = orjson.loads(value)
-                engine.forwards[key] = (target, at)
+                if store is None:  # (with one: in the store, written above)
+                    target, at = orjson.loads(value)
+                    forwards[key] = (target, at)
             elif prefix == _EXPECTED:
                 winner, at = orjson.loads(value)
                 engine.expected[key] = (winner, at)
             elif prefix == _ABSORBED:
-                engine.absorbed[key] = orjson.loads(value)
-                # Its absorb arrived: an `expect` read again after a restart waits for nothing.
-                engine._arrived.add(key.split(_SEPARATOR, 1)[0])
+                if store is None:  # (with one: in the store, which `_arrival` reads too)
+                    absorbed[key] = orjson.loads(value)
+                    # Its absorb arrived: an `expect` read again after a restart waits for nothing.
+                    engine._arrived.add(key.split(_SEPARATOR, 1)[0])
             elif name == META:
                 meta = orjson.loads(value)
             elif name == _RULES:

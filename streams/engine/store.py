@@ -8,12 +8,18 @@ with work pending. A journey it needs again is read back from its records,
 exactly as a restored partition reads it. The store is a cache of the
 changelog, never the truth: a restored partition fills a new one from the
 changelog (see `streams.disk.RocksStore`, the one the workers use).
+
+The engine's small records (forwards, absorbed losers: one per visitor identified,
+kept for good) live there too, behind a `Kept`: only those changed since the last
+save stay in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
+
+V = TypeVar("V")
 
 
 class Store(Protocol):
@@ -65,3 +71,63 @@ class MemoryStore:
     def close(self) -> None:
         """Forget every record."""
         self.records = {}
+
+
+class Kept(Generic[V]):
+    """A map of small records (str key -> value) an engine keeps under a key `prefix`.
+
+    Without a store it is a plain dict (`recent` holds every value; `pop` deletes).
+    With one, `recent` holds only the values changed since the last save (None: deleted)
+    in front of the store, where the engine's `changes()` writes them; `saved()` then
+    lets them go, and a value needed again is read back with `decode`. So a record per
+    visitor ever identified costs no memory once saved."""
+
+    __slots__ = ("decode", "prefix", "recent", "store")
+
+    def __init__(self, prefix: bytes, decode: Callable[[bytes], V], store: Store | None = None):
+        self.prefix = prefix
+        self.decode = decode
+        self.store = store
+        #: Every value (no store), or those changed since the last save (None: deleted).
+        self.recent: dict[str, V | None] = {}
+
+    def get(self, key: str) -> V | None:
+        """The value under `key`, None if there is none."""
+        recent = self.recent
+        if key in recent or self.store is None:
+            return recent.get(key)
+        data = self.store.get(self.prefix + key.encode())
+        return None if data is None else self.decode(data)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.recent[key] = value
+
+    def pop(self, key: str, default: None = None) -> V | None:
+        """Delete the value under `key`, and give it (None if there was none)."""
+        if self.store is None:
+            return self.recent.pop(key, None)
+        value = self.get(key)
+        if value is not None:
+            self.recent[key] = None
+        return value
+
+    def prefixed(self, text: str) -> list[str]:
+        """Every key that starts with `text` (with a store: a scan of its keys, not of all)."""
+        recent = self.recent
+        if self.store is None:
+            return [key for key in recent if key.startswith(text)]
+        found = {key for key, value in recent.items() if value is not None and key.startswith(text)}
+        skip = len(self.prefix)
+        for name in self.store.keys(self.prefix + text.encode()):
+            key = name[skip:].decode()
+            if key not in recent:
+                found.add(key)
+        return sorted(found)
+
+    def saved(self) -> None:
+        """The changes went to the store (`changes()`): with one, let them go from memory."""
+        if self.store is not None:
+            self.recent = {}

@@ -4,6 +4,7 @@ its store, read back when needed) publishes exactly what one holding all of them
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
+from journeys.streams.engine.commands import Absorb, Command, Expect
 from journeys.streams.engine.partition import PartitionEngine
 from journeys.streams.engine.store import MemoryStore
 from tests.unit.engine.journey import DAY, HOUR, ev, run, view
@@ -144,3 +146,45 @@ def test_a_rebuild_reads_every_journey_back_and_publishes_what_one_in_memory_doe
         eng.changes()
         outs.append(out)
     assert outs[0] == outs[1]
+
+
+class Recording(JourneyEngine):
+    """Absorbs go at once, as in `JourneyEngine`, and those that carry a journey are kept."""
+
+    def __init__(self, config: EngineConfig, partitions: int, capacity: int) -> None:
+        super().__init__(config, partitions, capacity)
+        self.absorbs: list[tuple[int, Absorb]] = []
+
+    def _apply(self, commands: list[tuple[int, Command]]) -> None:
+        queue: deque[tuple[int, Command]] = deque(commands)
+        while queue:
+            partition, command = queue.popleft()
+            if isinstance(command, Absorb) and command.holder is not None:
+                self.absorbs.append((partition, command))
+            part = self.parts[partition]
+            part.apply(command)
+            queue.extend(part.take_outbox())
+
+
+def test_forwards_and_absorbed_losers_leave_memory_once_saved_and_are_still_known() -> None:
+    """With a store, the forward and absorbed record every identified visitor leaves stay
+    in memory only until saved; an absorb sent again is still recognised (not folded in
+    twice), and an `expect` of an absorbed loser still waits for nothing."""
+    eng = Recording(EngineConfig(rules=RULES), 2, 1)
+    for n in range(40):
+        eng.process(ev("page_view", n / 10, anonymous_id=f"v{n}"))
+        eng.process(ev("signup", n / 10 + 0.01, anonymous_id=f"v{n}", email=f"u@co{n}.nl"))
+    eng.take()
+    eng.changes()
+    for part in eng.parts:
+        assert (part.forwards.recent, part.absorbed.recent, part._arrived) == ({}, {}, set())
+    stored = [key for part in eng.parts for key in part.store.keys(b"x:")]  # type: ignore[union-attr]
+    assert len(stored) == 40
+    partition, absorb = next((p, c) for p, c in eng.absorbs if c.parts == 0)
+    part = eng.parts[partition]
+    part.apply(Expect(part.seq + 1, absorb.loser, absorb.winner, absorb.at))
+    assert part.expected == {}
+    events = part._get(absorb.winner).events  # type: ignore[union-attr]
+    part.apply(absorb)  # sent again
+    assert part._get(absorb.winner).events == events  # type: ignore[union-attr]
+    assert part.absorbed.recent == {}
