@@ -276,7 +276,11 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 for event in batch:
                     by_partition.setdefault(event.message.partition, []).append(event)
                 missing = [p for p in sorted(by_partition) if p not in state.journeys]
-                await asyncio.gather(*(open_journeys(p) for p in missing))
+                if state.settings.state_cache:  # one partition's state read at a time
+                    for p in missing:
+                        await open_journeys(p)
+                else:
+                    await asyncio.gather(*(open_journeys(p) for p in missing))
                 commits = []
                 for partition, items in sorted(by_partition.items()):
                     stage = state.journeys.get(partition)

@@ -335,24 +335,48 @@ class StageWriter:
             await self.batches.close()
 
 
-def committed(
-    records: Iterable[tuple[bytes, bytes | None]], commit_key: bytes
-) -> tuple[dict[bytes, bytes], set[bytes]]:
-    """The state a changelog's records make, applied a save at a time: records count once a
-    `commit_key` record follows them. Also the keys of records after the last one (a save
-    cut short), which the state leaves as they were."""
-    state: dict[bytes, bytes] = {}
-    pending: dict[bytes, bytes | None] = {}
-    for key, value in records:
+class Committed:
+    """The state a changelog's records make, applied a save at a time as they are read:
+    records count once a `commit_key` record follows them. Only the state and the records
+    of the save under way are held, never the log read (before compaction it can be a few
+    times the state)."""
+
+    def __init__(self, commit_key: bytes) -> None:
+        self.commit_key = commit_key
+        self.state: dict[bytes, bytes] = {}
+        self.pending: dict[bytes, bytes | None] = {}
+        self.records = 0
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        """One more record, in log order."""
+        self.records += 1
+        pending = self.pending
         pending[key] = value
-        if key == commit_key:
+        if key == self.commit_key:
+            state = self.state
             for k, v in pending.items():
                 if v is None:
                     state.pop(k, None)
                 else:
                     state[k] = v
-            pending = {}
-    return state, set(pending)
+            self.pending = {}
+
+    @property
+    def torn(self) -> set[bytes]:
+        """Keys of records after the last save (a save cut short): the state leaves them as
+        they were."""
+        return set(self.pending)
+
+
+def committed(
+    records: Iterable[tuple[bytes, bytes | None]], commit_key: bytes
+) -> tuple[dict[bytes, bytes], set[bytes]]:
+    """The state a changelog's records make (see `Committed`), and the keys of records
+    after the last save."""
+    applied = Committed(commit_key)
+    for key, value in records:
+        applied.add(key, value)
+    return applied.state, applied.torn
 
 
 class Changelog:
@@ -387,7 +411,7 @@ class Changelog:
             fetch_max_wait_ms=LOAD_FETCH_WAIT_MS,
         )
         await consumer.start()
-        read: list[tuple[bytes, bytes | None]] = []
+        applied = Committed(self.commit_key)
         try:
             # The last stable offset under read_committed: what is committed so far.
             end = (await consumer.end_offsets([tp]))[tp]  # before any fetch is under way
@@ -396,11 +420,13 @@ class Changelog:
             position = await consumer.position(tp)
             while position < end:
                 polled: dict[Any, list[Any]] = await consumer.getmany(tp, timeout_ms=1000)
-                read += ((message.key, message.value) for message in polled.get(tp, ()))
+                for message in polled.get(tp, ()):
+                    applied.add(message.key, message.value)
+                del polled
                 position = await consumer.position(tp)
         finally:
             await consumer.stop()
-        state, torn = committed(read, self.commit_key)
+        state, torn = applied.state, applied.torn
         if torn:
             log.warning(
                 "%s[%d] ends with records after its last save (%d keys): left out",
@@ -408,6 +434,6 @@ class Changelog:
             )  # fmt: skip
         log.info(
             "restored %s[%d]: %d keys from %d records in %.1fs",
-            self.topic, partition, len(state), len(read), time.monotonic() - started,
+            self.topic, partition, len(state), applied.records, time.monotonic() - started,
         )  # fmt: skip
         return state
