@@ -323,7 +323,16 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
             state.settings.state_cache,
             state.settings.erase_within / 4000,
         )
-        stage.restore(await journeys_log.load(partition))
+        store = stage.open_store()
+        try:
+            if store is None:
+                stage.restore(await journeys_log.load(partition))
+            else:  # the changelog goes to the store a save at a time, never whole in memory
+                await journeys_log.load_into(partition, store)
+                stage.restore_stored()
+        except BaseException:
+            stage.close()
+            raise
         if writer.closed:
             stage.close()
             return  # revoked while it loaded

@@ -45,6 +45,7 @@ from aiokafka.structs import TopicPartition
 
 from journeys.producers.kafka import PARTITION_FETCH_BYTES, aio_producer_options
 from journeys.schemas.settings import Settings
+from journeys.streams.engine.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -339,10 +340,11 @@ class Committed:
     """The state a changelog's records make, applied a save at a time as they are read:
     records count once a `commit_key` record follows them. Only the state and the records
     of the save under way are held, never the log read (before compaction it can be a few
-    times the state)."""
+    times the state); with a `store`, not even the state: each save goes there."""
 
-    def __init__(self, commit_key: bytes) -> None:
+    def __init__(self, commit_key: bytes, store: Store | None = None) -> None:
         self.commit_key = commit_key
+        self.store = store
         self.state: dict[bytes, bytes] = {}
         self.pending: dict[bytes, bytes | None] = {}
         self.records = 0
@@ -353,6 +355,10 @@ class Committed:
         pending = self.pending
         pending[key] = value
         if key == self.commit_key:
+            if self.store is not None:
+                self.store.write(pending)
+                self.pending = {}
+                return
             state = self.state
             for k, v in pending.items():
                 if v is None:
@@ -397,6 +403,14 @@ class Changelog:
     async def load(self, partition: int) -> dict[bytes, bytes]:
         """The partition's committed state: the last saved value of every key not deleted
         (records of aborted or open transactions are not read)."""
+        return (await self._read(partition, None)).state
+
+    async def load_into(self, partition: int, store: Store) -> None:
+        """`load` into `store` (a new one), a save at a time: the state is never whole in
+        memory."""
+        await self._read(partition, store)
+
+    async def _read(self, partition: int, store: Store | None) -> Committed:
         started = time.monotonic()
         tp = TopicPartition(self.topic, partition)
         consumer = AIOKafkaConsumer(
@@ -411,7 +425,7 @@ class Changelog:
             fetch_max_wait_ms=LOAD_FETCH_WAIT_MS,
         )
         await consumer.start()
-        applied = Committed(self.commit_key)
+        applied = Committed(self.commit_key, store)
         try:
             # The last stable offset under read_committed: what is committed so far.
             end = (await consumer.end_offsets([tp]))[tp]  # before any fetch is under way
@@ -426,14 +440,14 @@ class Changelog:
                 position = await consumer.position(tp)
         finally:
             await consumer.stop()
-        state, torn = applied.state, applied.torn
+        torn = applied.torn
         if torn:
             log.warning(
                 "%s[%d] ends with records after its last save (%d keys): left out",
                 self.topic, partition, len(torn),
             )  # fmt: skip
         log.info(
-            "restored %s[%d]: %d keys from %d records in %.1fs",
-            self.topic, partition, len(state), applied.records, time.monotonic() - started,
+            "restored %s[%d]: %d records read in %.1fs",
+            self.topic, partition, applied.records, time.monotonic() - started,
         )  # fmt: skip
-        return state
+        return applied

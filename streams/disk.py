@@ -87,6 +87,17 @@ class RocksStore:
         options.set_exclusive_manual_compaction(True)
         self._db.compact_range(None, None, options)
 
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every record whose key starts with `prefix`, in key order."""
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                return
+            yield key, bytes(it.value())
+            it.next()
+
     def close(self) -> None:
         """Close the database and remove its folder."""
         self._db.close()

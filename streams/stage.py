@@ -377,24 +377,43 @@ class JourneyStage:
         #: Identity stage messages read again and skipped.
         self.resent = 0
 
-    def restore(self, state: dict[bytes, bytes]) -> None:
-        """Continue from saved state (or start empty); with a folder, into a new store
-        there (the state is the truth; a store is its cache)."""
-        engine = self.engine
+    def open_store(self) -> RocksStore | None:
+        """A new, empty store for the partition's state (the one before, if any, removed);
+        None without a folder: every journey stays in memory."""
         self.close()
         if self._folder is not None:
             self._store = RocksStore(self._folder)
+        return self._store
+
+    def restore(self, state: dict[bytes, bytes]) -> None:
+        """Continue from saved state (or start empty); with a folder, through a new store
+        there (the state is the truth; a store is its cache)."""
+        store = self.open_store()
+        if store is not None:
+            store.write(state)
+            self.restore_stored()
+            return
+        engine = self.engine
         self.engine = PartitionEngine.restore(
-            self._config,
-            state,
-            engine.partition,
-            engine.partitions,
-            self._store,
-            self._capacity,
+            self._config, state, engine.partition, engine.partitions
         )
-        if self._store is not None:
-            give_back_memory()  # the state read is gone: so is the RSS it took
-        meta = orjson.loads(state.get(STAGE_META, b"{}"))
+        self._resume(state.get(STAGE_META))
+
+    def restore_stored(self) -> None:
+        """Continue from the saved state written into the store `open_store` gave (by
+        `Changelog.load_into`)."""
+        store = self._store
+        assert store is not None
+        engine = self.engine
+        self.engine = PartitionEngine.restore_stored(
+            self._config, store, engine.partition, engine.partitions, self._capacity
+        )
+        give_back_memory()  # what reading the state took is free: it goes back to the OS
+        self._resume(store.get(STAGE_META))
+
+    def _resume(self, meta_record: bytes | None) -> None:
+        """The input offset and identity stage message the saved state reflects."""
+        meta = orjson.loads(meta_record or b"{}")
         self.offset = int(meta.get("offset", -1))
         self.marked = int(meta.get("marked", 0))
 

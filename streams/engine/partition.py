@@ -1392,37 +1392,116 @@ class PartitionEngine:
         go there and at most `capacity` journeys stay in memory, besides those with work
         pending: each is read, its timers and tail noted, and let go. Forwards and absorbed
         losers go there too, and stay out of memory."""
+        if store is not None:
+            store.write(state)
+            return cls.restore_stored(config, store, partition, partitions, capacity)
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return cls._restore(config, state, partition, partitions, store, capacity)
+            return cls._restore(config, state, partition, partitions)
         finally:
             if collecting:
                 gc.enable()
 
     @classmethod
-    def _restore(
+    def restore_stored(
         cls,
         config: EngineConfig,
-        state: dict[bytes, bytes],
-        partition: int,
-        partitions: int,
-        store: Store | None,
-        capacity: int,
+        store: Store,
+        partition: int = 0,
+        partitions: int = 1,
+        capacity: int = 0,
+    ) -> PartitionEngine:
+        """`restore` from a state written into `store` (a new one, filled from the
+        changelog a save at a time, see `Changelog.load_into`): each journey is read from it
+        in turn, its timers and tail noted, and let go beyond `capacity`; forwards and
+        absorbed losers stay there. The state is never whole in memory."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._restore_stored(config, store, partition, partitions, capacity)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @classmethod
+    def _restore_stored(
+        cls, config: EngineConfig, store: Store, partition: int, partitions: int, capacity: int
+    ) -> PartitionEngine:
+        text = store.get(_RULES)
+        meta = orjson.loads(store.get(META) or b"{}")
+        config = cls._rules_of(config, text, meta)
+        engine = cls(config, partition, partitions, store, capacity)
+        if config.generation and text is not None:
+            engine.rules_text = text.decode()
+        for name, value in store.items(_EXPECTED):
+            winner, at = orjson.loads(value)
+            engine.expected[name[2:].decode()] = (winner, at)
+        for name, value in store.items(_INCOMING):
+            owner, _, number = name[2:].decode().rpartition(_SEPARATOR)
+            engine._incoming.setdefault(owner, {})[int(number)] = value
+        engine._resume(meta, next(store.keys(_HOLDER), None) is not None)
+        holders = engine.holders
+        for name, value in store.items(_HOLDER):
+            key = name[2:].decode()
+            holder = holders[key] = Holder.from_bytes(value, key)
+            count = holder.archive.expected
+            if count:
+                found = {n: store.get(_CHUNK + _part_name(key, n)) for n in range(count)}
+                holder.load_chunks({n: chunk for n, chunk in found.items() if chunk is not None})
+            engine._restored(holder)
+            if len(holders) > engine.capacity and not holder.pending:
+                engine._park(holder)
+        return engine
+
+    @staticmethod
+    def _rules_of(config: EngineConfig, text: bytes | None, meta: dict[str, Any]) -> EngineConfig:
+        """The configuration a restored state continues with: a rebuild's rules (and
+        generation) if it was given some, else `config`."""
+        generation = int(meta.get("generation", 0))
+        if text is None or not generation:
+            return config
+        rules = rules_from_text(text.decode(), f"generation {generation}")
+        return replace(config, rules=rules, generation=generation)
+
+    def _resume(self, meta: dict[str, Any], holders: bool) -> None:
+        """The counters and clock of a restored state (refused if its layout is too old)."""
+        if holders and int(meta.get("format", 1)) < STATE_FORMAT:
+            raise StateFormatError(
+                f"the state of journey partition {self.partition} was saved by an older version "
+                "that kept no archive of events older than the dedupe window, so it cannot be "
+                "continued exactly: start the workers on a new JOURNEYS_TOPIC_PREFIX and rebuild "
+                "the tables with `journeys replay` of the raw input"
+            )
+        self.clock = int(meta.get("clock", 0))
+        self._until = int(meta.get("until", self.clock))
+        self._seq = int(meta.get("seq", 0)) + RESTART_GAP
+        self.late = int(meta.get("late", 0))
+        self.duplicates = int(meta.get("duplicates", 0))
+        self._next_sweep = int(meta.get("sweep", 0))
+
+    def _restored(self, holder: Holder) -> None:
+        """A journey read from the restored state (chunks loaded): folded, its tail's ids
+        in the dedupe window, its timer scheduled."""
+        self._revive(holder, self._until)
+        holder.wake = None
+        ids = self._ids
+        for ts, event_id, *_ in holder.tail:
+            ids[event_id] = ts
+        self._schedule(holder)
+
+    @classmethod
+    def _restore(
+        cls, config: EngineConfig, state: dict[bytes, bytes], partition: int, partitions: int
     ) -> PartitionEngine:
         text = state.get(_RULES)
-        generation = int(orjson.loads(state.get(META, b"{}")).get("generation", 0))
-        if text is not None and generation:
-            rules = rules_from_text(text.decode(), f"generation {generation}")
-            config = replace(config, rules=rules, generation=generation)
-        engine = cls(config, partition, partitions, store, capacity)
-        if store is not None:
-            store.write({name: value for name, value in state.items() if name[:2] in _STORED})
-        if text is not None and generation:
+        meta: dict[str, Any] = orjson.loads(state.get(META, b"{}"))
+        config = cls._rules_of(config, text, meta)
+        engine = cls(config, partition, partitions)
+        if config.generation and text is not None:
             engine.rules_text = text.decode()
-        meta: dict[str, int] = {}
         holders = engine.holders
-        records: dict[str, bytes] = {}  # read one by one below (with a store, let go too)
+        records: dict[str, bytes] = {}
         chunks: dict[str, dict[int, bytes]] = {}
         forwards, absorbed = engine.forwards.recent, engine.absorbed.recent
         for name, value in state.items():
@@ -1434,45 +1513,20 @@ class PartitionEngine:
                 into = chunks if prefix == _CHUNK else engine._incoming
                 into.setdefault(owner, {})[int(number)] = value
             elif prefix == _FORWARD:
-                if store is None:  # (with one: in the store, written above)
-                    target, at = orjson.loads(value)
-                    forwards[key] = (target, at)
+                target, at = orjson.loads(value)
+                forwards[key] = (target, at)
             elif prefix == _EXPECTED:
                 winner, at = orjson.loads(value)
                 engine.expected[key] = (winner, at)
             elif prefix == _ABSORBED:
-                if store is None:  # (with one: in the store, which `_arrival` reads too)
-                    absorbed[key] = orjson.loads(value)
-                    # Its absorb arrived: an `expect` read again after a restart waits for nothing.
-                    engine._arrived.add(key.split(_SEPARATOR, 1)[0])
-            elif name == META:
-                meta = orjson.loads(value)
-            elif name == _RULES:
-                pass  # read first (above)
-        if records and int(meta.get("format", 1)) < STATE_FORMAT:
-            raise StateFormatError(
-                f"the state of journey partition {partition} was saved by an older version that "
-                "kept no archive of events older than the dedupe window, so it cannot be "
-                "continued exactly: start the workers on a new JOURNEYS_TOPIC_PREFIX and rebuild "
-                "the tables with `journeys replay` of the raw input"
-            )
-        engine.clock = int(meta.get("clock", 0))
-        engine._until = int(meta.get("until", engine.clock))
-        engine._seq = int(meta.get("seq", 0)) + RESTART_GAP
-        engine.late = int(meta.get("late", 0))
-        engine.duplicates = int(meta.get("duplicates", 0))
-        engine._next_sweep = int(meta.get("sweep", 0))
-        until, ids = engine._until, engine._ids
+                absorbed[key] = orjson.loads(value)
+                # Its absorb arrived: an `expect` read again after a restart waits for nothing.
+                engine._arrived.add(key.split(_SEPARATOR, 1)[0])
+        engine._resume(meta, bool(records))
         for key, value in records.items():
             holder = holders[key] = Holder.from_bytes(value, key)
             holder.load_chunks(chunks.get(key, {}))
-            engine._revive(holder, until)
-            holder.wake = None
-            for ts, event_id, *_ in holder.tail:
-                ids[event_id] = ts
-            engine._schedule(holder)
-            if store is not None and len(holders) > engine.capacity and not holder.pending:
-                engine._park(holder)
+            engine._restored(holder)
         return engine
 
     # ------------------------------------------------------------ journeys out of memory

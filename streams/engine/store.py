@@ -34,6 +34,9 @@ class Store(Protocol):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Every key that starts with `prefix`."""
 
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every record whose key starts with `prefix`, in key order."""
+
     def purge(self) -> None:
         """Leave no trace of values deleted or replaced (after an erasure)."""
 
@@ -64,6 +67,10 @@ class MemoryStore:
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Every key that starts with `prefix`."""
         return iter([key for key in self.records if key.startswith(prefix)])
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every record whose key starts with `prefix`, in key order."""
+        return iter(sorted((k, v) for k, v in self.records.items() if k.startswith(prefix)))
 
     def purge(self) -> None:
         """Nothing to do: a dict keeps no value it lost."""

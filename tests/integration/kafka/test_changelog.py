@@ -16,6 +16,7 @@ from journeys.producers.kafka import new_consumer
 from journeys.producers.topics import ensure_pipeline_topics
 from journeys.schemas.settings import Settings
 from journeys.streams.changelog import BATCH_BYTES, Changelog, Fenced, Outgoing, StageWriter
+from journeys.streams.engine.store import MemoryStore
 from journeys.streams.stage import STAGE_META
 
 pytestmark = [pytest.mark.kafka, pytest.mark.integration]
@@ -110,6 +111,9 @@ def test_a_save_of_several_batches_counts_whole_with_its_input_offsets(
             assert await writer.commit(out, {source: 42})
             await writer.close()
             assert not await writer.commit(out, {source: 43})  # closed: writes nothing
+            store = MemoryStore()  # journeys on disk: the same state, a save at a time
+            await changelog.load_into(0, store)
+            assert store.records == changes
             return await changelog.load(0)
         finally:
             await writer.close()

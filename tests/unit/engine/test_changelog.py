@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journeys.streams.changelog import committed
+from journeys.streams.changelog import Committed, committed
+from journeys.streams.engine.store import MemoryStore
 
 META = b"m:stage"
 
@@ -20,6 +21,21 @@ def test_records_count_once_their_save_is_committed() -> None:
     state, torn = committed(records, META)
     assert state == {b"h:a": b"2", META: b"{offset: 2}"}
     assert torn == {b"h:a", b"x:a"}
+
+
+def test_saves_read_into_a_store_make_the_same_state_and_leave_a_cut_save_out() -> None:
+    """With journeys on disk the state goes to the store a save at a time (`load_into`)."""
+    records = [
+        (b"h:a", b"1"), (b"h:b", b"1"), (META, b"{offset: 1}"),
+        (b"h:a", b"2"), (b"h:b", None), (META, b"{offset: 2}"),
+        (b"h:a", b"3"), (b"x:a", b"9"),  # a save cut short: no commit record
+    ]  # fmt: skip
+    store = MemoryStore()
+    applied = Committed(META, store)
+    for key, value in records:
+        applied.add(key, value)
+    assert store.records == committed(records, META)[0] and applied.state == {}
+    assert applied.torn == {b"h:a", b"x:a"}
 
 
 def test_a_log_with_no_committed_save_is_empty() -> None:
