@@ -22,7 +22,9 @@ from pathlib import Path
 
 from rocksdict import (
     AccessType,
+    BlockBasedOptions,
     BottommostLevelCompaction,
+    Cache,
     CompactOptions,
     Options,
     Rdict,
@@ -30,8 +32,11 @@ from rocksdict import (
     WriteOptions,
 )
 
-#: Memory RocksDB may use for writes before it flushes them to files (per store).
-WRITE_BUFFER = 16 * 1024 * 1024
+#: Memory RocksDB may use for writes before it flushes them to files (per store, twice:
+#: one buffer fills while the other is written), and for the blocks it read last: about
+#: 24 MiB per journey partition a worker holds, whatever the number of journeys.
+WRITE_BUFFER = 8 * 1024 * 1024
+BLOCK_CACHE = 8 * 1024 * 1024
 
 
 class RocksStore:
@@ -46,6 +51,10 @@ class RocksStore:
         options.create_if_missing(True)
         options.set_write_buffer_size(WRITE_BUFFER)
         options.set_max_write_buffer_number(2)
+        tables = BlockBasedOptions()
+        tables.set_block_cache(Cache(BLOCK_CACHE))
+        tables.set_cache_index_and_filter_blocks(True)  # counted in the cache, not beside it
+        options.set_block_based_table_factory(tables)
         self._db = Rdict(str(self.path), options, access_type=AccessType.read_write())
         writes = WriteOptions()
         # A cache of the changelog: a crash starts a new one. (A property; the stubs say method.)
@@ -97,6 +106,14 @@ class RocksStore:
                 return
             yield key, bytes(it.value())
             it.next()
+
+    def memory(self) -> int:
+        """Bytes RocksDB holds in memory: its write buffers and its block cache."""
+        db = self._db
+        return sum(
+            db.property_int_value(name) or 0
+            for name in ("rocksdb.cur-size-all-mem-tables", "rocksdb.block-cache-usage")
+        )
 
     def close(self) -> None:
         """Close the database and remove its folder."""

@@ -26,8 +26,12 @@ batch; then it prints, each figure beside a baseline from the same run:
   keeps at most `--cache` journeys in memory and the rest in RocksDB
   (`streams.disk.RocksStore`, as a worker does with `JOURNEYS_STATE_CACHE`):
   RSS growth per account and extrapolated to 10**6 accounts, events/s beside
-  the in-memory build, restore time, the RocksDB folder's size; and, apart, the
-  identity router's RSS restored alone (the other stage a worker may hold);
+  the in-memory build, the RocksDB folder's size; the restore as a worker does
+  it (the records written to a new store a batch at a time as they are read,
+  then `PartitionEngine.restore_stored`), its time and RSS; and, apart, the
+  identity router's RSS restored alone (the other stage a worker may hold).
+  RSS is given as measured and once freed memory went back to the OS (glibc
+  `malloc_trim`, as a worker does after a restore): what the objects alive take;
 - a summary: least-squares lines over the sizes, extrapolated.
 
 Each size is built in a child process and restored in another, so one size's
@@ -73,6 +77,8 @@ MB = 1024 * 1024
 RSS_TARGET, RSS_AT = 2 * 1024 * MB, 1_000_000
 RESTORE_TARGET, RESTORE_AT = 30.0, 250_000
 RATIO_TARGET = 3.0
+#: Records per batch a restore on disk writes to its store (a changelog fetch's worth).
+STREAM_BATCH = 2000
 State = dict[str, dict[bytes, bytes]]
 
 
@@ -123,11 +129,12 @@ def build(accounts: int, days: int, batch: int, folder: Path) -> dict[str, Any]:
     # The lines and the floor stay until the engine is measured: memory they gave back
     # would be taken again by the engine, unseen.
     before = rss()
+    base = live()
     start = time.process_time()
     engine, written, batches = fold(events, batch, folder / "changelog.bin")
     took = time.process_time() - start
     after = rss()
-    grown = live() - before
+    grown = live() - base
     del lines, floor, blob
     held = sum(1 for h in engine.holders.values() if h.is_account)
     return {
@@ -167,27 +174,27 @@ def save(changes: dict[str, dict[bytes, bytes | None]], out: Any) -> int:
 # -------------------------------------------------------------- compaction (the parent)
 
 
-def batches(path: Path) -> Iterator[dict[str, dict[bytes, bytes | None]]]:
-    """The changelog's batches, in order."""
-    with path.open("rb") as source:
-        while True:
-            try:
-                yield marshal.load(source)
-            except EOFError:
-                return
+def batches(source: Any) -> Iterator[Any]:
+    """The marshalled batches of an open file, in order."""
+    while True:
+        try:
+            yield marshal.load(source)
+        except EOFError:
+            return
 
 
 def compact(path: Path) -> State:
     """Every batch applied in order, None deleting: what a compacted changelog keeps."""
     state: State = {}
-    for changes in batches(path):
-        for name, part in changes.items():
-            into = state.setdefault(name, {})
-            for key, value in part.items():
-                if value is None:
-                    into.pop(key, None)
-                else:
-                    into[key] = value
+    with path.open("rb") as source:
+        for changes in batches(source):
+            for name, part in changes.items():
+                into = state.setdefault(name, {})
+                for key, value in part.items():
+                    if value is None:
+                        into.pop(key, None)
+                    else:
+                        into[key] = value
     return state
 
 
@@ -263,7 +270,7 @@ def build_on_disk(accounts: int, days: int, batch: int, cache: int, folder: Path
     in RocksDB: RSS growth (the router's included, as in `build`) and events/s."""
     lines = list(simulate(accounts=accounts, days=days, seed=SEED))
     events = records(lines)
-    before = rss()
+    before = live()
     engine = JourneyEngine(EngineConfig.default())
     store = RocksStore(folder / "rocks")
     engine.parts = [PartitionEngine(engine.config, 0, 1, store, cache)]
@@ -276,27 +283,30 @@ def build_on_disk(accounts: int, days: int, batch: int, cache: int, folder: Path
         "disk_build_live": live() - before,
         "disk_live": len(part.holders), "disk_loads": part.loads,
         "disk_files": disk_size(store.path), "disk_build_peak": peak(),
+        "disk_build_rocks": store.memory(),
     }  # fmt: skip
     store.close()
     return result
 
 
 def restore_on_disk(folder: Path, cache: int) -> dict[str, Any]:
-    """The compacted state restored into RocksDB keeping `cache` journeys in memory: RSS
-    growth from before the state is read to after it is dropped (and once freed memory
-    went back to the OS), and the time."""
+    """The compacted state restored into RocksDB keeping `cache` journeys in memory, as a
+    worker does: the records written to the store a batch at a time as they are read
+    (`Changelog.load_into`), then `PartitionEngine.restore_stored`. RSS growth (and once
+    freed memory went back to the OS) and the time, reading the records included."""
     config = EngineConfig.default()
     before = live()
-    state = load(folder)
-    del state["router"]
     store = RocksStore(folder / "rocks")
     start = time.perf_counter()
-    part = PartitionEngine.restore(config, state["0"], 0, 1, store, cache)
+    with (folder / "partition.stream").open("rb") as source:
+        for batch in batches(source):
+            store.write(dict(batch))
+    part = PartitionEngine.restore_stored(config, store, 0, 1, cache)
     took = time.perf_counter() - start
-    del state
     result = {"disk_restore": took, "disk_restore_rss": rss() - before,
               "disk_restore_live": live() - before,
-              "disk_restore_held": len(part.holders)}  # fmt: skip
+              "disk_restore_held": len(part.holders),
+              "disk_restore_rocks": store.memory()}  # fmt: skip
     store.close()
     return result
 
@@ -306,7 +316,7 @@ def restore_router(folder: Path) -> dict[str, Any]:
     state read is dropped and freed memory went back to the OS."""
     config = EngineConfig.default()
     before = live()
-    identity = load(folder)["router"]
+    identity = marshal.loads((folder / "router.bin").read_bytes())
     router = IdentityRouter.restore(config, identity, 1)
     del identity
     return {"router_rss": live() - before, "router_keys": len(router.shadows)}
@@ -362,6 +372,11 @@ def measure(accounts: int, days: int, batch: int, profile: int, cache: int) -> d
         figures.update(sizes(state))
         with (Path(tmp) / "state.bin").open("wb") as out:
             marshal.dump(state, out)
+        (Path(tmp) / "router.bin").write_bytes(marshal.dumps(state["router"]))
+        with (Path(tmp) / "partition.stream").open("wb") as out:  # as a changelog is read
+            records = list(state["0"].items())
+            for start in range(0, len(records), STREAM_BATCH):
+                marshal.dump(records[start : start + STREAM_BATCH], out)
         del state
         gc.collect()
         figures.update(child("--step", "restore", "--top", str(profile), tmp))
@@ -433,14 +448,16 @@ def report_disk(f: dict[str, Any]) -> None:
         f"+{f['disk_build_rss'] / MB:,.0f} MB, {f['disk_build_rss'] / n:,.0f} bytes/account "
         f"-> {gb('disk_build_rss')} at {RSS_AT:,} (in memory {gb('build_rss')}); once freed "
         f"memory went back to the OS +{f['disk_build_live'] / MB:,.0f} MB -> "
-        f"{gb('disk_build_live')} (in memory {gb('build_live')}), "
+        f"{gb('disk_build_live')} (in memory {gb('build_live')}; RocksDB's own "
+        f"{f['disk_build_rocks'] / MB:,.0f} MB of it, bounded), "
         f"{events / f['disk_build_cpu']:,.0f} events/s (in memory "
         f"{events / f['build_cpu']:,.0f}), {f['disk_loads']:,} journeys read back, RocksDB "
         f"{f['disk_files'] / MB:,.0f} MB on disk; restored: {f['disk_restore']:,.2f} s "
         f"({f['disk_restore'] / n * RESTORE_AT:,.1f} s at {RESTORE_AT:,}), "
         f"+{f['disk_restore_rss'] / MB:,.0f} MB once the state read is dropped "
         f"-> {gb('disk_restore_rss')}, +{f['disk_restore_live'] / MB:,.0f} MB once freed "
-        f"memory went back -> {gb('disk_restore_live')} (target <= "
+        f"memory went back -> {gb('disk_restore_live')}, RocksDB's own "
+        f"{f['disk_restore_rocks'] / MB:,.0f} MB of it (target <= "
         f"{RSS_TARGET / 1024**3:.0f} GB); the identity router restored alone (another stage, "
         f"one partition for all accounts) +{f['router_rss'] / MB:,.0f} MB -> "
         f"{gb('router_rss')}; peak "
