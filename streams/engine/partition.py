@@ -43,6 +43,12 @@ The window (`EngineConfig.window`, the setting `dedupe_window`) bounds cost,
 never the answer: events later than `clock - window` stay unpacked in the
 tail (at most `MAX_TAIL` per journey), older ones are archived, and an event
 that comes older than that costs a fold of its journey from the start.
+
+With a `Store` (`store.py`; the workers' is RocksDB, `streams.disk`), only
+`capacity` journeys stay in memory after each save, besides those with work
+pending; the others, and the forwards and absorbed losers, are read back from
+their saved records when a command, a timer or the sweep needs them, exactly
+as a restore reads them, so what is published does not change.
 """
 
 from __future__ import annotations
