@@ -45,7 +45,7 @@ from aiokafka.structs import TopicPartition
 
 from journeys.producers.kafka import PARTITION_FETCH_BYTES, aio_producer_options
 from journeys.schemas.settings import Settings
-from journeys.streams.engine.store import Store
+from journeys.streams.engine.store import MemoryStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +344,15 @@ class Committed:
 
     def __init__(self, commit_key: bytes, store: Store | None = None) -> None:
         self.commit_key = commit_key
-        self.store = store
-        self.state: dict[bytes, bytes] = {}
+        self._memory = MemoryStore()
+        self.store: Store = self._memory if store is None else store
         self.pending: dict[bytes, bytes | None] = {}
         self.records = 0
+
+    @property
+    def state(self) -> dict[bytes, bytes]:
+        """The state applied so far (empty when it went to a store given)."""
+        return self._memory.records
 
     def add(self, key: bytes, value: bytes | None) -> None:
         """One more record, in log order."""
@@ -355,16 +360,7 @@ class Committed:
         pending = self.pending
         pending[key] = value
         if key == self.commit_key:
-            if self.store is not None:
-                self.store.write(pending)
-                self.pending = {}
-                return
-            state = self.state
-            for k, v in pending.items():
-                if v is None:
-                    state.pop(k, None)
-                else:
-                    state[k] = v
+            self.store.write(pending)
             self.pending = {}
 
     @property

@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from rocksdict import (
     AccessType,
@@ -78,13 +79,24 @@ class RocksStore:
 
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Every key that starts with `prefix`, in order."""
+        for key, _ in self._scan(prefix):
+            yield key
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every record whose key starts with `prefix`, in key order."""
+        for key, it in self._scan(prefix):
+            yield key, bytes(it.value())
+
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
+        """Each key that starts with `prefix`, with the iterator standing on it (its value
+        is read only if asked for)."""
         it = self._db.iter()
         it.seek(prefix)
         while it.valid():
             key = bytes(it.key())
             if not key.startswith(prefix):
                 return
-            yield key
+            yield key, it
             it.next()
 
     def purge(self) -> None:
@@ -95,17 +107,6 @@ class RocksStore:
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
         options.set_exclusive_manual_compaction(True)
         self._db.compact_range(None, None, options)
-
-    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every record whose key starts with `prefix`, in key order."""
-        it = self._db.iter()
-        it.seek(prefix)
-        while it.valid():
-            key = bytes(it.key())
-            if not key.startswith(prefix):
-                return
-            yield key, bytes(it.value())
-            it.next()
 
     def memory(self) -> int:
         """Bytes RocksDB holds in memory: its write buffers and its block cache."""

@@ -461,7 +461,9 @@ class PartitionEngine:
     def _ingest(self, event: EventRecord, late: bool, command: Route) -> None:
         """Dedupe, and add one event to its journey (applied at once if in order)."""
         event_id, ts = event.event_id, event.ts
-        h = self._get(command.key)  # first: a journey read back brings its tail's ids
+        h = self.holders.get(command.key)  # first: a journey read back brings its tail's ids
+        if h is None and self.store is not None:
+            h = self._get(command.key)
         ids = self._ids
         known = ids.get(event_id)
         archived = fp = None

@@ -67,6 +67,7 @@ from journeys.streams.disk import RocksStore, give_back_memory
 from journeys.streams.engine import EngineConfig, IdentityRouter, JourneyEngine
 from journeys.streams.engine.partition import PartitionEngine
 from journeys.streams.engine.state import Holder
+from journeys.streams.engine.store import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests.*
 from tests.bench.bench_engine import records  # noqa: E402
@@ -185,17 +186,12 @@ def batches(source: Any) -> Iterator[Any]:
 
 def compact(path: Path) -> State:
     """Every batch applied in order, None deleting: what a compacted changelog keeps."""
-    state: State = {}
+    stores: dict[str, MemoryStore] = {}
     with path.open("rb") as source:
         for changes in batches(source):
             for name, part in changes.items():
-                into = state.setdefault(name, {})
-                for key, value in part.items():
-                    if value is None:
-                        into.pop(key, None)
-                    else:
-                        into[key] = value
-    return state
+                stores.setdefault(name, MemoryStore()).write(part)
+    return {name: store.records for name, store in stores.items()}
 
 
 def sizes(state: State) -> dict[str, int]:

@@ -19,9 +19,9 @@ from tests.unit.engine.test_properties import account_history, snapshot
 Store = dict[str, dict[bytes, bytes]]
 
 
-def checkpoint_round_trip(eng: JourneyEngine, store: Store) -> JourneyEngine:
+def save_changes(eng: JourneyEngine, store: Store) -> None:
     """Apply the engine's changes to a byte store (a compacted changelog per partition and
-    one for the router), then build a new engine from the store."""
+    one for the router)."""
     for name, changes in eng.changes().items():
         kept = store.setdefault(name, {})
         for key, value in changes.items():
@@ -29,6 +29,11 @@ def checkpoint_round_trip(eng: JourneyEngine, store: Store) -> JourneyEngine:
                 kept.pop(key, None)
             else:
                 kept[key] = value
+
+
+def checkpoint_round_trip(eng: JourneyEngine, store: Store) -> JourneyEngine:
+    """`save_changes`, then build a new engine from the store."""
+    save_changes(eng, store)
     return JourneyEngine.restore(eng.config, {k: dict(v) for k, v in store.items()})
 
 

@@ -20,7 +20,7 @@ from journeys.streams.engine.partition import PartitionEngine
 from journeys.streams.engine.store import MemoryStore
 from tests.unit.engine.journey import DAY, HOUR, ev, run, view
 from tests.unit.engine.test_arrival import arrival, histories
-from tests.unit.engine.test_checkpoint import Store
+from tests.unit.engine.test_checkpoint import Store, save_changes
 from tests.unit.engine.test_exact import NARROW, SPAN, far_copies
 from tests.unit.engine.test_rebuild import OTHER
 
@@ -50,13 +50,7 @@ def stream(
             continue
         since = 0
         out.extend(eng.take())
-        for name, changes in eng.changes().items():
-            kept = store.setdefault(name, {})
-            for key, value in changes.items():
-                if value is None:
-                    kept.pop(key, None)
-                else:
-                    kept[key] = value
+        save_changes(eng, store)
         for part in eng.parts:
             if capacity:  # only journeys with work pending stay beyond the capacity
                 pinned = len(part._pending) + len(part._dirty) + 1
