@@ -13,7 +13,7 @@ same code.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import IdentityLink, Output
@@ -49,10 +49,11 @@ class JourneyEngine:
         self, config: EngineConfig | None = None, partitions: int = 1, capacity: int = 0
     ) -> None:
         self.config = config or EngineConfig.default()
-        self.router = IdentityRouter(self.config, partitions)
-        #: With a capacity, each partition keeps its journeys in a `MemoryStore` and at most
-        #: that many in memory after `changes()` (as the workers do on disk).
+        #: With a capacity, the router and each partition keep their state in a
+        #: `MemoryStore` and at most that many entries (per table) or journeys in memory
+        #: after `changes()` (as the workers do on disk).
         self.capacity = capacity
+        self.router = IdentityRouter(self.config, partitions, *self._store())
         self.parts = [
             PartitionEngine(self.config, p, partitions, *self._store()) for p in range(partitions)
         ]
@@ -64,12 +65,12 @@ class JourneyEngine:
         return self.router.identity
 
     @property
-    def aliases(self) -> dict[str, str]:
+    def aliases(self) -> MutableMapping[str, str]:
         """alias key ("a:…", "c:…", "e:…") -> journey key."""
         return self.router.identity.aliases
 
     @property
-    def redirects(self) -> dict[str, str]:
+    def redirects(self) -> MutableMapping[str, str]:
         """account key merged away -> the account it merged into."""
         return self.router.identity.redirects
 
@@ -188,7 +189,12 @@ class JourneyEngine:
         """An engine continuing from a checkpoint (`changes()` applied in order)."""
         partitions = len(state) - 1
         engine = cls(config, partitions, capacity)
-        engine.router = IdentityRouter.restore(config, state["router"], partitions)
+        store, kept = engine._store()
+        if store is None:
+            engine.router = IdentityRouter.restore(config, state["router"], partitions)
+        else:
+            store.write(state["router"])
+            engine.router = IdentityRouter.restore_stored(config, store, partitions, kept)
         engine.parts = [
             PartitionEngine.restore(config, state[str(p)], p, partitions, *engine._store())
             for p in range(partitions)

@@ -33,7 +33,7 @@ through the alias.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -186,15 +186,24 @@ class Decision:
 class Identity:
     """The alias table, account redirects and link times."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        aliases: MutableMapping[str, str] | None = None,
+        linked: MutableMapping[str, int] | None = None,
+        redirects: MutableMapping[str, str] | None = None,
+        redirected_at: MutableMapping[str, int] | None = None,
+    ) -> None:
+        """Empty tables, dicts unless given (the router's maps over a store, `store.Paged`)."""
         #: alias key ("a:…", "c:…", "e:…") -> journey key
-        self.aliases: dict[str, str] = {}
+        self.aliases: MutableMapping[str, str] = {} if aliases is None else aliases
         #: alias key -> when it was linked to its account (aliases of visitors have none)
-        self.linked: dict[str, int] = {}
+        self.linked: MutableMapping[str, int] = {} if linked is None else linked
         #: account key merged away -> the account it merged into
-        self.redirects: dict[str, str] = {}
+        self.redirects: MutableMapping[str, str] = {} if redirects is None else redirects
         #: account key merged away -> since when it belongs to the account it ends at
-        self.redirected_at: dict[str, int] = {}
+        self.redirected_at: MutableMapping[str, int] = (
+            {} if redirected_at is None else redirected_at
+        )
         self.touched_aliases: set[str] = set()
         self.touched_redirects: set[str] = set()
 
@@ -223,7 +232,8 @@ class Identity:
 
     def _compress(self, key: str, root: str) -> None:
         """Point every key on the way from `key` to `root` at `root`; each one's time becomes
-        the latest merge on its way (it belongs to `root` only once all of them happened)."""
+        the latest merge on its way (it belongs to `root` only once all of them happened).
+        The keys are saved so: an erasure may remove a key a chain went through."""
         redirects, times = self.redirects, self.redirected_at
         chain = []
         while key != root:
@@ -238,6 +248,7 @@ class Identity:
             else:
                 times[key] = at
             redirects[key] = root
+            self.touched_redirects.add(key)
             after = at
 
     own = staticmethod(own_identity)

@@ -30,8 +30,9 @@ absorbs, sent from partition to partition, can find their winner gone (see
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -64,10 +65,14 @@ from journeys.streams.engine.identity import (
 )
 from journeys.streams.engine.partition import RESTART_GAP, EngineConfig
 from journeys.streams.engine.state import ACCOUNT_RANK, MAX_VISITOR_ALIASES
+from journeys.streams.engine.store import Paged, Store
 
 #: Row versions per step of the sequence: a partition publishes rows with versions
 #: `seq * 4 + stage` (`PartitionEngine._version`).
 VERSIONS_PER_SEQ = 4
+
+#: At most this many keys' `names` answers are remembered during an erasure.
+_NAMING = 1 << 16
 
 # State keys (see `IdentityRouter.changes`).
 _SHADOW, _ALIAS, _REDIRECT, META = b"s:", b"a:", b"r:", b"m:router"
@@ -97,6 +102,22 @@ class Shadow:
         shadow = cls(key, rank, latest)
         shadow.contacts, shadow.aliases = contacts, aliases
         return shadow
+
+
+def _alias_target(alias: str, data: bytes) -> str:
+    return link_of(alias, data.decode())[0]
+
+
+def _alias_linked(alias: str, data: bytes) -> int | None:
+    return link_of(alias, data.decode())[1]
+
+
+def _redirect_target(_: str, data: bytes) -> str:
+    return redirect_of(data.decode())[0]
+
+
+def _redirect_at(_: str, data: bytes) -> int | None:
+    return redirect_of(data.decode())[1]
 
 
 @dataclass
@@ -132,11 +153,33 @@ class IdentityRouter:
     the identity links made since the last call.
     """
 
-    def __init__(self, config: EngineConfig | None = None, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        partitions: int = 1,
+        store: Store | None = None,
+        capacity: int = 0,
+    ) -> None:
+        """A router with nothing routed yet. With a `store`, its graph lives there and
+        only the entries changed since the last save and up to `capacity` read last per
+        table stay in memory (`store.Paged`); `changes()` writes the store."""
         self.config = config or EngineConfig.default()
         self.partitions = partitions
-        self.identity = Identity()
-        self.shadows: dict[str, Shadow] = {}
+        self._store = store
+        self.shadows: MutableMapping[str, Shadow]
+        #: The tables kept in the store (none without one).
+        self._tables: list[Paged[Any]] = []
+        if store is None:
+            self.identity = Identity()
+            self.shadows = {}
+        else:
+            aliases = Paged(_ALIAS, _alias_target, store, capacity)
+            linked = Paged(_ALIAS, _alias_linked, store, capacity)
+            redirects = Paged(_REDIRECT, _redirect_target, store, capacity)
+            redirected_at = Paged(_REDIRECT, _redirect_at, store, capacity)
+            self.identity = Identity(aliases, linked, redirects, redirected_at)
+            self.shadows = shadows = Paged(_SHADOW, Shadow.from_bytes, store, capacity)
+            self._tables = [shadows, aliases, linked, redirects, redirected_at]
         self.clock = 0
         self._until = 0
         self._seq = 0
@@ -328,8 +371,8 @@ class IdentityRouter:
         while wakes and wakes[0][0] < until:
             deadline, key = heapq.heappop(wakes)
             h = shadows.get(key)
-            if h is None or h.wake != deadline:
-                continue
+            if h is None or (h.wake != deadline and h.wake is not None):
+                continue  # a timer moved on (one read back from a store has lost its own)
             h.wake = None
             if h.rank >= ACCOUNT_RANK:
                 continue
@@ -375,7 +418,9 @@ class IdentityRouter:
         `version`: rows were written with versions up to it (the accounts `forget`
         recomputed); the sequence jumps past it, so what the partitions publish from now
         on supersedes them.
-        Costs one `names` call per alias and journey key (hashing: linear in the state).
+        Costs one `names` call per alias and journey key (hashing: linear in the state),
+        and one pass over each table (with a store, a scan: the tables are never whole in
+        memory).
         """
         self._seq = max(self._seq + 1, version // VERSIONS_PER_SEQ + 1)
         identity, shadows = self.identity, self.shadows
@@ -385,44 +430,63 @@ class IdentityRouter:
         def named(key: str) -> bool:
             found = naming.get(key)
             if found is None:
+                if len(naming) >= _NAMING:
+                    naming.clear()
                 found = naming[key] = key_names(key, names)
             return found
 
-        before = dict(redirects)
-        roots = {key: identity.find(key) for key in before}  # compresses every chain
-        alias_roots = {alias: identity.find(target) for alias, target in aliases.items()}
+        # One pass over each table (a store's tables are scanned, never held whole);
+        # what changes is collected first and changed after the passes.
         forgotten = {key for key in shadows if named(key)}
-        person = {alias for alias in aliases if alias_names(alias, names)}
-        targets = {alias_roots[alias] for alias in person}
+        targets: set[str] = set()
         if stored_under is not None:
             targets |= {key for key in shadows if stored_under(key)}
-            targets |= {root for key, root in roots.items() if stored_under(key)}
-        erased = Erased()
-        recount: set[str] = set()
-        removed: set[str] = set()
-        for alias, root in alias_roots.items():
-            if alias in person or root in forgotten or named(root):
-                self._unlink(alias, root, forgotten, recount)
-                removed.add(alias)
-            elif named(aliases[alias]):
-                aliases[alias] = root  # it named a merged account of theirs
-                identity.touched_aliases.add(alias)
-        erased.aliases = len(removed)
-        remnants = {k for k in map(alias_journey, removed) if named(k)}
-        for key, root in roots.items():
+        remnants: set[str] = set()
+        gone: list[str] = []
+        for key in redirects:  # find() compresses chains (values only): saved (`_compress`)
+            root = identity.find(key)
+            if stored_under is not None and stored_under(key):
+                targets.add(root)
             if named(key) or root in forgotten or named(root):
+                gone.append(key)
                 if named(key):
                     remnants.add(key)
-                del redirects[key]
-                identity.redirected_at.pop(key, None)
-                identity.touched_redirects.add(key)
-                erased.redirects += 1
-            elif redirects[key] != before[key]:
-                identity.touched_redirects.add(key)  # compressed past one that goes
-        for h in shadows.values():
-            if h.aliases and not removed.isdisjoint(h.aliases):
-                h.aliases = [alias for alias in h.aliases if alias not in removed]
-                self._touched.add(h.key)
+        removed: list[tuple[str, str]] = []
+        rerooted: list[tuple[str, str]] = []
+        for alias, target in aliases.items():
+            root = identity.find(target)
+            person = alias_names(alias, names)
+            if person:
+                targets.add(root)
+            if person or root in forgotten or named(root):
+                removed.append((alias, root))
+            elif named(target):
+                rerooted.append((alias, root))  # it named a merged account of theirs
+        erased = Erased()
+        recount: set[str] = set()
+        for alias, root in removed:
+            self._unlink(alias, root, forgotten, recount)
+        for alias, root in rerooted:
+            aliases[alias] = root
+            identity.touched_aliases.add(alias)
+        erased.aliases = len(removed)
+        gone_aliases = {alias for alias, _ in removed}
+        remnants |= {k for k in map(alias_journey, gone_aliases) if named(k)}
+        for key in gone:
+            del redirects[key]
+            identity.redirected_at.pop(key, None)
+            identity.touched_redirects.add(key)
+        erased.redirects = len(gone)
+        kept = [
+            (h.key, [alias for alias in h.aliases if alias not in gone_aliases])
+            for h in shadows.values()
+            if h.aliases and not gone_aliases.isdisjoint(h.aliases)
+        ]
+        for key, left in kept:
+            h = shadows[key]
+            h.aliases = left
+            shadows[key] = h  # one read back from a store is kept until saved
+            self._touched.add(key)
         self._drop_pending(names, named)
         seq = self._seq
         for key in sorted(forgotten):
@@ -500,6 +564,10 @@ class IdentityRouter:
         out[META] = orjson.dumps(meta)
         self._touched = set()
         identity.touched_aliases, identity.touched_redirects = set(), set()
+        if self._store is not None:
+            self._store.write(out)
+            for table in self._tables:
+                table.saved()
         return out
 
     @classmethod
@@ -526,11 +594,32 @@ class IdentityRouter:
                     identity.redirected_at[key] = at
             elif name == META:
                 meta = orjson.loads(value)
-        router.clock = int(meta.get("clock", 0))
-        router._until = int(meta.get("until", router.clock))
-        router._seq = int(meta.get("seq", 0)) + RESTART_GAP
-        router._advanced = int(meta.get("advanced", 0))
+        router._resume(meta)
         for shadow in router.shadows.values():
             if shadow.rank < ACCOUNT_RANK:
                 router._schedule(shadow)
         return router
+
+    @classmethod
+    def restore_stored(
+        cls, config: EngineConfig, store: Store, partitions: int, capacity: int
+    ) -> IdentityRouter:
+        """A router continuing from its state written into `store` (by
+        `Changelog.load_into`), keeping it there: only the visitors' timers are read
+        into memory (a visitor's journey key starts with "?")."""
+        router = cls(config, partitions, store, capacity)
+        router._resume(orjson.loads(store.get(META) or b"{}"))
+        skip = len(_SHADOW)
+        for name, value in store.items(_SHADOW + b"?"):
+            key = name[skip:].decode()
+            shadow = Shadow.from_bytes(key, value)
+            if shadow.rank < ACCOUNT_RANK:
+                router._schedule(shadow)  # its wake is kept in the heap only: see `_wake`
+        return router
+
+    def _resume(self, meta: dict[str, int]) -> None:
+        """Event time, sequence and the time last advanced, from the saved meta record."""
+        self.clock = int(meta.get("clock", 0))
+        self._until = int(meta.get("until", self.clock))
+        self._seq = int(meta.get("seq", 0)) + RESTART_GAP
+        self._advanced = int(meta.get("advanced", 0))

@@ -12,11 +12,17 @@ changelog (see `streams.disk.RocksStore`, the one the workers use).
 The engine's small records (forwards, absorbed losers: one per visitor identified,
 kept for good) live there too, behind a `Kept`: only those changed since the last
 save stay in memory.
+
+The identity router keeps its graph (journeys' shadows, aliases, redirects) the
+same way, each table a `Paged` map: the entries changed since the last save and
+those read most recently stay in memory, up to a capacity; the rest is read back
+from the store when an event needs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
@@ -138,3 +144,101 @@ class Kept(Generic[V]):
         """The changes went to the store (`changes()`): with one, let them go from memory."""
         if self.store is not None:
             self.recent = {}
+
+
+class Paged(MutableMapping[str, V]):
+    """A map (str key -> value) kept in a store under a key `prefix`, with a cache.
+
+    Reads go through the cache: an entry found in the store (or found missing) is
+    kept there. Writes and deletions stay in the cache until the owner's save
+    writes the store (the owner writes the records itself, from what it changed)
+    and calls `saved()`, which lets the oldest entries go down to `capacity`.
+    So values may be mutable objects: one read back is the same object until a
+    save lets it go, and what changed it must be in the owner's save.
+
+    Iteration and `len` scan the store (for rare whole-state work, like an
+    erasure) and read nothing into the cache; as with a dict, change nothing
+    while iterating."""
+
+    __slots__ = ("capacity", "decode", "prefix", "recent", "store")
+
+    def __init__(
+        self,
+        prefix: bytes,
+        decode: Callable[[str, bytes], V | None],
+        store: Store,
+        capacity: int,
+    ) -> None:
+        self.prefix = prefix
+        #: A value from its key and record (None: the record holds none for this map).
+        self.decode = decode
+        self.store = store
+        self.capacity = capacity
+        #: Entries read or changed since they were last let go (None: there is none).
+        self.recent: dict[str, V | None] = {}
+
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        """The value under `key`, `default` if there is none."""
+        recent = self.recent
+        if key in recent:
+            value = recent[key]
+        else:
+            data = self.store.get(self.prefix + key.encode())
+            value = recent[key] = None if data is None else self.decode(key, data)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> V:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self.recent[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if self.get(key) is None:
+            raise KeyError(key)
+        self.recent[key] = None
+
+    def pop(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        """Delete the value under `key`, and give it (`default` if there was none)."""
+        value = self.get(key)
+        if value is None:
+            return default
+        self.recent[key] = None
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+    def items(self) -> Iterator[tuple[str, V]]:  # type: ignore[override]
+        """Every entry, read one at a time (those not in the cache stay out of it)."""
+        recent = self.recent
+        skip = len(self.prefix)
+        for name, data in self.store.items(self.prefix):
+            key = name[skip:].decode()
+            if key not in recent:
+                value = self.decode(key, data)
+                if value is not None:
+                    yield key, value
+        yield from [(key, value) for key, value in recent.items() if value is not None]
+
+    def values(self) -> Iterator[V]:  # type: ignore[override]
+        """Every value, read one at a time (those not in the cache stay out of it)."""
+        return (value for _, value in self.items())
+
+    def saved(self) -> None:
+        """The owner wrote its changes to the store: the oldest entries beyond the
+        capacity leave memory."""
+        recent = self.recent
+        excess = len(recent) - self.capacity
+        if excess > 0:
+            for key in list(islice(recent, excess)):
+                del recent[key]

@@ -15,8 +15,9 @@ from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import Output
 from journeys.sinks.reference import final_tables
 from journeys.streams.engine import EngineConfig, JourneyEngine, load_rules
-from journeys.streams.engine.commands import Absorb, Command, Expect
+from journeys.streams.engine.commands import Absorb, Command, Expect, Forget
 from journeys.streams.engine.partition import PartitionEngine
+from journeys.streams.engine.router import IdentityRouter
 from journeys.streams.engine.store import MemoryStore
 from tests.unit.engine.journey import DAY, HOUR, ev, run, view
 from tests.unit.engine.test_arrival import arrival, histories
@@ -182,3 +183,78 @@ def test_forwards_and_absorbed_losers_leave_memory_once_saved_and_are_still_know
     part.apply(absorb)  # sent again
     assert part._get(absorb.winner).events == events  # type: ignore[union-attr]
     assert part.absorbed.recent == {}
+
+
+#: Identifiers an erasure in `test_a_router_keeping_its_graph_in_a_store_...` may name.
+PEOPLE = [
+    {("email", "jan@acme.nl"), ("contact_id", "ca"), ("anonymous_id", "va")},
+    {("email", "piet@beta.nl"), ("anonymous_id", "vb")},
+    {("email", "kees@gmail.com")},
+    {("contact_id", "cx"), ("account_id", "erp-b")},
+]
+
+
+def routers(partitions: int, capacity: int, state: dict[bytes, bytes] | None) -> IdentityRouter:
+    """A router holding its graph in memory (capacity 0) or in a store, new or restored."""
+    config = EngineConfig(rules=RULES, **NARROW, visitor_ttl=30 * HOUR)
+    if not capacity:
+        return (
+            IdentityRouter(config, partitions)
+            if state is None
+            else IdentityRouter.restore(config, state, partitions)
+        )
+    store = MemoryStore()
+    if state is None:
+        return IdentityRouter(config, partitions, store, capacity)
+    store.write(state)
+    return IdentityRouter.restore_stored(config, store, partitions, capacity)
+
+
+@given(histories(hours=SPAN, size=40), st.randoms(use_true_random=False), st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_router_keeping_its_graph_in_a_store_routes_as_one_holding_it_whole(
+    events: list[EventRecord], rnd: random.Random, data: st.DataObject
+) -> None:
+    """Any order, copies days apart, visitors forgotten, saves, restarts and an erasure
+    anywhere: a router keeping one or two entries per table in memory (the rest in its
+    store) sends the same commands and links, erases the same, and saves the same state
+    as one holding its whole graph in memory."""
+    deliveries = arrival(far_copies(events, rnd), rnd, 0)
+    partitions = rnd.choice([1, 3])
+    capacity = rnd.choice([1, 2])
+    saves = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    restarts = set(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=2)))
+    erase_at = data.draw(st.integers(0, len(deliveries)))
+    person = rnd.choice(PEOPLE)
+    pair = [routers(partitions, 0, None), routers(partitions, capacity, None)]
+    state: dict[bytes, bytes] = {}
+    since = forgets = 0
+    for i, event in enumerate(deliveries):
+        for router in pair:
+            router.process(event) if i % 3 else router.process_late(event)
+        if i == erase_at:
+            erased = [r.erase(lambda kind, value: (kind, value) in person) for r in pair]
+            assert erased[0] == erased[1]
+        since += 1
+        if since < saves[i % len(saves)]:
+            continue
+        since = 0
+        held, paged = (r.take() for r in pair)
+        assert paged == held
+        forgets += sum(isinstance(c, Forget) for _, c in held[0])
+        changes = [r.changes() for r in pair]
+        assert changes[1] == changes[0]
+        for key, value in changes[0].items():
+            state.pop(key, None) if value is None else state.__setitem__(key, value)
+        tables = pair[1]._tables  # noqa: SLF001
+        assert all(len(table.recent) <= capacity for table in tables)
+        if i in restarts:
+            pair = [routers(partitions, 0, dict(state)), routers(partitions, capacity, state)]
+    for router in pair:
+        router.advance_to(max(e.ts for e in deliveries) + 40 * HOUR)
+    held, paged = (r.take() for r in pair)
+    assert paged == held
+    forgets += sum(isinstance(c, Forget) for _, c in held[0])
+    assert pair[1].changes() == pair[0].changes()
+    assert sorted(pair[1].shadows) == sorted(pair[0].shadows)
+    note("journeys forgotten", "some" if forgets else "none")
