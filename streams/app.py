@@ -201,9 +201,28 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
                 if writer is None:
                     return None
                 salt = state.gate.salt if state.gate is not None else b""  # forget requests
-                stage = IdentityStage(config, settings.allowed_lateness, partitions, salt)
-                stage.restore(await identity_log.load(0))
+                folder = settings.data_dir / "state" / "identity"
+                stage = IdentityStage(
+                    config,
+                    settings.allowed_lateness,
+                    partitions,
+                    salt,
+                    folder,
+                    settings.state_cache,
+                    settings.erase_within / 4000,
+                )
+                store = stage.open_store()
+                try:
+                    if store is None:
+                        stage.restore(await identity_log.load(0))
+                    else:  # a save at a time into the store: the graph never whole in memory
+                        await identity_log.load_into(0, store)
+                        stage.restore_stored()
+                except BaseException:
+                    stage.close()
+                    raise
                 if writer.closed:
+                    stage.close()
                     return None  # revoked while it loaded
                 # Its last outbox was committed with the state that holds it: sent already.
                 stage.outbox = []
@@ -379,6 +398,8 @@ def create_app(settings: Settings, source_partitions: int, idle_after: float = 2
         closing = []
         for tp in partitions:
             if tp.topic == names.ordered:
+                if state.identity is not None:
+                    state.identity.close()
                 state.identity = None
                 closing.append(state.writers.pop(("identity", 0), None))
             elif tp.topic == names.journeys:

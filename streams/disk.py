@@ -27,6 +27,7 @@ from rocksdict import (
     BottommostLevelCompaction,
     Cache,
     CompactOptions,
+    DBCompressionType,
     Options,
     Rdict,
     WriteBatch,
@@ -38,6 +39,9 @@ from rocksdict import (
 #: 24 MiB per journey partition a worker holds, whatever the number of journeys.
 WRITE_BUFFER = 8 * 1024 * 1024
 BLOCK_CACHE = 8 * 1024 * 1024
+#: Whether files are compressed (RocksDB's default, Snappy); off, a file holds each record's
+#: bytes as written (tests look for them).
+COMPRESSED = True
 
 
 class RocksStore:
@@ -48,19 +52,28 @@ class RocksStore:
         folder.mkdir(parents=True, exist_ok=True)
         remove_orphans(folder)
         self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._db = self._open()
+
+    def _open(self) -> Rdict:
+        """The database in the store's folder (created if missing)."""
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_write_buffer_size(WRITE_BUFFER)
         options.set_max_write_buffer_number(2)
+        if not COMPRESSED:
+            options.set_compression_type(DBCompressionType.none())
         tables = BlockBasedOptions()
         tables.set_block_cache(Cache(BLOCK_CACHE))
         tables.set_cache_index_and_filter_blocks(True)  # counted in the cache, not beside it
+        # A lookup of a key that is not there (a new alias, a new journey) reads no block.
+        tables.set_bloom_filter(10, False)
         options.set_block_based_table_factory(tables)
-        self._db = Rdict(str(self.path), options, access_type=AccessType.read_write())
+        db = Rdict(str(self.path), options, access_type=AccessType.read_write())
         writes = WriteOptions()
         # A cache of the changelog: a crash starts a new one. (A property; the stubs say method.)
         writes.disable_wal = True  # type: ignore[assignment,method-assign]
-        self._db.set_write_options(writes)
+        db.set_write_options(writes)
+        return db
 
     def get(self, key: bytes) -> bytes | None:
         """The record under `key`, None if there is none."""
@@ -101,12 +114,15 @@ class RocksStore:
 
     def purge(self) -> None:
         """Rewrite every file, so values deleted or replaced (by an erasure) are gone from
-        disk: RocksDB otherwise keeps them in older files until they are compacted."""
+        disk: RocksDB otherwise keeps them in older files until they are compacted, and
+        the keys that bounded those files in its MANIFEST, which a reopening starts anew."""
         self._db.flush()
         options = CompactOptions()
         options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
         options.set_exclusive_manual_compaction(True)
         self._db.compact_range(None, None, options)
+        self._db.close()
+        self._db = self._open()
 
     def memory(self) -> int:
         """Bytes RocksDB holds in memory: its write buffers and its block cache."""

@@ -52,7 +52,7 @@ number applied, in its state), whatever writes it outside a transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +81,7 @@ from journeys.streams.engine.commands import (
     partition_of,
     to_wire,
 )
-from journeys.streams.erasure import Erasure
+from journeys.streams.erasure import SUPPRESSED, Erasure
 
 _NEVER = -(2**62)
 #: The stage's own meta key, saved last: the changelog's commit key.
@@ -119,13 +119,49 @@ class StageStats:
     suppressed: int = 0
 
 
+class Purge:
+    """When a stage purges its store of erased values (RocksDB keeps a value deleted or
+    replaced in older files until they are compacted): at the first save after an erasure
+    at least `every` seconds after its last purge (a quarter of JOURNEYS_ERASE_WITHIN)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.at = float("-inf")
+        #: Erasures carried out when the store was last purged.
+        self.erasures = 0
+
+    def after(self, store: RocksStore | None, erasures: int) -> None:
+        """The stage saved (its store written) with `erasures` carried out so far."""
+        if store is None or erasures == self.erasures:
+            return
+        now = time.monotonic()
+        if now - self.at >= self.every:
+            store.purge()
+            self.at, self.erasures = now, erasures
+
+
 class IdentityStage:
     """Sequencer and identity router of the identity stage."""
 
     def __init__(
-        self, config: EngineConfig, lateness_ms: int, partitions: int, salt: bytes = b""
+        self,
+        config: EngineConfig,
+        lateness_ms: int,
+        partitions: int,
+        salt: bytes = b"",
+        folder: Path | None = None,
+        capacity: int = 0,
+        purge_every: float = 6 * 3600.0,
     ) -> None:
         self._config = config
+        #: Where the router's graph waits out of memory (None, or no capacity: it is all in
+        #: memory), and how many entries per table stay in memory (`store.Paged`).
+        self._folder = folder if capacity else None
+        self._capacity = capacity
+        self._store: RocksStore | None = None
+        self._purge = Purge(purge_every)
+        #: `forget` requests carried out.
+        self.erasures = 0
         #: `forget` requests (`journeys.streams.erasure`); `salt`: the privacy salt.
         self.erasure = Erasure(salt)
         self._lateness = lateness_ms
@@ -153,9 +189,46 @@ class IdentityStage:
         """Event time reached (the router's)."""
         return self.router.clock
 
+    def open_store(self) -> RocksStore | None:
+        """A new, empty store for the router's graph (the one before, if any, removed);
+        None without a folder: the graph stays in memory."""
+        self.close()
+        if self._folder is not None:
+            self._store = RocksStore(self._folder)
+        return self._store
+
+    def close(self) -> None:
+        """Remove the stage's store, if it has one (the stage is no longer used)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def restore(self, state: dict[bytes, bytes]) -> None:
-        """Continue from saved state (or start empty)."""
+        """Continue from saved state (or start empty); with a folder, through a new store
+        there (the state is the truth; a store is its cache)."""
+        store = self.open_store()
+        if store is not None:
+            store.write(state)
+            self.restore_stored()
+            return
         self.router = IdentityRouter.restore(self._config, state, self.router.partitions)
+        self._resume(state)
+
+    def restore_stored(self) -> None:
+        """Continue from the saved state written into the store `open_store` gave (by
+        `Changelog.load_into`): the router's graph stays there, the stage's own records
+        (position, reorder buffer, outbox, erased hashes) are read."""
+        store = self._store
+        assert store is not None
+        partitions = self.router.partitions
+        self.router = IdentityRouter.restore_stored(self._config, store, partitions, self._capacity)
+        give_back_memory()  # what reading the state took is free: it goes back to the OS
+        own = dict(store.items(b"m:"))
+        own.update(store.items(SUPPRESSED))
+        self._resume(own)
+
+    def _resume(self, state: Mapping[bytes, bytes]) -> None:
+        """The stage's own records: erased hashes, position, reorder buffer and outbox."""
         self.erasure.restore(state)
         meta = orjson.loads(state.get(STAGE_META, b"{}"))
         self.offset = int(meta.get("offset", -1))
@@ -233,6 +306,7 @@ class IdentityStage:
         elif item.kind == "forget":
             held, _ = self.erasure.apply(item, self.router, self.sequencer)
             self.stats.suppressed += held
+            self.erasures += 1
         elif item.kind == "rebuild":
             self.router.rebuild(item.generation, item.rules)
 
@@ -301,7 +375,8 @@ class IdentityStage:
     def state_changes(self) -> dict[bytes, bytes | None]:
         """The router's changes and the stage's position (with its reorder buffer and
         outbox)."""
-        changes = self.router.changes()
+        changes = self.router.changes()  # written to its store, if it has one
+        self._purge.after(self._store, self.erasures)
         changes.update(self.erasure.changes())
         buffered = sorted(
             (item[3] for item in self.sequencer._heap),  # noqa: SLF001 (the stage owns it)
@@ -364,11 +439,7 @@ class JourneyStage:
         self._folder = folder if capacity else None
         self._capacity = capacity
         self._store: RocksStore | None = None
-        #: A store is purged of erased journeys' old values at the first save at least this
-        #: many seconds after its last purge (a quarter of JOURNEYS_ERASE_WITHIN).
-        self._purge_every = purge_every
-        self._purged_at = 0.0
-        self._erasures = 0
+        self._purge = Purge(purge_every)
         self.engine = PartitionEngine(config, partition, partitions)
         self.offset = -1
         self.commands = 0
@@ -450,9 +521,5 @@ class JourneyStage:
         engine = self.engine
         changes = engine.changes()
         changes[STAGE_META] = orjson.dumps({"offset": self.offset, "marked": self.marked})
-        if self._store is not None and engine.erasures != self._erasures:
-            now = time.monotonic()
-            if now - self._purged_at >= self._purge_every:
-                self._store.purge()
-                self._purged_at, self._erasures = now, engine.erasures
+        self._purge.after(self._store, engine.erasures)
         return changes

@@ -356,11 +356,13 @@ class PartitionEngine:
                 self._dirty[h.key] = h
                 self._touched.add(h.key)
         elif isinstance(command, Forget):
+            links = len(self._touched_links)
             h = self._get(command.key)
             if h is not None:
                 self._forget(h)
-                self.erasures += 1
             self._forget_links(command.key)
+            if h is not None or len(self._touched_links) != links:
+                self.erasures += 1  # records went: a store is purged of their old values
         elif isinstance(command, AbsorbPart):
             self._part(command)
         elif isinstance(command, Erase):

@@ -8,13 +8,18 @@ changelog; the journey partitions re-fold the account without the person's event
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from journeys.schemas.codec import Control, decode_ordered, forget_json, forwarded_json, idle_json
 from journeys.schemas.privacy import identifier_hash
 from journeys.schemas.record import EventRecord
 from journeys.schemas.rows import JourneyRow
+from journeys.streams import disk
 from journeys.streams.engine import IdentityRouter, PartitionEngine
 from journeys.streams.engine.commands import Contacts, Erase, Forget, Route
 from journeys.streams.engine.identity import Names
@@ -292,3 +297,47 @@ def test_what_the_partitions_publish_after_a_forget_comes_above_the_recomputed_r
     engine = PartitionEngine(CONFIG)
     engine.apply(erase)
     assert engine.seq == erase.seq
+
+
+def test_a_forget_leaves_nothing_of_the_person_in_the_stages_stores_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages keeping their state in RocksDB (one journey or identity entry per table in
+    memory): after the forget, no file of any store holds the person's identifiers (the
+    stores are purged at the next save, older files included). Files uncompressed, so
+    what is in them can be found."""
+    monkeypatch.setattr(disk, "COMPRESSED", False)
+    cookie, contact = os.urandom(24).hex(), os.urandom(24).hex()  # incompressible
+    name = os.urandom(24).hex()
+    person = {"anonymous_id": cookie, "contact_id": contact, "email": name + "@acme.nl"}
+    # Their tails: a file keeps a key's first bytes shared with the key before only once.
+    secrets = [cookie[8:].encode(), contact[8:].encode(), name[8:].encode()]
+    events = [
+        *history(),
+        ev("page_view", 2, event_id="p1", anonymous_id=cookie),
+        ev("signup", 3, event_id="p2", **person),
+    ]
+    pipeline = Pipeline(partitions=2, folder=tmp_path, capacity=1)
+    pipeline.feed(forwarded(events) + [idle_json(0, 1)])
+    pipeline.settle()
+
+    def files() -> bytes:
+        for store in [pipeline.identity._store, *(p._store for p in pipeline.parts)]:  # noqa: SLF001
+            assert store is not None
+            store._db.flush()  # noqa: SLF001 (what a long run leaves in older files)
+        return b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+
+    assert all(secret in files() for secret in secrets)
+    hashes = [identifier_hash(SALT, kind, value) for kind, value in person.items()]
+    pipeline.feed(forget_json("r2", hashes, [], ["p1", "p2"]))
+    pipeline.settle()
+    assert pipeline.identity.erasures == 1
+    files()
+    left = [
+        (f, secret)
+        for f in tmp_path.rglob("*")
+        if f.is_file()
+        for secret in secrets
+        if secret in f.read_bytes()
+    ]
+    assert not left

@@ -42,6 +42,7 @@ from journeys.streams.engine.commands import (
     partition_of,
     to_wire,
 )
+from journeys.streams.engine.store import Paged
 from journeys.streams.stage import IdentityStage, JourneyStage, Sealed
 from tests.unit.engine.journey import ev, run, view
 from tests.unit.engine.test_arrival import SHORT, arrival, histories, redeliver
@@ -92,7 +93,8 @@ class Pipeline:
         capacity: int = 0,
     ):
         self.config = config
-        #: Where journey stages keep journeys out of memory (RocksDB), and how many not.
+        #: Where the stages keep state out of memory (RocksDB; identity/ and journeys/), and
+        #: how many journeys (or identity entries per table) stay in memory.
         self.folder, self.capacity = folder, capacity
         self.lateness = lateness
         self.partitions = partitions
@@ -110,13 +112,17 @@ class Pipeline:
         self.crashes = 0
 
     def _identity(self) -> IdentityStage:
-        stage = IdentityStage(self.config, self.lateness, self.partitions)
+        folder = None if self.folder is None else self.folder / "identity"
+        stage = IdentityStage(
+            self.config, self.lateness, self.partitions, b"", folder, self.capacity
+        )
         stage.restore(dict(self.identity_log))
         self.send_sealed(stage.outbox)  # saved, maybe not sent: sent again
         return stage
 
     def _part(self, partition: int) -> JourneyStage:
-        stage = JourneyStage(self.config, partition, self.partitions, self.folder, self.capacity)
+        folder = None if self.folder is None else self.folder / "journeys"
+        stage = JourneyStage(self.config, partition, self.partitions, folder, self.capacity)
         stage.restore(dict(self.journey_logs[partition]))
         return stage
 
@@ -399,26 +405,33 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(sent: bool) -> None:
 def test_journeys_out_of_memory_on_disk_give_the_same_tables_through_crashes(
     sent: bool, tmp_path: Path
 ) -> None:
-    """Journey stages keeping one journey in memory and the rest in RocksDB, crashed and
-    restored (each restore a new store beside the one left open): the tables of replay,
-    and a stage let go leaves no store behind."""
+    """Stages keeping one journey (or identity entry per table) in memory and the rest in
+    RocksDB, crashed and restored (each restore a new store beside the one left open): the
+    tables of replay, and a stage let go leaves no store behind."""
     events = [*history(), *(ev("page_view", n, account_id=f"other-{n}") for n in range(9))]
     pipeline = Pipeline(3, folder=tmp_path, capacity=1)
     pipeline.feed([*messages(events, 3), *idle(3)])
     pipeline.step_identity(batch=8)
     for p in range(3):
         pipeline.step_journeys(p, 5, Crash(sent, rewind=1))
+    assert pipeline.step_identity(batch=4, crash=Crash(sent, rewind=1))
     pipeline.settle()
     assert view(final_tables(pipeline.out)) == expected(events)
+    aliases = pipeline.identity.router.identity.aliases
+    assert isinstance(aliases, Paged)
+    assert len(aliases) > len(aliases.recent)  # most of the graph waits in the store
     on_disk = [
         len(list(stage.engine.store.keys(b"h:"))) for stage in pipeline.parts if stage.engine.store
     ]
     assert sum(on_disk) > sum(len(stage.engine.holders) for stage in pipeline.parts)
-    stores = list(tmp_path.glob("*/*"))
+    stores = list(tmp_path.glob("journeys/*/*"))
     assert len(stores) == 6  # one per restore: three at start, three after the crashes
     for stage in pipeline.parts:
         stage.close()
-    assert len(list(tmp_path.glob("*/*"))) == 3  # those the crashed stages left open
+    assert len(list(tmp_path.glob("journeys/*/*"))) == 3  # those the crashed stages left open
+    assert len(list(tmp_path.glob("identity/*/*"))) == 2
+    pipeline.identity.close()
+    assert len(list(tmp_path.glob("identity/*/*"))) == 1
 
 
 def test_a_journey_stage_skips_input_its_saved_state_reflects() -> None:
