@@ -157,8 +157,8 @@ class Paged(MutableMapping[str, V]):
     save lets it go, and what changed it must be in the owner's save.
 
     Iteration and `len` scan the store (for rare whole-state work, like an
-    erasure) and read nothing into the cache; as with a dict, change nothing
-    while iterating."""
+    erasure) and read nothing into the cache; entries may be read or replaced
+    while iterating, none added or deleted."""
 
     __slots__ = ("capacity", "decode", "prefix", "recent", "store")
 
@@ -219,16 +219,17 @@ class Paged(MutableMapping[str, V]):
         return sum(1 for _ in self.items())
 
     def items(self) -> Iterator[tuple[str, V]]:  # type: ignore[override]
-        """Every entry, read one at a time (those not in the cache stay out of it)."""
-        recent = self.recent
+        """Every entry, read one at a time (those not in the cache stay out of it): those
+        in the cache as it was when the iteration began, the others from the store."""
+        cached = dict(self.recent)  # entries read meanwhile are not yielded twice
         skip = len(self.prefix)
         for name, data in self.store.items(self.prefix):
             key = name[skip:].decode()
-            if key not in recent:
+            if key not in cached:
                 value = self.decode(key, data)
                 if value is not None:
                     yield key, value
-        yield from [(key, value) for key, value in recent.items() if value is not None]
+        yield from ((key, value) for key, value in cached.items() if value is not None)
 
     def values(self) -> Iterator[V]:  # type: ignore[override]
         """Every value, read one at a time (those not in the cache stay out of it)."""
