@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     state_cache: int = Field(
         default=50_000,
         ge=0,
-        description="journeys a worker keeps in memory per journey partition; the others "
-        "wait in a RocksDB store under the data dir, read back when their events come (0: "
-        "every journey in memory)",
+        description="journeys a worker keeps in memory per journey partition, and identity "
+        "entries per table of the identity stage; the others wait in RocksDB stores under "
+        "the data dir, read back when their events come (0: everything in memory)",
     )
 
     kafka_bootstrap: str = Field(default="127.0.0.1:9092")

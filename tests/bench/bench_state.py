@@ -29,7 +29,10 @@ batch; then it prints, each figure beside a baseline from the same run:
   the in-memory build, the RocksDB folder's size; the restore as a worker does
   it (the records written to a new store a batch at a time as they are read,
   then `PartitionEngine.restore_stored`), its time and RSS; and, apart, the
-  identity router's RSS restored alone (the other stage a worker may hold).
+  identity router's RSS restored alone (the other stage a worker may hold), in
+  memory and on disk (`IdentityRouter.restore_stored`, at most `--cache`
+  entries per table in memory), and the two stages' sum at 10**6 accounts.
+  The build on disk keeps the router's graph in a RocksDB of its own too.
   RSS is given as measured and once freed memory went back to the OS (glibc
   `malloc_trim`, as a worker does after a restore): what the objects alive take;
 - a summary: least-squares lines over the sizes, extrapolated.
@@ -263,12 +266,15 @@ def disk_size(path: Path) -> int:
 
 def build_on_disk(accounts: int, days: int, batch: int, cache: int, folder: Path) -> dict[str, Any]:
     """The same events folded by a partition keeping `cache` journeys in memory, the rest
-    in RocksDB: RSS growth (the router's included, as in `build`) and events/s."""
+    in RocksDB, and a router keeping `cache` entries per table in memory, the rest in a
+    RocksDB of its own (as a worker holding both stages does): RSS growth and events/s."""
     lines = list(simulate(accounts=accounts, days=days, seed=SEED))
     events = records(lines)
     before = live()
     engine = JourneyEngine(EngineConfig.default())
     store = RocksStore(folder / "rocks")
+    graph = RocksStore(folder / "rocks-router")
+    engine.router = IdentityRouter(engine.config, 1, graph, cache)
     engine.parts = [PartitionEngine(engine.config, 0, 1, store, cache)]
     start = time.process_time()
     fold(events, batch, folder / "changelog-disk.bin", engine)
@@ -279,9 +285,11 @@ def build_on_disk(accounts: int, days: int, batch: int, cache: int, folder: Path
         "disk_build_live": live() - before,
         "disk_live": len(part.holders), "disk_loads": part.loads,
         "disk_files": disk_size(store.path), "disk_build_peak": peak(),
-        "disk_build_rocks": store.memory(),
+        "disk_build_rocks": store.memory() + graph.memory(),
+        "disk_router_files": disk_size(graph.path),
     }  # fmt: skip
     store.close()
+    graph.close()
     return result
 
 
@@ -316,6 +324,26 @@ def restore_router(folder: Path) -> dict[str, Any]:
     router = IdentityRouter.restore(config, identity, 1)
     del identity
     return {"router_rss": live() - before, "router_keys": len(router.shadows)}
+
+
+def restore_router_on_disk(folder: Path, cache: int) -> dict[str, Any]:
+    """The identity router restored as a worker does with a store: its records written to
+    a new RocksDB a batch at a time, then `IdentityRouter.restore_stored` keeping `cache`
+    entries per table in memory; RSS growth once freed memory went back, and the time."""
+    config = EngineConfig.default()
+    before = live()
+    store = RocksStore(folder / "rocks-router")
+    start = time.perf_counter()
+    records = list(marshal.loads((folder / "router.bin").read_bytes()).items())
+    for first in range(0, len(records), STREAM_BATCH):
+        store.write(dict(records[first : first + STREAM_BATCH]))
+    del records
+    router = IdentityRouter.restore_stored(config, store, 1, cache)
+    took = time.perf_counter() - start
+    result = {"router_disk_rss": live() - before, "router_disk_restore": took,
+              "router_disk_rocks": store.memory(), "router_disk_wakes": len(router._wakes)}  # noqa: SLF001  # fmt: skip
+    store.close()
+    return result
 
 
 def load(folder: Path) -> State:
@@ -378,6 +406,7 @@ def measure(accounts: int, days: int, batch: int, profile: int, cache: int) -> d
         figures.update(child("--step", "restore", "--top", str(profile), tmp))
         figures.update(child("--step", "disk", "--cache", str(cache), tmp))
         figures.update(child("--step", "router", tmp))
+        figures.update(child("--step", "router-disk", "--cache", str(cache), tmp))
         figures.update(child("--step", "build-disk", "--accounts", str(accounts),
                              "--days", str(days), "--batch", str(batch),
                              "--cache", str(cache), tmp))  # fmt: skip
@@ -456,7 +485,11 @@ def report_disk(f: dict[str, Any]) -> None:
         f"{f['disk_restore_rocks'] / MB:,.0f} MB of it (target <= "
         f"{RSS_TARGET / 1024**3:.0f} GB); the identity router restored alone (another stage, "
         f"one partition for all accounts) +{f['router_rss'] / MB:,.0f} MB -> "
-        f"{gb('router_rss')}; peak "
+        f"{gb('router_rss')}, on disk with at most {f['cache']:,} entries per table in memory "
+        f"+{f['router_disk_rss'] / MB:,.0f} MB -> {gb('router_disk_rss')} (RocksDB's own "
+        f"{f['router_disk_rocks'] / MB:,.0f} MB of it; {f['router_disk_wakes']:,} visitor "
+        f"timers), restored in {f['router_disk_restore']:,.2f} s, its RocksDB "
+        f"{f['disk_router_files'] / MB:,.0f} MB on disk after the build; peak "
         f"RSS building on disk {f['disk_build_peak'] / MB:,.0f} MB",
         flush=True,
     )
@@ -481,6 +514,7 @@ def summary(all_figures: list[dict[str, Any]]) -> None:
         return line(xs, [float(f[name]) for f in all_figures], where)
 
     trip = at("floor_dumps", RESTORE_AT) + at("floor_loads", RESTORE_AT)
+    worker = at("disk_restore_live", RSS_AT) + at("router_disk_rss", RSS_AT)
     ratio = sum(f["bytes"] for f in all_figures) / sum(f["input_bytes"] for f in all_figures)
 
     print(
@@ -501,7 +535,9 @@ def summary(all_figures: list[dict[str, Any]]) -> None:
         f"(router included; in memory {at('build_live', RSS_AT) / 1024**3:,.2f} GB); "
         f"restored {at('disk_restore_rss', RSS_AT) / 1024**3:,.2f} GB, "
         f"{at('disk_restore_live', RSS_AT) / 1024**3:,.2f} GB once freed memory went back; "
-        f"the identity router alone {at('router_rss', RSS_AT) / 1024**3:,.2f} GB (target <= "
+        f"the identity router alone {at('router_rss', RSS_AT) / 1024**3:,.2f} GB in memory, "
+        f"{at('router_disk_rss', RSS_AT) / 1024**3:,.2f} GB on disk; a worker holding both "
+        f"stages on disk {worker / 1024**3:,.2f} GB (target <= "
         f"{RSS_TARGET / 1024**3:.0f} GB for the worker); restore at {RESTORE_AT:,} accounts "
         f"{at('disk_restore', RESTORE_AT):,.1f} s (target <= {RESTORE_TARGET:.0f} s)",
         flush=True,
@@ -526,7 +562,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--step",
-        choices=("build", "restore", "disk", "build-disk", "router"),
+        choices=("build", "restore", "disk", "build-disk", "router", "router-disk"),
         help=argparse.SUPPRESS,
     )
     parser.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
@@ -541,6 +577,8 @@ def main() -> None:
             result = restore_on_disk(folder, args.cache)
         elif args.step == "router":
             result = restore_router(folder)
+        elif args.step == "router-disk":
+            result = restore_router_on_disk(folder, args.cache)
         else:
             result = restore(folder, args.top)
         (folder / "result.json").write_bytes(orjson.dumps(result))
