@@ -240,23 +240,27 @@ class Alerts:
         return f.act + math.floor(engagement.half_life * math.log2(f.score / engagement.warm)) + 1
 
     def next_deadline(self, f: Fold) -> int | None:
-        """The earliest running deadline."""
-        deadlines = [
-            d
-            for d in (
-                self.cart_deadline(f),
-                self.stall_deadline(f),
-                self.reorder_deadline(f),
-                self.cool_deadline(f),
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        """The earliest running deadline (asked after most events: a deadline whose episode
+        is not open is not asked for)."""
+        best = f.cart_last + self.cart_after if f.cart_armed and f.cart_start is not None else None
+        if f.deal_open is not None and not f.stall_alerted:
+            stall = self.stall_deadline(f)
+            if stall is not None and (best is None or stall < best):
+                best = stall
+        if f.orders is not None:
+            reorder = self.reorder_deadline(f)
+            if reorder is not None and (best is None or reorder < best):
+                best = reorder
+        if f.hot is not None:
+            cool = self.cool_deadline(f)
+            if cool is not None and (best is None or cool < best):
+                best = cool
+        return best
 
     def fire(self, f: Fold, before: int, changed: list[str] | None) -> None:
         """Raise every alert whose deadline is before `before` (event time has passed it),
         and resolve a hot account's alert once its score has cooled below `warm`."""
-        cool = self.cool_deadline(f)
+        cool = self.cool_deadline(f) if f.hot is not None else None
         alerts = f.alerts
         if cool is not None and cool < before and alerts:
             for aid, alert in alerts.items():
@@ -266,9 +270,13 @@ class Alerts:
                         changed.append(aid)
             if f.fired is None or cool > f.fired:
                 f.fired = cool
-        while True:
-            cart = self.cart_deadline(f)
-            stall = self.stall_deadline(f)
+        while True:  # (the deadlines' guards inline: this runs before every event of a fold)
+            cart = (
+                f.cart_last + self.cart_after if f.cart_armed and f.cart_start is not None else None
+            )
+            stall = (
+                self.stall_deadline(f) if f.deal_open is not None and not f.stall_alerted else None
+            )
             reorder = self.reorder_deadline(f) if f.orders is not None else None
             if (
                 reorder is not None

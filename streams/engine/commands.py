@@ -53,10 +53,14 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions if partitions > 1 else 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Route:
     """`event` belongs to journey `key`, of `rank`, with `contacts` contacts; `late` when
-    it came after event time passed it."""
+    it came after event time passed it.
+
+    One is made per event: its `__init__` stores the slots through their descriptors, at
+    half the cost of a frozen dataclass's (`object.__setattr__` per field); it stays
+    frozen, equal and hashed like the others."""
 
     seq: int
     key: str
@@ -64,6 +68,21 @@ class Route:
     contacts: int
     late: bool
     event: EventRecord
+
+    def __init__(
+        self, seq: int, key: str, rank: int, contacts: int, late: bool, event: EventRecord
+    ) -> None:
+        set_seq, set_key, set_rank, set_contacts, set_late, set_event = _ROUTE_SLOTS
+        set_seq(self, seq)
+        set_key(self, key)
+        set_rank(self, rank)
+        set_contacts(self, contacts)
+        set_late(self, late)
+        set_event(self, event)
+
+
+#: The setters of `Route`'s slots, in field order.
+_ROUTE_SLOTS: Any = tuple(getattr(Route, name).__set__ for name in Route.__slots__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -477,7 +477,8 @@ class PartitionEngine:
             if h is not None:
                 self._holder(command.key, command.rank, command.contacts, ts)
             return
-        h = self._holder(command.key, command.rank, command.contacts, ts)
+        if h is None or command.rank > h.rank or command.contacts != h.contacts:
+            h = self._holder(command.key, command.rank, command.contacts, ts)
         kinds = self._kinds.get(event.channel)
         kind = kinds.get(event.type) if kinds is not None else None
         if kind is None:
@@ -727,9 +728,11 @@ class PartitionEngine:
         if bound <= h.bound:
             return
         tail = h.tail
-        n = 0
-        while n < len(tail) and tail[n][0] <= bound:
-            n += 1
+        n = len(tail)
+        if n and tail[-1][0] > bound:  # (else the whole tail goes, the common case)
+            n = 0
+            while tail[n][0] <= bound:
+                n += 1
         account = h.key if h.rank >= ACCOUNT_RANK else None
         cur = h.cur
         if h.pending == FULL:
@@ -810,10 +813,13 @@ class PartitionEngine:
         for key, (first, last, n) in list(self._cold_tails.items()):
             if last <= horizon or (first <= horizon and n > _KEEP):
                 self._get(key)  # back in memory (and in `_tailed`) to be rolled below
-        for h in list(self._tailed.values()):
-            tail = h.tail
-            if tail[-1][0] <= horizon or (tail[0][0] <= horizon and len(tail) > _KEEP):
-                self._roll(h, horizon)
+        due = [
+            h
+            for h in self._tailed.values()
+            if h.tail[-1][0] <= horizon or (h.tail[0][0] <= horizon and len(h.tail) > _KEEP)
+        ]
+        for h in due:  # (rolling one journey changes no other's tail)
+            self._roll(h, horizon)
         self._next_sweep = self._until + self._slack
 
     def _forget(self, h: Holder) -> None:

@@ -128,8 +128,13 @@ class Phases:
         if target > current:
             made = (target, ts, event_id, kind.type, kind.channel)
             traj.append(made)
-        if active and self._half_life:
-            self._engage(f, act, ts, event_id, kind.weight, changed)
+        if active and self._half_life:  # `_engage`, its common case inline (every activity)
+            if act is not None and ts > act and f.hot is None:
+                score = f.score = f.score * 2.0 ** ((act - ts) / self._half_life) + kind.weight
+                if score >= self._hot:
+                    self._alerts.heat(f, ts, event_id, score, changed)
+            else:
+                self._engage(f, act, ts, event_id, kind.weight, changed)
         if kind.episodes or (active and f.stall_alerted):
             self._alerts.on_event(f, kind.flags, active, ts, event_id, changed)
         return made

@@ -217,13 +217,17 @@ def unpack_tail(packed: list[Any]) -> list[Entry]:
     return tail
 
 
+#: Bound once: `fingerprint` runs about once per event.
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
+
+
 def fingerprint(event_id: str) -> int:
     """A journey's dedupe key of an event: 8 bytes of BLAKE2b, the same in every process.
 
     Two event_ids of one journey share one with odds of about n^2 / 2^65 (1 in 10^8 for a
     journey of a million events); the later one would be taken for a redelivery."""
-    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    return _from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 def by_time(entry: Entry) -> tuple[int, str]:
@@ -260,10 +264,11 @@ class Index:
 
     def add(self, fp: int, ts: int) -> None:
         """One more event."""
-        i = bisect_left(self.new_fps, fp)
-        self.new_fps.insert(i, fp)
+        new_fps = self.new_fps
+        i = bisect_left(new_fps, fp)
+        new_fps.insert(i, fp)
         self.new_fts.insert(i, ts)
-        if len(self.new_fps) > _FRESH and len(self.new_fps) > len(self.fps) >> 3:
+        if len(new_fps) > _FRESH and len(new_fps) > len(self.fps) >> 3:
             pairs = sorted(
                 [
                     *zip(self.fps, self.fts, strict=True),
@@ -309,7 +314,7 @@ class Archive:
         if chunks and self.last < CHUNK_EVENTS:
             room = CHUNK_EVENTS - self.last
             part = entries[:room]
-            chunks[-1] = chunks[-1][:-1] + b"," + orjson.dumps(pack_tail(part)) + b"]"
+            chunks[-1] = b"".join((chunks[-1][:-1], b",", orjson.dumps(pack_tail(part)), b"]"))
             self.dirty = min(self.dirty, len(chunks) - 1)
             self.last += len(part)
             start = room
