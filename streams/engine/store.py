@@ -160,7 +160,7 @@ class Paged(MutableMapping[str, V]):
     erasure) and read nothing into the cache; entries may be read or replaced
     while iterating, none added or deleted."""
 
-    __slots__ = ("capacity", "decode", "prefix", "recent", "store")
+    __slots__ = ("_any", "capacity", "decode", "prefix", "recent", "store")
 
     def __init__(
         self,
@@ -176,6 +176,8 @@ class Paged(MutableMapping[str, V]):
         self.capacity = capacity
         #: Entries read or changed since they were last let go (None: there is none).
         self.recent: dict[str, V | None] = {}
+        #: Whether there is any entry (None: not known since the last deletion).
+        self._any: bool | None = None
 
     def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
         """The value under `key`, `default` if there is none."""
@@ -198,11 +200,13 @@ class Paged(MutableMapping[str, V]):
 
     def __setitem__(self, key: str, value: V) -> None:
         self.recent[key] = value
+        self._any = True
 
     def __delitem__(self, key: str) -> None:
         if self.get(key) is None:
             raise KeyError(key)
         self.recent[key] = None
+        self._any = None
 
     def pop(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
         """Delete the value under `key`, and give it (`default` if there was none)."""
@@ -210,6 +214,7 @@ class Paged(MutableMapping[str, V]):
         if value is None:
             return default
         self.recent[key] = None
+        self._any = None
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -217,6 +222,20 @@ class Paged(MutableMapping[str, V]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self.items())
+
+    def __bool__(self) -> bool:
+        """Whether there is any entry: without counting them (`len` scans them all)."""
+        if self._any is None:
+            self._any = self._find_any()
+        return self._any
+
+    def _find_any(self) -> bool:
+        recent = self.recent
+        skip = len(self.prefix)
+        for name in self.store.keys(self.prefix):  # the first one, but for deletions
+            if recent.get(name[skip:].decode(), True) is not None:
+                return True
+        return any(value is not None for value in recent.values())
 
     def items(self) -> Iterator[tuple[str, V]]:  # type: ignore[override]
         """Every entry, read one at a time (those not in the cache stay out of it): those

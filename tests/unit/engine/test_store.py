@@ -268,6 +268,7 @@ def test_a_paged_map_reads_back_what_left_memory_and_iterates_each_key_once() ->
     iterating (an erasure follows redirects while it scans them)."""
     store = MemoryStore()
     table = Paged(b"r:", lambda _, data: data.decode(), store, 2)
+    assert not table
     for n in range(5):
         table[f"k{n}"] = f"v{n}"
     store.write({f"r:k{n}".encode(): f"v{n}".encode() for n in range(5)})
@@ -283,3 +284,7 @@ def test_a_paged_map_reads_back_what_left_memory_and_iterates_each_key_once() ->
             table.get(other)
     assert sorted(seen) == ["k0", "k2", "k3", "k4", "k5"]
     assert dict(table.items()) == {"k0": "v0", "k2": "v2", "k3": "v3", "k4": "v4", "k5": "v5"}
+    assert table
+    for key in ("k0", "k2", "k3", "k4", "k5"):
+        del table[key]
+    assert not table and len(table) == 0  # deleted in memory, still in the store
