@@ -1461,13 +1461,14 @@ class PartitionEngine:
         for name, value in store.items(_HOLDER):
             key = name[2:].decode()
             holder = holders[key] = Holder.from_bytes(value, key)
+            engine._restored(holder)  # (its fold needs its archive's chunks no more than a save)
+            if len(holders) > engine.capacity and not holder.pending:
+                engine._park(holder)  # its chunks stay in the store until it is read back
+                continue
             count = holder.archive.expected
             if count:
                 found = {n: store.get(_CHUNK + _part_name(key, n)) for n in range(count)}
                 holder.load_chunks({n: chunk for n, chunk in found.items() if chunk is not None})
-            engine._restored(holder)
-            if len(holders) > engine.capacity and not holder.pending:
-                engine._park(holder)
         return engine
 
     @staticmethod
