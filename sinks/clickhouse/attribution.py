@@ -21,6 +21,12 @@ batch merged, an account merged into one of those (upstream), or a merged
 account the batch's events were stored under. A moved event is written again
 with a higher version: at least `REATTRIBUTED` + the latest link time it
 followed, and always above the row it replaces.
+
+A flush reads only the events it can move, not the table (which is sorted by
+event_id): their event_ids come from one projection per looked-up column
+(migration 0011), their FINAL rows through the sorting key, and their wide
+columns (properties, context) only where one moves. So a backfill's cost
+grows with its input, not with the square of it.
 """
 
 from __future__ import annotations
@@ -111,19 +117,23 @@ def candidates(out: Output) -> Candidates:
 def reattribute(client: Client, db: str, todo: Candidates) -> int:
     """Move stored events to the accounts their links give; the number of events moved.
 
-    Needs the batch's events and links to be in ClickHouse already.
+    Needs the batch's events and links to be in ClickHouse already. Reads only the
+    events the batch can move (see `_ids`), and their wide columns only where one moves.
     """
     if not todo:
         return 0
     affected = set(todo.merged) | _upstream(client, db, set(todo.merged))
     if todo.accounts:
         affected |= set(_merges_from(client, db, set(todo.accounts), depth=1))
-    params: dict[str, Any] = {kind: StringArray(todo.aliases.get(kind, [])) for kind in ALIAS_ORDER}
+    aliases = _with_linked(client, db, todo.aliases, affected)
+    params: dict[str, Any] = {kind: StringArray(aliases[kind]) for kind in ALIAS_ORDER}
     params["affected"] = StringArray(sorted(affected))
+    params |= _joined_aliases(client, db, params)
     bases = {
         str(row[0])
         for row in client.query(
-            f"SELECT DISTINCT base FROM ({_based(db)}) WHERE base != ''", parameters=params
+            f"SELECT DISTINCT base FROM ({_based(db, _NARROW)}) WHERE base != ''",
+            parameters=params,
         ).result_rows
     }
     if not bases:
@@ -196,21 +206,59 @@ def _upstream(client: Client, db: str, accounts: set[str]) -> set[str]:
     return found
 
 
-def _filter(db: str, e: str) -> str:
+def _with_linked(
+    client: Client, db: str, aliases: dict[str, list[str]], affected: set[str]
+) -> dict[str, list[str]]:
+    """Per alias kind, the batch's aliases and those linked to an affected account
+    (FINAL links, looked up once per flush and bound to every query after)."""
+    found = {kind: set(aliases.get(kind, [])) for kind in ALIAS_ORDER}
+    if affected:
+        rows = client.query(
+            f"SELECT kind, alias FROM {db}.identity_links FINAL "
+            "WHERE kind IN {kinds:Array(String)} AND account_id IN {affected:Array(String)}",
+            parameters={"kinds": list(ALIAS_ORDER), "affected": StringArray(sorted(affected))},
+        ).result_rows
+        for kind, alias in rows:
+            found[str(kind)].add(str(alias))
+    return {kind: sorted(values) for kind, values in found.items()}
+
+
+def _joined_aliases(client: Client, db: str, params: dict[str, Any]) -> dict[str, StringArray]:
+    """The aliases of the candidates stored without an account, per kind: the only
+    aliases whose links can decide a candidate's base (bound as `join_<kind>`)."""
+    groups = ", ".join(f"groupUniqArray(e.{kind})" for kind in ALIAS_ORDER)
+    ((*found,),) = client.query(
+        f"SELECT {groups} FROM {db}.events AS e FINAL "
+        f"WHERE e.event_id IN ({_ids(db)}) AND ({_filter('e.')}) "
+        "AND e.engine_account_id = ''",
+        parameters=params,
+    ).result_rows
+    return {
+        f"join_{kind}": StringArray(sorted(str(v) for v in values if v))
+        for kind, values in zip(ALIAS_ORDER, found, strict=True)
+    }
+
+
+def _filter(e: str) -> str:
     """Which stored events a batch may move (columns prefixed with `e`): those stored
     under an affected account, and those stored without one that carry an alias of the
-    batch or an alias linked to an affected account."""
-    linked = (
-        "{column} IN (SELECT alias FROM {db}.identity_links FINAL "
-        "WHERE kind = '{kind}' AND account_id IN {{affected:Array(String)}})"
-    )
-    aliases = " OR ".join(
-        [f"{e}{kind} IN {{{kind}:Array(String)}}" for kind in ALIAS_ORDER]
-        + [linked.format(column=f"{e}{kind}", db=db, kind=kind) for kind in ALIAS_ORDER]
-    )
+    batch or an alias linked to an affected account (both bound per kind, `_with_linked`)."""
+    aliases = " OR ".join(f"{e}{kind} IN {{{kind}:Array(String)}}" for kind in ALIAS_ORDER)
     return (
         f"{e}engine_account_id IN {{affected:Array(String)}} "
         f"OR ({e}engine_account_id = '' AND ({aliases}))"
+    )
+
+
+def _ids(db: str) -> str:
+    """The event_ids of every stored row (any version) `_filter` could select: one
+    lookup per column, each answered by that column's projection (migration 0011), not
+    by a scan of the table, which is sorted by event_id. A superset: the FINAL rows of
+    these event_ids, read through the sorting key, are filtered again."""
+    columns = [("engine_account_id", "affected"), *((kind, kind) for kind in ALIAS_ORDER)]
+    return " UNION ALL ".join(
+        f"SELECT event_id FROM {db}.events WHERE {column} IN {{{name}:Array(String)}}"
+        for column, name in columns
     )
 
 
@@ -230,19 +278,21 @@ _COPIED = (
     "engine_account_id",
     "version",
 )
+#: The columns deciding whether a candidate moves needs besides its base (no wide ones).
+_NARROW = ("event_id",)
 _JOINS = (("contact_id", "lc"), ("anonymous_id", "la"), ("email", "le"))
 
 
-def _based(db: str) -> str:
+def _based(db: str, copied: tuple[str, ...] = _COPIED, among: str = "") -> str:
     """The candidate events (FINAL rows) with their base account before merges, and the
-    time of the alias link it came from. Links are read for the candidates' aliases only."""
-    filter_e, filter_plain = _filter(db, "e."), _filter(db, "")
-    columns = ", ".join(f"e.{c} AS {c}" for c in _COPIED)
+    time of the alias link it came from; `copied` columns of each. Links are read for
+    the candidates' aliases only (`join_<kind>`). `among`: a subquery of event_ids the
+    candidates are limited to (default: `_ids`)."""
+    columns = ", ".join(f"e.{c} AS {c}" for c in copied)
     joins = " ".join(
         f"LEFT JOIN (SELECT alias, account_id, toUnixTimestamp64Milli(linked_at) AS at "
-        f"FROM {db}.identity_links FINAL WHERE kind = '{kind}' AND alias IN "
-        f"(SELECT {kind} FROM {db}.events WHERE {filter_plain})) AS {name} "
-        f"ON {name}.alias = e.{kind}"
+        f"FROM {db}.identity_links FINAL WHERE kind = '{kind}' "
+        f"AND alias IN {{join_{kind}:Array(String)}}) AS {name} ON {name}.alias = e.{kind}"
         for kind, name in _JOINS
     )
     return (
@@ -252,18 +302,28 @@ def _based(db: str) -> str:
         "le.account_id) AS base, "
         "multiIf(e.engine_account_id != '', 0, lc.account_id != '', lc.at, "
         "la.account_id != '', la.at, le.account_id != '', le.at, 0) AS base_at "
-        f"FROM {db}.events AS e FINAL {joins} WHERE {filter_e}"
+        f"FROM {db}.events AS e FINAL {joins} "
+        f"WHERE e.event_id IN ({among or _ids(db)}) AND ({_filter('e.')})"
     )
 
 
+_ENDS = "transform(base, {merged:Array(String)}, {ends:Array(String)}, base)"
+
+
 def _move(db: str) -> str:
-    """Write the candidates whose account changes again, at the end of their chain."""
-    ends = "transform(base, {merged:Array(String)}, {ends:Array(String)}, base)"
+    """Write the candidates whose account changes again, at the end of their chain. The
+    candidates are decided on their narrow columns first; only the moving ones are read
+    whole."""
     chain_at = "transform(base, {merged:Array(String)}, {at:Array(Int64)}, toInt64(0))"
+    moving = (
+        f"SELECT event_id FROM (SELECT event_id, current, {_ENDS} AS moved "
+        f"FROM ({_based(db, _NARROW)})) WHERE moved != current"
+    )
     return (
         f"INSERT INTO {db}.events ({EVENT_COLUMNS}) "
         "SELECT event_id, channel, type, occurred_at, moved, contact_id, anonymous_id, email, "
         "dmu_role, segment, properties, context, late, engine_account_id, "
         f"greatest(version + 1, toUInt64({REATTRIBUTED} + greatest(base_at, {chain_at}))) "
-        f"FROM (SELECT *, {ends} AS moved FROM ({_based(db)})) WHERE moved != current"
+        f"FROM (SELECT *, {_ENDS} AS moved FROM ({_based(db, _COPIED, moving)})) "
+        "WHERE moved != current"
     )

@@ -114,6 +114,80 @@ def test_writing_the_same_batches_again_changes_nothing(ch_sink: Factory, ch_dat
     assert snapshot(sink.client, ch_database) == before
 
 
+# ---------------------------------------------------------------- cost: the flush, not the table
+
+STORED = 400_000
+
+
+def selected_rows(client: Client) -> int:
+    """Rows this process's queries have read from tables so far."""
+    rows = client.query("SELECT value FROM system.events WHERE event = 'SelectedRows'").result_rows
+    return int(rows[0][0]) if rows else 0
+
+
+def test_a_flush_reads_the_events_it_can_move_not_the_whole_table(
+    ch_sink: Factory, ch_database: str
+) -> None:
+    # A table of 400k stored events of other accounts and visitors (a backfill's history),
+    # then a flush of three events and their links: its re-attribution reads about the
+    # granules of its own events (25k rows), not the table (it read 3.2M rows: 8 scans).
+    sink = ch_sink(ch_database)
+    sink.client.command(
+        f"INSERT INTO {ch_database}.events (event_id, channel, type, occurred_at, account_id, "
+        "contact_id, anonymous_id, email, dmu_role, segment, properties, context, late, "
+        "engine_account_id, version) "
+        "SELECT hex(cityHash64(number)), 'web', 'page_view', toDateTime64('2024-01-01', 3, 'UTC') "
+        "+ number, if(number % 3 = 0, '', concat('old-', toString(number % 5000))), "
+        "concat('oc-', toString(number % 7000)), concat('ov-', toString(number % 9000)), '', "
+        "'', '', '{}', '{}', 0, if(number % 3 = 0, '', concat('old-', toString(number % 5000))), 2 "
+        f"FROM numbers({STORED})"
+    )
+    sink.add(VISITS)
+    sink.flush()
+    sink.add(LINKS)
+    before = selected_rows(sink.client)
+    sink.flush()
+    read = selected_rows(sink.client) - before
+    moved = sink.client.query(
+        f"SELECT event_id, account_id FROM {ch_database}.events FINAL "
+        "WHERE event_id IN ('a1', 'a2', 'a3') ORDER BY event_id"
+    ).result_rows
+    assert moved == [("a1", "erp-1"), ("a2", "erp-1"), ("a3", "erp-1")]
+    assert read < STORED // 4, f"re-attributing 3 events read {read:,} rows of {STORED:,}"
+
+
+LOOKUPS = ["by_anonymous_id", "by_contact_id", "by_email", "by_engine_account_id"]
+
+
+def test_a_database_migrated_before_the_lookups_gets_them_for_its_stored_events(
+    ch_client: Client, ch_sink: Factory, ch_database: str
+) -> None:
+    # As the database was before migration 0011: no projections, events stored.
+    for name in LOOKUPS:
+        ch_client.command(f"ALTER TABLE {ch_database}.events DROP PROJECTION {name}")
+    ch_client.command(
+        f"ALTER TABLE {ch_database}.schema_migrations DELETE WHERE name LIKE '0011_%' "
+        "SETTINGS mutations_sync = 2"
+    )
+    ch_client.command(
+        f"INSERT INTO {ch_database}.events (event_id, channel, type, occurred_at, account_id, "
+        "contact_id, anonymous_id, email, dmu_role, segment, properties, context, late, "
+        "engine_account_id, version) VALUES "
+        "('a1', 'web', 'page_view', 0, '', '', 'v1', '', '', '', '{}', '{}', 0, '', 2), "
+        "('a2', 'web', 'page_view', 1, '', 'c9', '', '', '', '', '{}', '{}', 0, '', 2), "
+        "('a3', 'web', 'page_view', 2, 'acme.nl', '', '', 'x@acme.nl', '', '', '{}', '{}', 0, "
+        "'acme.nl', 2)"
+    )
+    assert migrate(ch_client, ch_database) == ["0011_attribution_lookups"]
+    stored = ch_client.query(
+        "SELECT DISTINCT name FROM system.projection_parts WHERE database = {db:String} "
+        "AND table = 'events' AND active ORDER BY name",
+        parameters={"db": ch_database},
+    ).result_rows
+    assert [name for (name,) in stored] == LOOKUPS
+    assert write(ch_sink(ch_database), LINKS) == {"a1": "erp-1", "a2": "erp-1", "a3": "erp-1"}
+
+
 # ---------------------------------------------------------------- property: any order
 
 
