@@ -108,8 +108,9 @@ def test_rows_from_before_the_migration_stay_visible_as_generation_zero(
     ch_client: Client, database_name: Callable[[str], str]
 ) -> None:
     db = database_name("before")
-    *older, (last, newest) = migration_files()
-    assert last == "0010_generations"
+    files = migration_files()
+    at = [name for name, _ in files].index("0010_generations")
+    older, (_, newest) = files[:at], files[at]
     run(ch_client, f"CREATE DATABASE {db}")
     run(
         ch_client,
@@ -138,7 +139,7 @@ def test_rows_from_before_the_migration_stay_visible_as_generation_zero(
         "VALUES ('al1', 'deal_stalled', 'acme', '2024-01-03 00:00:00', '{{}}', 1)",
     )
 
-    assert migrate(ch_client, db) == ["0010_generations"]
+    assert migrate(ch_client, db)[0] == "0010_generations"
     for statement in statements(newest):  # every statement can run again
         run(ch_client, statement.replace("{db}", db))
 
