@@ -1,5 +1,5 @@
 -- journeys on a ClickHouse cluster: the schema of every migration in
--- sinks/clickhouse/migrations/ (0001 to 0010), replicated and sharded.
+-- sinks/clickhouse/migrations/ (0001 to 0011), replicated and sharded.
 --
 --     clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
 --
@@ -898,6 +898,35 @@ WHERE resolved_at IS NULL AND withdrawn = 0
 -- `journeys migrate` and the sink's own migration step read which migrations a database
 -- has: this schema is every migration's, so record them all, once, on a table every node
 -- replicates (one Keeper path for all shards).
+-- Migration 0011: lookups for re-attribution (see the migration). Projections live in the
+-- parts of the local table; the Distributed table in front of it holds no data.
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild', lightweight_mutation_projection_mode = 'rebuild';
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    ADD PROJECTION IF NOT EXISTS by_engine_account_id (SELECT engine_account_id, event_id ORDER BY engine_account_id);
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    ADD PROJECTION IF NOT EXISTS by_contact_id (SELECT contact_id, event_id ORDER BY contact_id);
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    ADD PROJECTION IF NOT EXISTS by_anonymous_id (SELECT anonymous_id, event_id ORDER BY anonymous_id);
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    ADD PROJECTION IF NOT EXISTS by_email (SELECT email, event_id ORDER BY email);
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    MATERIALIZE PROJECTION by_engine_account_id SETTINGS mutations_sync = 2;
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    MATERIALIZE PROJECTION by_contact_id SETTINGS mutations_sync = 2;
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    MATERIALIZE PROJECTION by_anonymous_id SETTINGS mutations_sync = 2;
+
+ALTER TABLE journeys.events_local ON CLUSTER '{cluster}'
+    MATERIALIZE PROJECTION by_email SETTINGS mutations_sync = 2;
+
 CREATE TABLE IF NOT EXISTS journeys.schema_migrations ON CLUSTER '{cluster}'
 (
     name        String,
@@ -910,4 +939,5 @@ INSERT INTO journeys.schema_migrations (name)
 VALUES ('0001_initial'), ('0002_keys_redeliveries_cannot_move'), ('0003_current_views'),
        ('0004_analytics_views'), ('0005_links_name_the_account_they_end_at'),
        ('0006_customer_pyramid'), ('0007_attribution'),
-       ('0008_engagement'), ('0009_privacy'), ('0010_generations');
+       ('0008_engagement'), ('0009_privacy'), ('0010_generations'),
+       ('0011_attribution_lookups');
