@@ -35,7 +35,12 @@ SAFE_TO_REPEAT = re.compile(
     # a column added only where it is missing, one clause a line, nothing else altered but
     # a sorting key extended by the columns just added (the same key again is no change)
     r"|ALTER TABLE \{db\}\.\w+(?:\s+ADD COLUMN IF NOT EXISTS [^\n]*)+"
-    r"(?:\s+MODIFY ORDER BY \([\w, ]+\))?$)",
+    r"(?:\s+MODIFY ORDER BY \([\w, ]+\))?$"
+    # a projection added only where it is missing, built again, and the merge settings
+    # projections need (setting a value again is no change)
+    r"|ALTER TABLE \{db\}\.\w+ ADD PROJECTION IF NOT EXISTS \w+ \(SELECT [\w, ]+ ORDER BY \w+\)$"
+    r"|ALTER TABLE \{db\}\.\w+ MATERIALIZE PROJECTION \w+ SETTINGS mutations_sync = 2$"
+    r"|ALTER TABLE \{db\}\.\w+ MODIFY SETTING (?:\w+_projection_mode = '\w+'(?:, )?)+$)",
     re.S,
 )
 
